@@ -1,0 +1,85 @@
+"""The ``mmdeploy`` command line: a thin typer app.
+
+Each command lives in its own small module (``mmdeploy/cli/<command>.py``) that parses options,
+calls the library and prints.  Only typer is imported at start-up so ``--help`` is fast.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import sys
+
+import typer
+
+from mmdeploy import __version__
+
+app = typer.Typer(
+    name="mmdeploy",
+    help="Deploy trained multimodal checkpoints: PyTorch → ONNX → ONNX Runtime / OpenVINO / "
+    "TFLite / TensorRT, with quantization, pruning, split computing and benchmarks.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+
+# command modules, each with a register(app) function
+COMMAND_MODULES = ["convert", "compile", "quantize", "prune", "split", "bench", "run", "demo"]
+
+
+def _version(value: bool):
+    if value:
+        typer.echo(f"mmdeploy {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: bool = typer.Option(False, "--version", callback=_version, is_eager=True,
+                                 help="Print the version and exit."),
+):
+    """Global options; ``--debug`` may be given anywhere on the line to show tracebacks."""
+
+
+for _name in COMMAND_MODULES:
+    importlib.import_module(f"mmdeploy.cli.{_name}").register(app)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point: runs the app, turning MMDeployError into one line and an exit code."""
+    import click
+
+    from mmdeploy.errors import CheckFailed, MMDeployError
+
+    args = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in args or os.environ.get("MMDEPLOY_DEBUG") == "1"
+    args = [a for a in args if a != "--debug"]
+    if debug:
+        os.environ["MMDEPLOY_DEBUG"] = "1"
+    try:
+        code = app(args=args, prog_name="mmdeploy", standalone_mode=False)
+    except MMDeployError as exc:
+        if debug:
+            import traceback
+
+            traceback.print_exc()
+        if isinstance(exc, CheckFailed) and exc.details:
+            print(exc.details, file=sys.stderr)
+        print(f"error: {exc.one_line()}", file=sys.stderr)
+        sys.exit(exc.exit_code)
+    except click.exceptions.ClickException as exc:
+        exc.show()
+        sys.exit(2)
+    except click.exceptions.Exit as exc:
+        sys.exit(exc.exit_code)
+    except (click.exceptions.Abort, KeyboardInterrupt):
+        print("interrupted", file=sys.stderr)
+        sys.exit(130)
+    except Exception as exc:  # noqa: BLE001 - the last line of defence for users
+        if debug:
+            raise
+        print(f"internal error: {exc.__class__.__name__}: {exc}".splitlines()[0]
+              + " (rerun with --debug for a traceback and report it)", file=sys.stderr)
+        sys.exit(1)
+    sys.exit(code if isinstance(code, int) else 0)

@@ -1,0 +1,66 @@
+"""User-facing errors.
+
+Every failure a user can cause or fix raises a subclass of :class:`MMDeployError` with a
+one-line message and a hint.  The CLI prints ``error: <message> (<hint>)`` and exits with
+``exit_code``: 2 for bad input, 1 for a check that ran and failed (parity, budgets) or an
+internal error.  Tracebacks are shown only with ``--debug``.
+"""
+
+from __future__ import annotations
+
+
+class MMDeployError(Exception):
+    """Base class of every error the CLI reports as one line."""
+
+    exit_code = 2
+
+    def __init__(self, message: str, hint: str | None = None):
+        super().__init__(message)
+        self.message = message
+        self.hint = hint
+
+    def one_line(self) -> str:
+        text = " ".join(self.message.split()).rstrip(".")
+        return f"{text}; {self.hint}" if self.hint else text
+
+
+class InputError(MMDeployError):
+    """A missing file, a malformed option, recipe or request."""
+
+
+class CheckpointError(MMDeployError):
+    """A checkpoint that cannot be read: corrupt, truncated, not a checkpoint, unsafe pickle."""
+
+
+class UnsupportedError(MMDeployError):
+    """Something valid but not supported: an unknown family, an op a backend cannot convert."""
+
+
+class BackendUnavailable(MMDeployError):
+    """A backend whose package is not installed (the hint names the extra to install)."""
+
+
+class CalibrationError(MMDeployError):
+    """Calibration or evaluation data that is empty, unreadable or of the wrong modality."""
+
+
+class CheckFailed(MMDeployError):
+    """A check that ran and failed: parity beyond tolerance, a budget not met."""
+
+    exit_code = 1
+
+    def __init__(self, message: str, hint: str | None = None, details: str | None = None):
+        super().__init__(message, hint)
+        self.details = details  # e.g. a per-output table printed before the one-line error
+
+
+class VerificationError(CheckFailed):
+    """Outputs of a converted artifact differ from the PyTorch reference beyond tolerance."""
+
+
+class BudgetExceeded(CheckFailed):
+    """A latency / size / accuracy budget was not met."""
+
+
+class InternalError(MMDeployError):
+    exit_code = 1
