@@ -122,8 +122,10 @@ def analyse_cut(graph: Graph, tensors: list[str]) -> CutAnalysis:
     """Everything the cloud half needs from the edge side when the edge computes ``tensors``."""
     unknown = [t for t in tensors if t not in graph.value_info and t not in graph.producer]
     if unknown:
-        raise InputError(f"tensor {unknown[0]!r} is not in the graph",
-                         "pick a block with --at block:K (see `mmdeploy split --list`) or a tensor name")
+        found = blocks(graph)
+        valid = (f"valid blocks: block:0 .. block:{len(found) - 1}; " if found else "") + \
+            "list the cuts and their tensors with `mmdeploy split ARTIFACT --list`"
+        raise InputError(f"tensor {unknown[0]!r} is not in the graph", valid)
     static = [t for t in tensors if t not in graph.dynamic]
     if static:
         raise InputError(f"tensor {static[0]!r} does not depend on the inputs (a constant)",
@@ -172,8 +174,7 @@ def resolve_at(graph: Graph, at: str) -> tuple[list[str], Block | None]:
         if not found:
             raise UnsupportedError("no encoder blocks found in this graph",
                                    "cut at a tensor name with --at TENSOR_NAME")
-        valid = f"valid blocks: 0..{len(found) - 1}" + (" (the last block's output feeds only the head)"
-                                                        if found else "")
+        valid = f"valid blocks: block:0 .. block:{len(found) - 1} (list them with --list)"
         try:
             k = int(text.split(":", 1)[1])
         except ValueError:
