@@ -84,3 +84,20 @@ def write_bundle(out: Path, layers: int = 2, image_size: int = 32, cases: int = 
         refs.append(ArtifactRef(path=name, component=name, format="onnx"))
     write_manifest(out, Manifest(kind="model", name="tiny-clip", family="clip", artifacts=refs))
     return out
+
+
+def cached_bundle(tmp_path_factory, layers: int = 2) -> Path:
+    """One tiny bundle per test session (export takes a few seconds)."""
+    root = tmp_path_factory.getbasetemp() / f"split-tiny-bundle-{layers}"
+    if not (root / "manifest.json").is_file():
+        write_bundle(root, layers=layers)
+    return root
+
+
+def cached_split(tmp_path_factory, component: str = "vision", at: str = "block:0", compress: str = "none") -> Path:
+    from mmdeploy.split.build import split_component
+
+    out = tmp_path_factory.getbasetemp() / f"split-{component}-{at.replace(':', '')}-{compress}"
+    if not (out / "manifest.json").is_file():
+        split_component(cached_bundle(tmp_path_factory), out, component=component, at=at, compress=compress)
+    return out

@@ -120,7 +120,8 @@ def blocks(graph: Graph) -> list[Block]:
 
 def analyse_cut(graph: Graph, tensors: list[str]) -> CutAnalysis:
     """Everything the cloud half needs from the edge side when the edge computes ``tensors``."""
-    unknown = [t for t in tensors if t not in graph.value_info and t not in graph.producer]
+    unknown = [t for t in tensors if t not in graph.value_info and t not in graph.producer
+               and t not in graph.initializers]
     if unknown:
         found = blocks(graph)
         valid = (f"valid blocks: block:0 .. block:{len(found) - 1}; " if found else "") + \
