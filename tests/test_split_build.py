@@ -79,3 +79,23 @@ def test_errors_leave_nothing_behind(tmp_path_factory, tmp_path):
         read_split(bundle)
     with pytest.raises(InputError, match="does not exist"):
         read_split(tmp_path / "missing")
+
+
+@pytest.mark.slow
+def test_splits_a_real_convert_bundle(tmp_path):
+    """The lead's `convert` output (onnxsim-simplified, with preprocess/) splits the same way."""
+    from checkpoints import tiny_clip
+
+    from mmdeploy.export.convert import convert
+
+    bundle = tmp_path / "bundle"
+    convert(tiny_clip(tmp_path / "ckpt"), bundle, components=["vision", "text"])
+    for component in ("vision", "text"):
+        m = split_component(bundle, tmp_path / f"split-{component}", component=component, at="block:1")
+        out = m.metadata["model_name"]
+        assert out == f"{component}_cloud"
+        for record in m.parity.values():
+            for metrics in record["outputs"].values():
+                assert metrics["cosine"] > 0.99999
+        assert all(r["max_abs"] <= 1e-5 for r in m.parity["vs_unsplit"]["outputs"].values())
+        assert m.metadata["cut"]["crossing"][-1]["shape"][0] == "batch"

@@ -52,13 +52,27 @@ class CutAnalysis:
     extra: list[str] = field(default_factory=list)  # crossing tensors the user did not name
 
 
+def infer_shapes(model):
+    """Shapes of every tensor, symbolic dims named after the inputs' (``batch``, ``sequence``).
+
+    ONNX Runtime's symbolic inference keeps the input dim names through Reshape/Expand; ONNX's own
+    inference is the fallback (it invents ``unk__N`` names there).
+    """
+    import onnx
+
+    try:
+        from onnxruntime.tools.symbolic_shape_infer import SymbolicShapeInference
+
+        return SymbolicShapeInference.infer_shapes(model, auto_merge=True)
+    except Exception:  # noqa: BLE001 - any failure of the optional tool: use ONNX's inference
+        return onnx.shape_inference.infer_shapes(model)
+
+
 class Graph:
     """Read-only index of an ONNX graph: producers, dynamic tensors, shapes."""
 
     def __init__(self, model):
-        import onnx
-
-        self.model = onnx.shape_inference.infer_shapes(model)
+        self.model = infer_shapes(model)
         g = self.model.graph
         self.initializers = {t.name for t in g.initializer}
         self.inputs = [i.name for i in g.input if i.name not in self.initializers]
