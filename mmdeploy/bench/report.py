@@ -133,7 +133,10 @@ def plots(doc: dict) -> list[tuple[str, str]]:
         plt.close(fig)
         return out
     fig, ax = plt.subplots(figsize=(8, 0.8 + 0.6 * len(results)))
-    ax.violinplot([r["samples_ms"] for r in results], vert=False, showmedians=True)
+    try:
+        ax.violinplot([r["samples_ms"] for r in results], orientation="horizontal", showmedians=True)
+    except TypeError:  # matplotlib < 3.10
+        ax.violinplot([r["samples_ms"] for r in results], vert=False, showmedians=True)
     ax.set_yticks(range(1, len(results) + 1), [f"{r['artifact']}/{r['component']}" for r in results])
     ax.set_xlabel("latency per run, ms")
     ax.set_title(f"latency distributions on {_target(doc)} (batch {doc['settings'].get('batch')})")

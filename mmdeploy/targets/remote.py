@@ -46,12 +46,14 @@ class SSH:
             raise InputError("the ssh client is not installed", "install OpenSSH (e.g. apt-get install openssh-client)")
         self.profile = profile
         self.host, self.port = _split_host(profile.host, profile.port)
-        self.options = ["-p", str(self.port), "-o", "BatchMode=yes", "-o", f"ConnectTimeout={connect_timeout}",
-                        "-o", "StrictHostKeyChecking=accept-new", "-o", "LogLevel=ERROR"]
-        if profile.identity_file:
-            self.options += ["-i", str(Path(profile.identity_file).expanduser())]
+        # ssh keeps the first value given for an option: the profile's own options come first
+        self.options = ["-p", str(self.port)]
         for opt in profile.ssh_options:
             self.options += ["-o", opt]
+        if profile.identity_file:
+            self.options += ["-i", str(Path(profile.identity_file).expanduser())]
+        self.options += ["-o", "BatchMode=yes", "-o", f"ConnectTimeout={connect_timeout}",
+                         "-o", "StrictHostKeyChecking=accept-new", "-o", "LogLevel=ERROR"]
 
     def run(self, command: str, stdin: bytes | None = None, timeout: float | None = None):
         return subprocess.run(["ssh", *self.options, self.host, command], input=stdin,
