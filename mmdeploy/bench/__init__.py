@@ -24,7 +24,7 @@ def bench(paths: list[str | Path], settings: "BenchSettings", target=None, *,
     from mmdeploy.bench import harness
 
     settings.check()
-    items = harness.collect(paths, components)
+    items = harness.collect(paths, components, target)
     if estimate:
         from mmdeploy.targets.estimate import estimate_item
 

@@ -14,10 +14,14 @@ from pathlib import Path
 from mmdeploy.errors import MMDeployError
 
 
-def _reference_value(metadata: dict) -> float | None:
-    task = metadata.get("task")
-    if isinstance(task, dict):
-        for key in ("reference", "reference_value", "value", "torch"):
+def _reference_value(bundle_manifest, component_manifests) -> float | None:
+    """The PyTorch task value recorded by convert (bundle parity) or compile (component parity)."""
+    candidates = [bundle_manifest.parity.get("task"), bundle_manifest.metadata.get("task")]
+    candidates += [m.parity.get("task") for m in component_manifests]
+    for task in candidates:
+        if not isinstance(task, dict):
+            continue
+        for key in ("reference_value", "pytorch_value", "reference"):
             value = task.get(key)
             if isinstance(value, (int, float)):
                 return float(value)
@@ -74,7 +78,7 @@ def measure(items, load_runner_for, limit: int | None = None) -> list[dict]:
         if result is None:
             records.append({**base, "message": "the adapter returned no task result"})
             continue
-        reference = _reference_value(bundle_manifest.metadata)
+        reference = _reference_value(bundle_manifest, [it.manifest for it in group])
         records.append({**base, "metric": result.name, "value": float(result.value), "n": result.n,
                         "reference": reference, "predictions": list(result.predictions),
                         "reference_source": "pytorch" if reference is not None else None})

@@ -78,9 +78,17 @@ class Item:
 # --------------------------------------------------------------------------- discovery
 
 
-def collect(paths: list[str | Path], components: list[str] | None = None) -> list[Item]:
+def _pick(refs: list, target) -> Any:
+    """Of a bundle's artifacts for one component (ONNX plus compiled ``vision-openvino``...),
+    the one the target runs, else the ONNX one (compiled for the target on the fly)."""
+    formats = target.formats() if target is not None else ("onnx",)
+    return (next((r for r in refs if r.format in formats), None)
+            or next((r for r in refs if r.format == "onnx"), None) or refs[0])
+
+
+def collect(paths: list[str | Path], components: list[str] | None = None, target=None) -> list[Item]:
     """The component artifacts of each ARTIFACT path (a bundle or one component)."""
-    from mmdeploy.artifact import bundle_dir, component_dirs, read_manifest
+    from mmdeploy.artifact import bundle_dir, read_manifest
 
     if not paths:
         raise InputError("no artifact given", "pass a directory written by `mmdeploy convert` or `quantize`")
@@ -97,8 +105,11 @@ def collect(paths: list[str | Path], components: list[str] | None = None) -> lis
             label, n = f"{path.resolve().name}-{n}", n + 1
         labels.add(label)
         if manifest.kind == "model":
-            names = {ref.path: ref.component for ref in manifest.artifacts}
-            pairs = [(d, m, names.get(d.name, m.name)) for d, m in component_dirs(path)]
+            grouped: dict[str, list] = {}
+            for ref in manifest.artifacts:
+                grouped.setdefault(ref.component, []).append(ref)
+            chosen = [_pick(refs, target) for refs in grouped.values()]
+            pairs = [(path / r.path, read_manifest(path / r.path), r.component) for r in chosen]
             bundle, model = path, manifest.name
         else:
             bundle = bundle_dir(path)
@@ -239,8 +250,7 @@ def prepare(item: Item, target, workdir: Path) -> Path:
     backend.require()
     out = workdir / f"{item.artifact}-{item.component}-{target.backend}"
     out.mkdir(parents=True)
-    precision = item.manifest.precision if item.manifest.precision != "fp32" else target.precision
-    backend.compile(item.path, out, {"precision": precision, **target.compile})
+    backend.compile(item.path, out, {"precision": target.precision, "component": item.component, **target.compile})
     return out
 
 
