@@ -2,7 +2,8 @@
 
 A recipe lists the source checkpoint, the components, the passes with their options, the
 targets, the bench settings and the budgets; ``mmdeploy run RECIPE.yaml --output DIR``
-executes it (:mod:`mmdeploy.bench.pipeline`).  Example::
+executes it (:func:`run_recipe`): prune (on the checkpoint) → convert → quantize / fp16 →
+compile per target → bench (fp32 and final bundles, same run) → budgets.  Example::
 
     name: demo-tiny-clip
     source: demo:tiny-clip
@@ -30,8 +31,9 @@ from mmdeploy.errors import InputError
 
 T = TypeVar("T", bound=BaseModel)
 
-# pass names a recipe may list -> what runs them (the owning engineers' library functions)
-PASSES = ("simplify", "optimize", "fp16", "quantize", "prune")
+# pass names a recipe may list; prune works on the checkpoint so it runs before convert,
+# simplify is convert's onnxsim step, quantize/fp16 call mmdeploy.quantize.quantize
+PASSES = ("prune", "simplify", "quantize", "fp16")
 
 
 # --------------------------------------------------------------------------- YAML with lines
@@ -131,6 +133,8 @@ class ConvertStep(Strict):
     atol: float | None = None
     family: str | None = None
     allow_pickle: bool = False
+    batch: int | None = None
+    sequence: int | None = None
 
 
 class PassStep(Strict):
@@ -203,3 +207,145 @@ def load_recipe(path: str | Path) -> tuple[Recipe, YamlDoc]:
         for i, rule in enumerate(recipe.budgets):
             validate(BudgetRule, doc, "recipe budget", data=rule, loc=("budgets", i))
     return recipe, doc
+
+
+# --------------------------------------------------------------------------- execution
+
+
+def plan(recipe: Recipe) -> list[str]:
+    """The steps ``run_recipe`` will take, in order (for --dry-run and the run summary)."""
+    steps = [f"prune {s.options}" for s in recipe.passes if s.name == "prune"]
+    simplify = not any(s.name == "simplify" and s.options.get("enabled") is False for s in recipe.passes)
+    steps.append(f"convert {recipe.source} -> fp32 (components {recipe.components or 'all'}, "
+                 f"opset {recipe.convert.opset}, simplify {simplify})")
+    steps += [f"{s.name} {s.options}" for s in recipe.passes if s.name in ("quantize", "fp16")]
+    for t in recipe.targets:
+        steps.append(f"compile + bench on {t}" if recipe.bench else f"compile for {t}")
+    if recipe.budgets:
+        steps.append(f"check {len(recipe.budgets)} budget(s)")
+    return steps
+
+
+def _resolve_source(source: str, recipe_dir: Path) -> str:
+    if source.startswith("demo:") or ".py:" in source or Path(source).is_absolute():
+        return source
+    here = recipe_dir / source
+    return str(here) if here.exists() else source
+
+
+def _quantize(prev: Path, out: Path, options: dict, say) -> None:
+    try:
+        from mmdeploy.quantize import QuantizeOptions, quantize
+    except ImportError as exc:
+        from mmdeploy.errors import UnsupportedError
+
+        raise UnsupportedError(f"the quantize pass is not available in this build ({exc})", "update mmdeploy") from None
+    try:
+        opts = QuantizeOptions(**options)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        raise InputError(f"quantize option {'.'.join(map(str, err['loc']))}: {err['msg']}",
+                         "see `mmdeploy quantize --help`") from None
+    quantize(prev, out, opts, log=say)
+
+
+def _compile(bundle: Path, out: Path, profile, say) -> Path:
+    """The bundle compiled for a local non-ORT target (via mmdeploy.compile), or itself."""
+    if profile.remote or profile.backend == "onnxruntime":
+        return bundle  # ORT runs the ONNX; a remote device builds its own engine
+    try:
+        from mmdeploy.compile import compile_artifact
+    except ImportError:
+        say(f"mmdeploy.compile not in this build: {profile.name} compiles at bench time")
+        return bundle
+    say(f"compiling {bundle.name} for {profile.name}")
+    compile_artifact(bundle, f"{profile.backend}:{profile.precision}", out, dict(profile.compile))
+    return out
+
+
+def run_recipe(path: str | Path, output: str | Path, *, targets_dir: list | None = None,
+               host: str | None = None, progress=None) -> dict:
+    """Execute a recipe into ``output`` (atomic); returns the run summary (also run.json).
+
+    Raises BudgetExceeded after the output is in place when a budget fails.
+    """
+    import json
+    import time
+
+    from mmdeploy.artifact import Manifest, atomic_output, write_manifest
+    from mmdeploy.errors import BudgetExceeded
+    from mmdeploy.targets import get_target
+
+    say = progress or (lambda msg: None)
+    recipe, doc = load_recipe(path)
+    profiles = [get_target(t, targets_dir, host=host or recipe.host) for t in recipe.targets]
+    source = _resolve_source(recipe.source, Path(path).resolve().parent)
+    summary: dict[str, Any] = {"recipe": str(path), "name": recipe.name, "source": source, "steps": [],
+                               "targets": {}, "passed": True}
+    output = Path(output)
+    with atomic_output(output) as tmp:
+        def step(name: str, started: float, **extra):
+            summary["steps"].append({"step": name, "seconds": round(time.perf_counter() - started, 2), **extra})
+
+        for s in recipe.passes:
+            if s.name == "prune":
+                from mmdeploy.prune import prune
+
+                t0 = time.perf_counter()
+                say(f"prune {s.options}")
+                prune(source, tmp / "pruned", **s.options)
+                source = str(tmp / "pruned")
+                step("prune", t0, output="pruned")
+        from mmdeploy.export.convert import convert
+
+        t0 = time.perf_counter()
+        say(f"convert {source}")
+        simplify = not any(s.name == "simplify" and s.options.get("enabled") is False for s in recipe.passes)
+        kwargs = {k: v for k, v in recipe.convert.model_dump().items() if v is not None}
+        convert(source, tmp / "fp32", components=recipe.components, simplify=simplify,
+                progress=lambda m: say(f"  {m}"), **kwargs)
+        step("convert", t0, output="fp32")
+        bundles = [tmp / "fp32"]
+        for s in recipe.passes:
+            if s.name in ("quantize", "fp16"):
+                t0 = time.perf_counter()
+                out = tmp / (s.name if not (tmp / s.name).exists() else f"{s.name}-{len(bundles)}")
+                options = {"precision": "fp16", **s.options} if s.name == "fp16" else dict(s.options)
+                say(f"{s.name} {bundles[-1].name} -> {out.name}")
+                _quantize(bundles[-1], out, options, lambda m: say(f"  {m}"))
+                bundles.append(out)
+                step(s.name, t0, output=out.name)
+        to_bench = [bundles[0]] if len(bundles) == 1 else [bundles[0], bundles[-1]]
+        from mmdeploy.bench.budgets import BudgetFile, BudgetRule
+
+        budgets = BudgetFile(budgets=[BudgetRule(**b) for b in recipe.budgets])
+        for profile in profiles:
+            t0 = time.perf_counter()
+            compiled = [_compile(b, tmp / profile.name / b.name, profile, say) for b in to_bench]
+            entry: dict[str, Any] = {"artifacts": [str(c.relative_to(tmp)) for c in compiled]}
+            if recipe.bench is not None:
+                from mmdeploy.bench import BenchSettings, bench, gate
+                from mmdeploy.bench.report import write_report
+
+                say(f"bench on {profile.name}")
+                settings = BenchSettings(**{k: v for k, v in recipe.bench.model_dump().items() if k != "estimate"})
+                result = bench(compiled, settings, profile, estimate=recipe.bench.estimate)
+                checks = gate(result, budgets) if not recipe.bench.estimate else []
+                write_report(result, tmp / "bench" / profile.name)
+                entry.update(passed=result["passed"], failed=[c for c in checks if not c["passed"]],
+                             p50_ms={f"{r['artifact']}/{r['component']}": r["p50_ms"] for r in result["results"]},
+                             report=f"bench/{profile.name}/report.md")
+                summary["passed"] = summary["passed"] and result["passed"]
+            summary["targets"][profile.name] = entry
+            step(f"target {profile.name}", t0)
+        summary["plan"] = plan(recipe)
+        (tmp / "run.json").write_text(json.dumps(summary, indent=2, default=str) + "\n")
+        (tmp / "recipe.yaml").write_text(Path(path).read_text())
+        write_manifest(tmp, Manifest(kind="model", name=recipe.name, format="run",
+                                     metadata={"recipe": recipe.model_dump(), "passed": summary["passed"]}))
+    if not summary["passed"]:
+        failed = [c for t in summary["targets"].values() for c in t.get("failed", [])]
+        first = failed[0]
+        raise BudgetExceeded(f"{len(failed)} budget(s) failed; first: {first['where']} {first['check']}: "
+                             f"{first['message']}", f"see {output}/bench/*/report.md and junit.xml")
+    return summary
