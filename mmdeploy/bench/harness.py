@@ -250,7 +250,18 @@ def prepare(item: Item, target, workdir: Path) -> Path:
     backend.require()
     out = workdir / f"{item.artifact}-{item.component}-{target.backend}"
     out.mkdir(parents=True)
-    backend.compile(item.path, out, {"precision": target.precision, "component": item.component, **target.compile})
+    options = {"precision": target.precision, "component": item.component, **target.compile}
+    if target.backend == "tflite" and item.bundle is not None:  # converts from the torch module
+        try:
+            from mmdeploy.artifact import read_manifest
+            from mmdeploy.compile import adapter_from_source
+
+            adapter = adapter_from_source(read_manifest(item.bundle))
+            if adapter is not None:
+                options["torch_component"] = adapter.components().get(item.component)
+        except ImportError:
+            pass
+    backend.compile(item.path, out, options)
     return out
 
 
