@@ -71,3 +71,27 @@ def test_format_mismatch_without_compile_is_clear(tmp_path):
     write_manifest(d, Manifest(kind="component", name="vision", format="openvino"))
     with pytest.raises(InputError, match="openvino artifact; target cpu runs onnx"):
         bench([d], BenchSettings(iters=1), get_target("cpu"))
+
+
+@pytest.mark.skipif(__import__("importlib").util.find_spec("mmdeploy.backends.openvino") is None,
+                    reason="the openvino backend module (backends branch) is not in this build")
+def test_onnx_bundle_compiled_on_the_fly_for_openvino_target(tmp_path):
+    b = bundle(tmp_path / "m", {"vision": 2})
+    doc = bench([b], BenchSettings(warmup=1, iters=5), get_target("openvino-cpu"))
+    (r,) = doc["results"]
+    assert r["format"] == "openvino" and r["p50_ms"] > 0 and doc["target"]["backend"] == "openvino"
+
+
+def test_bundle_with_compiled_artifacts_picks_the_targets_format(tmp_path):
+    from mmdeploy.artifact import ArtifactRef, Manifest, write_manifest
+
+    b = bundle(tmp_path / "m", {"vision": 1})
+    m = read_manifest(b)
+    fake = b / "vision-openvino"
+    fake.mkdir()
+    (fake / "model.xml").write_text("<net/>")
+    write_manifest(fake, Manifest(kind="component", name="vision", format="openvino"))
+    m.artifacts.append(ArtifactRef(path="vision-openvino", component="vision", format="openvino", target="openvino"))
+    write_manifest(b, m)
+    assert [i.path.name for i in harness.collect([b])] == ["vision"]
+    assert [i.path.name for i in harness.collect([b], target=get_target("openvino-cpu"))] == ["vision-openvino"]
