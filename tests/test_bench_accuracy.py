@@ -14,16 +14,6 @@ def test_family_without_task_degrades_with_a_message(tmp_path):
     assert acc["value"] is None and "has no task metric" in acc["message"]
 
 
-@pytest.fixture(scope="module")
-def clip_bundle(tmp_path_factory):
-    from checkpoints import tiny_clip
-    from mmdeploy.export.convert import convert
-
-    root = tmp_path_factory.mktemp("clip")
-    convert(tiny_clip(root / "ckpt"), root / "fp32")
-    return root / "fp32"
-
-
 @pytest.mark.slow
 def test_zero_shot_accuracy_against_pytorch_reference_and_budget(clip_bundle, tmp_path, capsys):
     with pytest.raises(SystemExit) as exc:

@@ -82,18 +82,11 @@ def test_shipped_recipes_are_valid():
         assert recipe.targets and plan(recipe)
 
 
-@pytest.fixture(scope="module")
-def checkpoint(tmp_path_factory):
-    from checkpoints import tiny_clip
-
-    return tiny_clip(tmp_path_factory.mktemp("ckpt") / "tiny-clip")
-
-
 @pytest.mark.slow
-def test_run_recipe_end_to_end_with_budgets(checkpoint, tmp_path, capsys):
+def test_run_recipe_end_to_end_with_budgets(tiny_clip_dir, tmp_path, capsys):
     recipe = write(tmp_path, f"""
 name: tiny
-source: {checkpoint}
+source: {tiny_clip_dir}
 passes: [simplify]
 targets: [cpu]
 bench: {{iters: 20, warmup: 2, accuracy: true}}
