@@ -111,3 +111,17 @@ def test_unreachable_host_is_a_clear_error(sshd, tmp_path):
         bench([b], BenchSettings(iters=1), profile)
     line = exc.value.one_line()
     assert "cannot reach target loopback" in line and "host/port" in line
+
+
+def test_jetson_like_target_reports_the_devices_error(sshd, tmp_path):
+    """A TensorRT target over SSH: the device builds the engine itself; without TensorRT there,
+    the device's one-line error comes back naming the host (here: no TensorRT on 127.0.0.1)."""
+    from mmdeploy.errors import MMDeployError
+
+    b = bundle(tmp_path / "m", {"vision": 1})
+    profile = get_target("loopback", [sshd["targets"]]).model_copy(update={"backend": "tensorrt",
+                                                                           "precision": "fp16"})
+    with pytest.raises(MMDeployError) as exc:
+        bench([b], BenchSettings(iters=1), profile)
+    line = exc.value.one_line()
+    assert "127.0.0.1" in line and "tensorrt" in line.lower()

@@ -40,7 +40,7 @@ def bench(
     baseline: Optional[Path] = typer.Option(None, "--baseline", help="compare with a stored bench JSON"),
     save_baseline: Optional[Path] = typer.Option(None, "--save-baseline", help="write this run's JSON as a baseline"),
     junit: Optional[Path] = typer.Option(None, "--junit", help="write JUnit XML (one testcase per budget)"),
-    report: Optional[Path] = typer.Option(None, "--report", help="write report.md, report.html, results.json here"),
+    report: Optional[Path] = typer.Option(None, "--report", "--output", help="write report.md, report.html, results.json (+ junit.xml) here"),
     json_out: bool = typer.Option(False, "--json", help="print the JSON document (schema mmdeploy.bench v1)"),
     list_targets: bool = typer.Option(False, "--list-targets", help="list target profiles and exit"),
 ):

@@ -116,6 +116,10 @@ def run_remote(paths: list[str | Path], settings, profile, components: list[str]
         out = proc.stdout.decode(errors="replace")
         if proc.returncode != 0:
             tail = proc.stderr.decode(errors="replace").strip().splitlines()
+            last = tail[-1] if tail else f"exit {proc.returncode}"
+            if proc.returncode == 2 and last.startswith("error: "):  # the device refused the input
+                raise InputError(f"on {ssh.host}: {last[len('error: '):]}",
+                                 f"fix the device's setup ({profile.python}, the {profile.backend} runtime)")
             raise RemoteError(f"benchmark on {ssh.host} failed: {tail[-1] if tail else f'exit {proc.returncode}'}",
                               f"check {profile.python} on the device has mmdeploy and the {profile.backend} runtime")
         try:
