@@ -184,7 +184,7 @@ class Recipe(Strict):
         return out
 
 
-def load_recipe(path: str | Path) -> tuple[Recipe, YamlDoc]:
+def load_recipe(path: str | Path, targets_dir: list | None = None) -> tuple[Recipe, YamlDoc]:
     """Parse and check a recipe: schema, pass names and target names, all as FILE:LINE errors."""
     doc = load_yaml(path, "recipe")
     if not isinstance(doc.data, dict):
@@ -196,7 +196,7 @@ def load_recipe(path: str | Path) -> tuple[Recipe, YamlDoc]:
                              "valid passes: " + ", ".join(PASSES))
     from mmdeploy.targets import list_targets
 
-    known = list_targets()
+    known = list_targets(targets_dir)
     for i, name in enumerate(recipe.targets):
         if name not in known:
             raise InputError(f"{doc.where(('targets', i))}: unknown target {name!r}",
@@ -284,7 +284,7 @@ def run_recipe(path: str | Path, output: str | Path, *, targets_dir: list | None
     from mmdeploy.targets import get_target
 
     say = progress or (lambda msg: None)
-    recipe, doc = load_recipe(path)
+    recipe, doc = load_recipe(path, targets_dir)
     profiles = [get_target(t, targets_dir, host=host or recipe.host) for t in recipe.targets]
     source = _resolve_source(recipe.source, Path(path).resolve().parent)
     summary: dict[str, Any] = {"recipe": str(path), "name": recipe.name, "source": source, "steps": [],
@@ -309,6 +309,8 @@ def run_recipe(path: str | Path, output: str | Path, *, targets_dir: list | None
         say(f"convert {source}")
         simplify = not any(s.name == "simplify" and s.options.get("enabled") is False for s in recipe.passes)
         kwargs = {k: v for k, v in recipe.convert.model_dump().items() if v is not None}
+        if recipe.family:
+            kwargs.setdefault("family", recipe.family)
         convert(source, tmp / "fp32", components=recipe.components, simplify=simplify,
                 progress=lambda m: say(f"  {m}"), **kwargs)
         step("convert", t0, output="fp32")

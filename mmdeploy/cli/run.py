@@ -25,7 +25,7 @@ def run(
     from mmdeploy.errors import InputError
     from mmdeploy.recipe import load_recipe, plan, run_recipe
 
-    parsed, _ = load_recipe(recipe)
+    parsed, _ = load_recipe(recipe, targets_dir)
     if dry_run:
         from mmdeploy.targets import get_target
 
