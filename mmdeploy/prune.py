@@ -119,12 +119,16 @@ def _to_torch(feeds: dict[str, np.ndarray]) -> dict:
 
 
 def _batched(feeds: list[dict[str, np.ndarray]], batch_size: int) -> list[dict]:
-    """Concatenate feeds along the batch axis and cut into torch batches."""
-    if not feeds:
-        return []
-    joined = {k: np.concatenate([f[k] for f in feeds]) for k in feeds[0]}
-    n = len(next(iter(joined.values())))
-    return [_to_torch({k: v[i:i + batch_size] for k, v in joined.items()}) for i in range(0, n, batch_size)]
+    """Concatenate feeds of equal shapes along the batch axis and cut into torch batches."""
+    groups: dict[tuple, list[dict]] = {}
+    for f in feeds:
+        groups.setdefault(tuple((k, v.shape[1:]) for k, v in sorted(f.items())), []).append(f)
+    batches = []
+    for group in groups.values():
+        joined = {k: np.concatenate([f[k] for f in group]) for k in group[0]}
+        n = len(next(iter(joined.values())))
+        batches += [_to_torch({k: v[i:i + batch_size] for k, v in joined.items()}) for i in range(0, n, batch_size)]
+    return batches
 
 
 def _text_feeds(src: Source, texts: list[str]) -> dict[str, np.ndarray]:
@@ -189,20 +193,25 @@ def _random_feeds(model, component: str, n: int, seed: int) -> dict[str, np.ndar
 
 
 def feeds_for(src: Source, model, component: str, calib: Path | None, n: int, split: str, seed: int):
-    """(numpy feeds, where they came from) for one component: --calib, the adapter's
+    """(list of numpy feeds, where they came from) for one component: --calib, the adapter's
     calibration data, the demo dataset, or random inputs as a last resort."""
     if calib is not None:
-        return _path_feeds(src, component, calib, n), str(calib)
+        if src.adapter is not None:
+            try:
+                return src.adapter.calibration_feeds(component, calib, limit=n), str(calib)
+            except NotImplementedError:
+                pass
+        return [_path_feeds(src, component, calib, n)], str(calib)
     if src.is_demo:
-        return _demo_feeds(src, component, split, n), f"demo:{split}"
+        return [_demo_feeds(src, component, split, n)], f"demo:{split}"
     if src.adapter is not None:
         try:
             feeds = src.adapter.calibration_feeds(component, None, limit=n)
             if feeds:
-                return {k: np.concatenate([f[k] for f in feeds]) for k in feeds[0]}, "adapter"
+                return feeds, "adapter"
         except NotImplementedError:
             pass
-    return _random_feeds(model, component, n, seed), "random"
+    return [_random_feeds(model, component, n, seed)], "random"
 
 
 # --------------------------------------------------------------------------- runners
@@ -397,8 +406,8 @@ def prune(source: str | Path, output: str | Path, method: str, amount: float,
     calib_feeds, origin = {}, {}
     for c in chosen:
         calib_feeds[c], origin[c] = feeds_for(src, model, c, calib_path, calib_size, "calib", seed)
-    calib_b = {c: _batched([f], batch_size) for c, f in calib_feeds.items()}
-    heldout = {c: _batched([feeds_for(src, model, c, None, 32, "eval", seed + 1)[0]], batch_size) for c in chosen}
+    calib_b = {c: _batched(f, batch_size) for c, f in calib_feeds.items()}
+    heldout = {c: _batched(feeds_for(src, model, c, None, 32, "eval", seed + 1)[0], batch_size) for c in chosen}
     batch1 = {c: {k: v[:1] for k, v in calib_b[c][0].items()} for c in chosen}
 
     before = {
@@ -420,7 +429,7 @@ def prune(source: str | Path, output: str | Path, method: str, amount: float,
     losses: list[float] = []
     if recover_steps:
         n_train = max(calib_size, min(recover_steps * batch_size, 4096))
-        train = {c: _batched([feeds_for(src, model, c, calib_path, n_train, "train", seed + 2)[0]], batch_size)
+        train = {c: _batched(feeds_for(src, model, c, calib_path, n_train, "train", seed + 2)[0], batch_size)
                  for c in chosen}
         losses = distill(model, teacher, train, recover_steps, recover_lr, seed)
     if method == "magnitude":

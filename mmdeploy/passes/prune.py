@@ -194,6 +194,8 @@ def load_pretrained(path: str | Path, model_class=None, **kwargs):
     if not wanted:
         return model_class.from_pretrained(str(path), local_files_only=True, **kwargs)
     cfg = model_class.config_class.from_pretrained(str(path), local_files_only=True)
+    if kwargs.get("attn_implementation"):
+        cfg._attn_implementation = kwargs["attn_implementation"]
     model = model_class(cfg)
     apply_structure(model, wanted)
     state = {}
