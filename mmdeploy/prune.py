@@ -387,7 +387,7 @@ def prune(source: str | Path, output: str | Path, method: str, amount: float,
 
     from mmdeploy.artifact import Manifest, PassRecord, atomic_output, sha256_path, tool_versions, write_manifest
 
-    P.check_method(method)
+    methods = P.check_method(method)
     P.check_amount(amount)
     if scope not in ("per-layer", "global"):
         raise InputError(f"unknown --scope {scope!r}", "use per-layer or global")
@@ -417,12 +417,12 @@ def prune(source: str | Path, output: str | Path, method: str, amount: float,
     }
 
     # prune
-    if method == "magnitude":
+    targets: list = []
+    if methods == ["magnitude"]:
         targets = P.prune_magnitude(model, amount, scope, chosen)
-        details = {"scope": scope}
+        details: dict[str, Any] = {"scope": scope}
     else:
-        details = P.prune_structured(model, method, amount, calib_b, chosen)
-        targets = []
+        details = {m: P.prune_structured(model, m, amount, calib_b, chosen) for m in methods}
     after_prune = {"metric": task_metric(src, model, eval_limit),
                    "cosine": {c: _cosine(_embed(teacher, c, heldout[c]), _embed(model, c, heldout[c])) for c in chosen}}
 
@@ -432,7 +432,7 @@ def prune(source: str | Path, output: str | Path, method: str, amount: float,
         train = {c: _batched(feeds_for(src, model, c, calib_path, n_train, "train", seed + 2)[0], batch_size)
                  for c in chosen}
         losses = distill(model, teacher, train, recover_steps, recover_lr, seed)
-    if method == "magnitude":
+    if methods == ["magnitude"]:
         details.update(P.finalize_magnitude(targets))
         details["compressed_bytes"] = {"before": P.compressed_size(teacher, chosen),
                                        "after": P.compressed_size(model, chosen)}
@@ -480,7 +480,7 @@ def prune(source: str | Path, output: str | Path, method: str, amount: float,
         "pruned": details,
         "structure": P.structure(model),
     }
-    if method == "magnitude":
+    if methods == ["magnitude"]:
         report["note"] = details["note"]
 
     with atomic_output(output) as tmp:

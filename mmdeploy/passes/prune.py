@@ -42,7 +42,7 @@ STRUCTURE_KEY = "mmdeploy_pruning"
 class PruneConfig(BaseModel):
     """Typed parameters of the ``prune`` pass."""
 
-    method: Literal["heads", "mlp", "magnitude"]
+    method: str  # heads | mlp | magnitude | heads,mlp
     amount: float = Field(description="fraction removed: heads / channels per layer, or weights")
     components: list[str] | None = None  # None: every tower the model has
     scope: Literal["per-layer", "global"] = "per-layer"  # magnitude only
@@ -50,6 +50,12 @@ class PruneConfig(BaseModel):
     recover_lr: float = 1e-4
     batch_size: int = 16
     seed: int = 0
+
+    @field_validator("method")
+    @classmethod
+    def _known_method(cls, value: str) -> str:
+        check_method(value)
+        return value
 
     @field_validator("amount")
     @classmethod
@@ -59,10 +65,19 @@ class PruneConfig(BaseModel):
         return value
 
 
-def check_method(method: str) -> str:
-    if method not in METHODS:
-        raise InputError(f"unknown pruning method {method!r}", "use one of: " + ", ".join(METHODS))
-    return method
+def check_method(method: str) -> list[str]:
+    """The method(s): one of METHODS, or structured ones combined as ``heads,mlp``."""
+    methods = [m.strip() for m in str(method).split(",") if m.strip()]
+    for m in methods or [method]:
+        if m not in METHODS:
+            raise InputError(f"unknown pruning method {m!r}",
+                             "use one of: " + ", ".join(METHODS) + " (or heads,mlp)")
+    if "magnitude" in methods and len(methods) > 1:
+        raise InputError("magnitude cannot be combined with other methods in one run",
+                         "run mmdeploy prune twice, magnitude last")
+    if len(set(methods)) != len(methods):
+        raise InputError(f"--method {method!r} repeats a method", "list each method once")
+    return methods
 
 
 def check_amount(amount: float) -> float:
