@@ -382,7 +382,30 @@ def prune(source: str | Path, output: str | Path, method: str, amount: float,
           scope: str = "per-layer", recover_lr: float = 1e-4, batch_size: int = 16, calib_size: int = 64,
           measure_latency: bool = True, latency_runs: int = 20, threads: int | None = None,
           eval_limit: int | None = None, allow_pickle: bool = False, seed: int = 0) -> dict[str, Any]:
-    """Prune SOURCE's towers and write a checkpoint folder at ``output``; returns the report."""
+    """Prune SOURCE's towers (``method``: heads, mlp, heads,mlp or magnitude; ``amount`` in
+    (0, 1)), optionally recover by distillation, and write a checkpoint folder at ``output``.
+
+    Returns the report (also written to ``prune_report.json``).  ``threads`` applies to torch
+    (restored afterwards) and ONNX Runtime: on a busy machine extra OpenMP threads mostly spin.
+    """
+    import torch
+
+    options = dict(locals())
+    del options["torch"]
+    previous = torch.get_num_threads()
+    if threads:
+        torch.set_num_threads(int(threads))
+    try:
+        return _prune(**options)
+    finally:
+        torch.set_num_threads(previous)
+
+
+def _prune(source: str | Path, output: str | Path, method: str, amount: float,
+          components: list[str] | None = None, recover_steps: int = 0, calib: str | Path | None = None,
+          scope: str = "per-layer", recover_lr: float = 1e-4, batch_size: int = 16, calib_size: int = 64,
+          measure_latency: bool = True, latency_runs: int = 20, threads: int | None = None,
+          eval_limit: int | None = None, allow_pickle: bool = False, seed: int = 0) -> dict[str, Any]:
     import torch
 
     from mmdeploy.artifact import Manifest, PassRecord, atomic_output, sha256_path, tool_versions, write_manifest
@@ -397,6 +420,7 @@ def prune(source: str | Path, output: str | Path, method: str, amount: float,
                            recover_steps=recover_steps, recover_lr=recover_lr, batch_size=batch_size, seed=seed)
     src = Source(source, allow_pickle=allow_pickle)
     torch.manual_seed(seed)
+
     model = src.torch_model()
     chosen = list(P.towers(model, components))  # validates --components
     teacher = copy.deepcopy(model).eval()

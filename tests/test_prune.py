@@ -31,7 +31,8 @@ def test_heads_checkpoint_converts_with_smaller_graph(clip_dir, tmp_path):
     from mmdeploy.models import resolve
 
     out = tmp_path / "pruned"
-    report = prune(clip_dir, out, "heads,mlp", 0.5, recover_steps=3, latency_runs=4, batch_size=8)
+    report = prune(clip_dir, out, "heads,mlp", 0.5, recover_steps=3, latency_runs=4, batch_size=8,
+                   threads=1, eval_limit=4)
     assert {"config.json", "model.safetensors", "tokenizer.json", "preprocessor_config.json",
             "prune_report.json", "manifest.json"} <= {p.name for p in out.iterdir()}
     manifest = read_manifest(out)
@@ -59,8 +60,9 @@ def test_heads_checkpoint_converts_with_smaller_graph(clip_dir, tmp_path):
 
 
 def test_recovery_improves_the_pruned_model(clip_dir, tmp_path):
-    kwargs = dict(components=["vision"], measure_latency=False, batch_size=16, calib_size=32)
-    report = prune(clip_dir, tmp_path / "a", "mlp", 0.75, recover_steps=40, recover_lr=3e-3, **kwargs)
+    kwargs = dict(components=["vision"], measure_latency=False, batch_size=16, calib_size=32, threads=1,
+                  eval_limit=4)
+    report = prune(clip_dir, tmp_path / "a", "mlp", 0.75, recover_steps=20, recover_lr=3e-3, **kwargs)
     cos = report["embedding_cosine"]["vision"]
     assert cos["after"]["mean"] > cos["after_prune"]["mean"]
     assert report["recovery_loss"]["last"] < report["recovery_loss"]["first"]
@@ -69,7 +71,8 @@ def test_recovery_improves_the_pruned_model(clip_dir, tmp_path):
 
 
 def test_magnitude_reports_sparsity_and_no_dense_speedup(clip_dir, tmp_path):
-    report = prune(clip_dir, tmp_path / "m", "magnitude", 0.6, scope="global", measure_latency=False)
+    report = prune(clip_dir, tmp_path / "m", "magnitude", 0.6, scope="global", measure_latency=False,
+                   threads=1, eval_limit=4)
     assert abs(report["pruned"]["sparsity"] - 0.6) < 0.01
     assert report["pruned"]["compressed_bytes"]["after"] < report["pruned"]["compressed_bytes"]["before"]
     assert "no faster" in report["note"]
@@ -83,7 +86,7 @@ def test_magnitude_reports_sparsity_and_no_dense_speedup(clip_dir, tmp_path):
 
 def test_siglip_heads(tmp_path):
     src = tiny_siglip(tmp_path / "siglip")
-    report = prune(src, tmp_path / "out", "heads", 0.5, measure_latency=False)
+    report = prune(src, tmp_path / "out", "heads", 0.5, measure_latency=False, threads=1, eval_limit=4)
     assert report["structure"]["vision"]["heads"] == [1, 1]
     from mmdeploy.models import resolve
 
@@ -132,7 +135,7 @@ def test_cli_unsupported_family(tmp_path, capsys):
 
 def test_cli_json(clip_dir, tmp_path, capsys):
     code, out, _ = _cli(["prune", str(clip_dir), "--method", "mlp", "--amount", "0.5", "--no-latency",
-                         "--components", "text", "--output", str(tmp_path / "o"), "--json"], capsys)
+                         "--components", "text", "--threads", "1", "--output", str(tmp_path / "o"), "--json"], capsys)
     assert code == 0
     report = json.loads(out)
     assert report["components"] == ["text"] and report["structure"]["text"]["intermediate"] == [32, 32]
@@ -155,7 +158,7 @@ def _demo_available() -> bool:
 @pytest.mark.skipif(not _demo_available(), reason="demo:tiny-clip is not in this build yet")
 def test_demo_heads_mlp_with_recovery_keeps_zero_shot(tmp_path):
     report = prune("demo:tiny-clip", tmp_path / "demo", "heads,mlp", 0.3, recover_steps=150,
-                   recover_lr=5e-4, measure_latency=False, batch_size=32)
+                   recover_lr=5e-4, measure_latency=False, batch_size=32, threads=1)
     metric = report["metric"]
     assert metric["name"] == "zero-shot-top1" and metric["n"] >= 100
     assert metric["after"] >= metric["after_prune"]

@@ -23,7 +23,7 @@ def register(app: typer.Typer) -> None:
         batch_size: int = typer.Option(16, "--batch-size"),
         latency: bool = typer.Option(True, "--latency/--no-latency", help="Measure ORT batch-1 latency before/after."),
         runs: int = typer.Option(20, "--runs", help="Timed runs per model for the latency."),
-        threads: Optional[int] = typer.Option(None, "--threads", help="ONNX Runtime intra-op threads."),
+        threads: Optional[int] = typer.Option(None, "--threads", help="Threads for torch and ONNX Runtime."),
         allow_pickle: bool = typer.Option(False, "--allow-pickle", help="Allow pickle checkpoints."),
         as_json: bool = typer.Option(False, "--json", help="Print the report as JSON."),
     ):
