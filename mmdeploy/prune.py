@@ -304,33 +304,31 @@ def distill(student, teacher, train: dict[str, list[dict]], steps: int, lr: floa
 # --------------------------------------------------------------------------- latency
 
 
-class _Tower:
-    @staticmethod
-    def module(model, component: str):
-        import torch
+def _tower_module(model, component: str, names: list[str]):
+    """One tower as an nn.Module taking ``names`` positionally (what torch.onnx.export needs)."""
+    import torch
 
-        class Tower(torch.nn.Module):
-            def __init__(self):
-                super().__init__()
-                self.model = model
+    class Tower(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.model = model
 
-            def forward(self, *inputs):
-                names = ["pixel_values"] if component == "vision" else ["input_ids", "attention_mask"]
-                return P._run_tower(self.model, component, dict(zip(names, inputs)))
+        def forward(self, *inputs):
+            return P._run_tower(self.model, component, dict(zip(names, inputs)))
 
-        return Tower().eval()
+    return Tower().eval()
 
 
 def export_tower(model, component: str, feeds: dict, path: Path) -> Path:
     """torch.onnx.export of one tower (opset 17), for the same-run latency comparison."""
-    import torch
-
     import warnings
+
+    import torch
 
     names = list(feeds)
     with torch.no_grad(), warnings.catch_warnings():
         warnings.simplefilter("ignore")  # tracer warnings about shape checks turned constant
-        torch.onnx.export(_Tower.module(model, component), tuple(feeds[n] for n in names), str(path),
+        torch.onnx.export(_tower_module(model, component, names), tuple(feeds[n] for n in names), str(path),
                           input_names=names, output_names=[OUTPUT_NAMES[component]], opset_version=17,
                           dynamo=False, dynamic_axes={n: {0: "batch"} for n in names})
     return path
