@@ -8,14 +8,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from checkpoints import tiny_clip, tiny_siglip
 from mmdeploy.artifact import read_manifest
 from mmdeploy.prune import prune
 
 
-@pytest.fixture(scope="module")
-def clip_dir(tmp_path_factory) -> Path:
-    return tiny_clip(tmp_path_factory.mktemp("clip") / "tiny-clip")
+@pytest.fixture
+def clip_dir(tiny_clip_dir) -> Path:
+    return tiny_clip_dir  # conftest's session checkpoint; prune never writes into its source
 
 
 def _onnx_weight_shapes(path: Path) -> list[tuple[int, ...]]:
@@ -84,9 +83,8 @@ def test_magnitude_reports_sparsity_and_no_dense_speedup(clip_dir, tmp_path):
     assert 0.2 < float((fc1 == 0).mean()) < 1.0
 
 
-def test_siglip_heads(tmp_path):
-    src = tiny_siglip(tmp_path / "siglip")
-    report = prune(src, tmp_path / "out", "heads", 0.5, measure_latency=False, threads=1, eval_limit=4)
+def test_siglip_heads(tiny_siglip_dir, tmp_path):
+    report = prune(tiny_siglip_dir, tmp_path / "out", "heads", 0.5, measure_latency=False, threads=1, eval_limit=4)
     assert report["structure"]["vision"]["heads"] == [1, 1]
     from mmdeploy.models import resolve
 
