@@ -49,7 +49,7 @@ CAPTION_WORDS = "a an the of photo picture red green blue circle square star on 
 
 def tiny_blip_checkpoint(folder: Path, max_length: int = 12) -> Path:
     import torch
-    from transformers import BlipConfig, BlipForConditionalGeneration, BlipImageProcessor
+    from transformers import BlipConfig, BlipForConditionalGeneration, BlipImageProcessorPil
 
     tok = _tokenizer(CAPTION_WORDS, 24)
     torch.manual_seed(0)
@@ -62,10 +62,16 @@ def tiny_blip_checkpoint(folder: Path, max_length: int = 12) -> Path:
                            image_size=32, patch_size=8),
         projection_dim=16)
     model = BlipForConditionalGeneration(config).eval()
+    # wider weights than the default init so captions depend on the image and vary in length
+    torch.manual_seed(1)
+    with torch.no_grad():
+        for param in model.parameters():
+            if param.dim() >= 2:
+                param.normal_(0, 0.1)
     model.generation_config.max_length = max_length
     model.save_pretrained(folder)
     tok.save_pretrained(folder)
-    BlipImageProcessor(size={"height": 32, "width": 32}).save_pretrained(folder)
+    BlipImageProcessorPil(size={"height": 32, "width": 32}).save_pretrained(folder)
     return Path(folder)
 
 
