@@ -1,8 +1,7 @@
 """Tiny CLAP / BLIP checkpoints and a minimal exporter for the modality tests.
 
-The checkpoints are random (seeded) with a word-level tokenizer built offline; the exporter
-writes a component artifact (model.onnx, reference.npz, manifest) the way ``convert`` does,
-so runners come from ``mmdeploy.backends.load_runner``.
+The checkpoints are random (seeded) with a word-level tokenizer built offline; bundles come
+from the real ``convert`` pipeline, runners from ``mmdeploy.backends.load_runner``.
 """
 
 from __future__ import annotations
@@ -11,7 +10,6 @@ from pathlib import Path
 
 import numpy as np
 
-from mmdeploy.artifact import Manifest, TensorSpec, save_reference, write_manifest
 
 
 def _tokenizer(words, max_length):
@@ -75,49 +73,51 @@ def tiny_blip_checkpoint(folder: Path, max_length: int = 12) -> Path:
     return Path(folder)
 
 
-def export_component(adapter, name: str, out: Path, opset: int = 17) -> Path:
-    """torch.onnx.export one adapter component into a component artifact with reference cases."""
-    import torch
+def convert_bundle(checkpoint: Path, out: Path) -> Path:
+    """The real convert pipeline (export, onnxsim, verification, task parity) into a bundle."""
+    from mmdeploy.export.convert import convert
 
-    comp = adapter.components()[name]
-    feeds = adapter.verification_feeds(name)
-    out.mkdir(parents=True, exist_ok=True)
-    args = tuple(torch.from_numpy(feeds[0][n]) for n in comp.input_names)
-    with comp.export_context(), torch.no_grad():
-        torch.onnx.export(comp.module, args, str(out / "model.onnx"), dynamo=False, opset_version=opset,
-                          input_names=comp.input_names, output_names=comp.output_names,
-                          dynamic_axes=comp.dynamic_axes)
-    cases = []
-    for f in feeds:
-        with torch.no_grad():
-            res = comp.module(*(torch.from_numpy(f[n]) for n in comp.input_names))
-        res = res if isinstance(res, (tuple, list)) else (res,)
-        cases.append((f, {n: r.numpy() for n, r in zip(comp.output_names, res)}))
-    save_reference(out, cases)
-    spec = lambda d: [TensorSpec(name=k, dtype=str(v.dtype), shape=list(v.shape)) for k, v in d.items()]  # noqa: E731
-    write_manifest(out, Manifest(name=name, family=adapter.family, format="onnx", inputs=spec(cases[0][0]),
-                                 outputs=spec(cases[0][1]), metadata={"model_file": "model.onnx"}))
-    return out
-
-
-def export_bundle(adapter, out: Path) -> Path:
-    """A model bundle: each component exported, preprocess/ copied, family metadata."""
-    import shutil
-
-    from mmdeploy.artifact import ArtifactRef
-
-    out.mkdir(parents=True, exist_ok=True)
-    refs = []
-    for name in adapter.components():
-        export_component(adapter, name, out / name)
-        refs.append(ArtifactRef(path=name, component=name, format="onnx"))
-    (out / "preprocess").mkdir()
-    for file in adapter.preprocess_files():
-        shutil.copy(file, out / "preprocess" / file.name)
-    write_manifest(out, Manifest(kind="model", name=out.name, family=adapter.family,
-                                 metadata=adapter.metadata(), artifacts=refs))
+    convert(checkpoint, out)
     return out
 
 
 def max_abs(a: np.ndarray, b: np.ndarray) -> float:
     return float(np.abs(np.asarray(a, np.float64) - np.asarray(b, np.float64)).max())
+
+
+class OpenVINORunner:
+    """OpenVINO straight from an ONNX component artifact (until the openvino backend lands)."""
+
+    name = "openvino"
+
+    def __init__(self, artifact_dir: Path):
+        import openvino as ov
+
+        from mmdeploy.artifact import read_manifest
+
+        manifest = read_manifest(artifact_dir)
+        self.compiled = ov.Core().compile_model(str(Path(artifact_dir) / manifest.metadata["model_file"]), "CPU",
+                                               {"INFERENCE_PRECISION_HINT": "f32"})
+        self.input_names = [i.get_any_name() for i in self.compiled.inputs]
+        self.output_names = [o.get_any_name() for o in self.compiled.outputs]
+
+    def run(self, feeds):
+        result = self.compiled({n: np.ascontiguousarray(feeds[n]) for n in self.input_names})
+        return {o.get_any_name(): np.asarray(v) for o, v in result.items()}
+
+
+def openvino_runner(artifact_dir: Path):
+    """The backends' OpenVINO runner when it exists, else :class:`OpenVINORunner`."""
+    try:
+        from mmdeploy.backends import get_backend
+
+        backend = get_backend("openvino")
+    except ImportError:
+        return OpenVINORunner(artifact_dir)
+    ok, _ = backend.available()
+    if not ok:
+        return OpenVINORunner(artifact_dir)
+    try:
+        return backend.load(Path(artifact_dir))  # loads ONNX directly if the backend supports it
+    except Exception:  # noqa: BLE001 - the backend may want a compiled IR artifact
+        return OpenVINORunner(artifact_dir)

@@ -11,7 +11,7 @@ from mmdeploy.backends import load_runner
 from mmdeploy.compare import verify_runner
 from mmdeploy.errors import CalibrationError, CheckpointError
 from mmdeploy.models import adapter_for_bundle, resolve
-from tests.modalities_helpers import export_bundle, tiny_clap_checkpoint
+from tests.modalities_helpers import convert_bundle, tiny_clap_checkpoint
 
 
 @pytest.fixture(scope="module")
@@ -21,7 +21,7 @@ def checkpoint(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def bundle(checkpoint, tmp_path_factory):
-    return export_bundle(resolve(checkpoint), tmp_path_factory.mktemp("clap-bundle") / "bundle")
+    return convert_bundle(checkpoint, tmp_path_factory.mktemp("clap-bundle") / "bundle")
 
 
 class TorchRunner:

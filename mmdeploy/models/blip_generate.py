@@ -34,8 +34,9 @@ def past_names(num_layers: int, prefix: str) -> list[str]:
 
 
 def greedy_generate(encoder_hidden_states: np.ndarray, decoder, settings: GenerationSettings,
-                    decoder_with_past=None, max_length: int | None = None) -> np.ndarray:
-    """Token ids [batch, length] for image encodings, with the same stopping rules as HF."""
+                    decoder_with_past=None, max_length: int | None = None, return_logits: bool = False):
+    """Token ids [batch, length] for image encodings, with the same stopping rules as HF
+    (and, with ``return_logits``, the first step's logits [batch, vocab])."""
     max_length = settings.max_length if max_length is None else max_length
     enc = np.ascontiguousarray(encoder_hidden_states, dtype=np.float32)
     batch = enc.shape[0]
@@ -43,6 +44,7 @@ def greedy_generate(encoder_hidden_states: np.ndarray, decoder, settings: Genera
     unfinished = np.ones(batch, dtype=bool)
     presents = past_names(settings.num_layers, "present")
     out = decoder.run({"input_ids": tokens, "encoder_hidden_states": enc})
+    first_logits = out["logits"][:, -1, :]
     while tokens.shape[1] < max_length:
         nxt = out["logits"][:, -1, :].argmax(axis=-1).astype(np.int64)
         nxt = np.where(unfinished, nxt, settings.pad_token_id)
@@ -56,15 +58,15 @@ def greedy_generate(encoder_hidden_states: np.ndarray, decoder, settings: Genera
             out = decoder_with_past.run(feeds)
         else:
             out = decoder.run({"input_ids": tokens, "encoder_hidden_states": enc})
-    return tokens
+    return (tokens, first_logits) if return_logits else tokens
 
 
 def caption_tokens(pixel_values: np.ndarray, runners: dict, settings: GenerationSettings,
-                   max_length: int | None = None) -> np.ndarray:
+                   max_length: int | None = None, return_logits: bool = False):
     """Greedy tokens from the ``vision``, ``text_decoder`` (and ``text_decoder_with_past``) runners."""
     enc = runners["vision"].run({"pixel_values": np.asarray(pixel_values, np.float32)})["image_embeds"]
     return greedy_generate(enc, runners["text_decoder"], settings, runners.get("text_decoder_with_past"),
-                           max_length=max_length)
+                           max_length=max_length, return_logits=return_logits)
 
 
 def token_agreement(reference: list[list[int]], got: list[list[int]]) -> float:

@@ -30,35 +30,17 @@ EVAL_BATCH = 16
 
 
 def from_pretrained(model_cls, source: Path, allow_pickle: bool):
-    """Load a Hugging Face checkpoint folder, safetensors preferred, pickle only if allowed."""
-    try:
-        from mmdeploy.models.loading import load_pretrained  # the lead's shared safe loader
-    except ImportError:
-        load_pretrained = None
-    if load_pretrained is not None:
-        return load_pretrained(model_cls, source, allow_pickle=allow_pickle)
-    source = Path(source)
-    has_safetensors = any(source.glob("*.safetensors"))
-    if not has_safetensors:
-        if any(source.glob("*.bin")) and not allow_pickle:
-            raise CheckpointError(f"{source} holds only pickled weights (pytorch_model.bin)",
-                                  "convert it to safetensors or pass --allow-pickle if you trust it")
-        if not any(source.glob("*.bin")):
-            raise CheckpointError(f"{source} holds no weights (*.safetensors)",
-                                  "save the model with save_pretrained()")
-    try:
-        model = model_cls.from_pretrained(str(source), use_safetensors=has_safetensors)
-    except (OSError, ValueError, RuntimeError) as exc:
-        raise CheckpointError(f"cannot load {source}: {str(exc).splitlines()[0]}",
-                              "check that the folder is a complete checkpoint") from None
-    return model.eval()
+    """The shared safe loader: safetensors validated, pickle only through torch's weights_only."""
+    from mmdeploy.models.loading import load_hf_model
+
+    return load_hf_model(model_cls, Path(source), allow_pickle=allow_pickle)
 
 
 def load_tokenizer(folder: Path):
-    from transformers import AutoTokenizer
+    from mmdeploy.models.preprocess import load_tokenizer as load
 
     try:
-        return AutoTokenizer.from_pretrained(str(folder))
+        return load(Path(folder))
     except (OSError, ValueError) as exc:
         raise CheckpointError(f"cannot load the tokenizer from {folder}: {str(exc).splitlines()[0]}",
                               "save the tokenizer with the checkpoint") from None
@@ -262,8 +244,10 @@ class ClapAdapter(Adapter):
             runners["audio"].run(self.audio_features(clips[i:i + EVAL_BATCH]))["audio_embeds"]
             for i in range(0, len(clips), EVAL_BATCH)])
         norm = lambda x: x / np.maximum(np.linalg.norm(x, axis=-1, keepdims=True), 1e-12)  # noqa: E731
-        logits = norm(audio.astype(np.float64)) @ norm(text.astype(np.float64)).T
+        scale = (self.bundle_metadata.get("head") or self.metadata()["head"])["logit_scale_audio"]
+        logits = scale * norm(audio.astype(np.float64)) @ norm(text.astype(np.float64)).T  # logits_per_audio
         predictions = [int(p) for p in logits.argmax(axis=1)]
         correct = sum(p == y for p, y in zip(predictions, labels))
         return TaskResult("zero-shot-top1", correct / len(labels), len(labels), predictions,
-                          {"classes": len(audio_data.CLASS_NAMES), "dataset": "synthetic-audio/eval"})
+                          {"classes": len(audio_data.CLASS_NAMES), "dataset": "synthetic-audio/eval",
+                           "logits": logits})
