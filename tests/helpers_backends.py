@@ -159,3 +159,55 @@ def tiny_clip_bundle(root: Path, adapter: TinyClipAdapter | None = None, compone
     write_manifest(root, Manifest(kind="model", name="tiny-clip", family="clip",
                                   source={"path": source or "tiny-clip-in-memory"}, artifacts=refs))
     return root
+
+
+_SHARED: dict[str, Path] = {}
+
+
+def shared_bundle() -> Path:
+    """One tiny-CLIP bundle per test process (read-only: copy it before writing into it)."""
+    import tempfile
+
+    if "bundle" not in _SHARED:
+        root = Path(tempfile.mkdtemp(prefix="mmdeploy-backends-")) / "bundle"
+        _SHARED["adapter"] = TinyClipAdapter()
+        tiny_clip_bundle(root, _SHARED["adapter"])
+        _SHARED["bundle"] = root
+    return _SHARED["bundle"]
+
+
+def shared_adapter() -> TinyClipAdapter:
+    shared_bundle()
+    return _SHARED["adapter"]
+
+
+def copy_bundle(dest: Path) -> Path:
+    import shutil
+
+    shutil.copytree(shared_bundle(), dest)
+    return dest
+
+
+def onnx_graph_artifact(out: Path, nodes, inputs, outputs, cases, opset: int = 17, extra_opsets=(),
+                        initializers=()) -> Path:
+    """A hand-built ONNX graph wrapped as a component artifact (for unsupported ops, dtypes)."""
+    import onnx
+    from onnx import helper
+
+    out.mkdir(parents=True, exist_ok=True)
+    graph = helper.make_graph(nodes, "g", inputs, outputs, initializer=list(initializers))
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset),
+                                                    *(helper.make_opsetid(d, 1) for d in extra_opsets)])
+    model.ir_version = 8
+    onnx.save(model, str(out / "model.onnx"))
+    save_reference(out, cases)
+
+    def spec(vi):
+        dims = [d.dim_param or d.dim_value for d in vi.type.tensor_type.shape.dim]
+        dtype = np.dtype(helper.tensor_dtype_to_np_dtype(vi.type.tensor_type.elem_type)).name
+        return TensorSpec(name=vi.name, dtype=dtype, shape=dims)
+
+    write_manifest(out, Manifest(kind="component", name=out.name, format="onnx",
+                                 inputs=[spec(v) for v in inputs], outputs=[spec(v) for v in outputs],
+                                 metadata={"model_file": "model.onnx", "component": out.name}))
+    return out
