@@ -11,7 +11,6 @@ against the PyTorch reference kept with the ONNX parent.
 from __future__ import annotations
 
 import shutil
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable
 
@@ -38,14 +37,23 @@ INSTALL = {
 NEEDS_TORCH = {"tflite"}  # litert-torch converts from the PyTorch module
 
 
-@dataclass(frozen=True)
-class TargetSpec:
+class TargetSpec(str):
+    """A backend and precision; as a string, the artifact suffix ("openvino", "openvino-fp16")."""
+
     backend: str
-    precision: str = "fp32"
+    precision: str
+
+    def __new__(cls, backend: str, precision: str = "fp32"):
+        spec = super().__new__(cls, backend if precision == "fp32" else f"{backend}-{precision}")
+        spec.backend, spec.precision = backend, precision
+        return spec
 
     @property
     def suffix(self) -> str:
-        return self.backend if self.precision == "fp32" else f"{self.backend}-{self.precision}"
+        return str(self)
+
+    def __repr__(self) -> str:
+        return f"TargetSpec({self.backend!r}, {self.precision!r})"
 
 
 def _valid_names() -> str:
@@ -149,6 +157,12 @@ def compile_bundle(bundle_dir: Path, targets: list[str] | list[TargetSpec] | str
                 "tflite converts from the PyTorch module, and no checkpoint is available for this bundle",
                 "run `mmdeploy convert SOURCE --target tflite`, or keep the checkpoint at the bundle's source.path")
         torch_components = adapter.components()
+        try:  # static text length for TFLite: the model's max, not just the reference's longest
+            meta = adapter.metadata() or {}
+        except Exception:  # noqa: BLE001 - metadata is a nicety here
+            meta = {}
+        if meta.get("text_max_length") and not options.get("sequence_length"):
+            options["sequence_length"] = int(meta["text_max_length"])
 
     refs: list[ArtifactRef] = []
     for component, onnx_dir, _ in components:

@@ -87,7 +87,8 @@ class TinyClipAdapter(Adapter):
                                     {"pixel_values": {0: "batch"}, "image_embeds": {0: "batch"}},
                                     _image_inputs, modality="image"),
                 "text": Component("text", text, ["input_ids", "attention_mask"], ["text_embeds"],
-                                  {"input_ids": {0: "batch"}, "attention_mask": {0: "batch"},
+                                  {"input_ids": {0: "batch", 1: "sequence"},
+                                   "attention_mask": {0: "batch", 1: "sequence"},
                                    "text_embeds": {0: "batch"}}, _text_inputs, modality="text"),
             }
         return self._components

@@ -53,7 +53,7 @@ def test_text_tower_flags_int64_inputs_and_takes_profile_overrides(tmp_path):
     int64 = [w for w in report["warnings"] if w["kind"] == "int64-io"]
     assert {w["tensor"] for w in int64} == {"input_ids", "attention_mask"}
     settings = json.loads((out / "build_settings.json").read_text())
-    assert settings["profiles"]["input_ids"] == {"min": [1, 16], "opt": [4, 16], "max": [8, 16]}
+    assert settings["profiles"]["input_ids"] == {"min": [1, 1], "opt": [4, 16], "max": [8, 16]}
 
 
 def test_profiles_from_symbolic_dims():

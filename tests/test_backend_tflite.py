@@ -4,6 +4,7 @@ import pytest
 from helpers_backends import shared_adapter, shared_bundle
 from mmdeploy.artifact import load_reference
 from mmdeploy.backends import get_backend, load_runner
+from mmdeploy.backends.torch import TorchRunner
 from mmdeploy.errors import InputError, UnsupportedError
 
 pytestmark = pytest.mark.slow  # litert-torch conversion takes several seconds per tower
@@ -36,8 +37,28 @@ def test_text_tower_int64_inputs_become_int32(tmp_path):
     runner = load_runner(out, threads=1)
     feeds, ref = load_reference(shared_bundle() / "text")[1]  # int64 feeds, batch 3
     np.testing.assert_allclose(runner.run(feeds)["text_embeds"], ref["text_embeds"], atol=1e-4)
+    assert manifest.metadata["pad_inputs"]["input_ids"] == {"axis": 1, "length": 16, "value": 0}
+    short = {k: v[:, :8].copy() for k, v in feeds.items()}
+    short["input_ids"][:, -1] = 99  # eos of the shorter caption
+    torch_out = TorchRunner(component).run(short)["text_embeds"]
+    np.testing.assert_allclose(runner.run(short)["text_embeds"], torch_out, atol=1e-4)  # zero-padded to 16
     with pytest.raises(InputError, match="static shapes"):
-        runner.run({k: v[:, :8] for k, v in feeds.items()})
+        runner.run({k: np.concatenate([v, v], axis=1) for k, v in feeds.items()})
+
+
+def test_padding_rules_pad_only_sequence_dims_absent_from_outputs():
+    from mmdeploy.artifact import Manifest, TensorSpec
+    from mmdeploy.backends.tflite import pad_feed, padding_rules
+
+    parent = Manifest(name="t", inputs=[TensorSpec(name="ids", dtype="int64", shape=["batch", "sequence"]),
+                                        TensorSpec(name="pix", dtype="float32", shape=["batch", 3, 8, 8])],
+                      outputs=[TensorSpec(name="e", dtype="float32", shape=["batch", 4])])
+    rules = padding_rules(parent, [{"ids": np.ones((1, 5))}, {"ids": np.ones((2, 7))}], length=None)
+    assert rules == {"ids": {"axis": 1, "length": 7, "value": 0}}
+    assert padding_rules(parent, [{"ids": np.ones((1, 5))}], length=12)["ids"]["length"] == 12
+    assert pad_feed(rules, "ids", np.ones((2, 3))).tolist() == [[1, 1, 1, 0, 0, 0, 0]] * 2
+    parent.outputs = [TensorSpec(name="h", dtype="float32", shape=["batch", "sequence", 4])]
+    assert padding_rules(parent, [{"ids": np.ones((1, 5))}]) == {}
 
 
 def test_tflite_needs_the_torch_module(tmp_path):

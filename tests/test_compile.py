@@ -116,3 +116,23 @@ def test_targets_command(capsys):
     assert code == 0 and {r["target"] for r in json.loads(stdout)} == set(rows)
     code, stdout, _ = run_cli(["targets"], capsys)
     assert code == 0 and "tensorrt" in stdout
+
+
+@pytest.mark.slow
+def test_compile_reloads_the_checkpoint_named_in_the_bundle_for_tflite(tmp_path):
+    """convert (ONNX only), then `compile --target tflite` finds the torch module via source.path."""
+    from checkpoints import tiny_clip
+    from mmdeploy.export.convert import convert
+
+    checkpoint = tiny_clip(tmp_path / "ckpt")
+    convert(checkpoint, tmp_path / "onnx", components=["text"])
+    bundle = compile_artifact(tmp_path / "onnx", "tflite:fp32", tmp_path / "out")
+    assert [a.path for a in bundle.artifacts if a.target] == ["text-tflite"]
+    manifest = read_manifest(tmp_path / "out" / "text-tflite")
+    assert manifest.parity["passed"] and manifest.metadata["pad_inputs"]["input_ids"]["length"] == 16
+    import shutil
+
+    shutil.rmtree(checkpoint)  # checkpoint gone: a clear error, nothing written
+    with pytest.raises(UnsupportedError, match="no checkpoint"):
+        compile_artifact(tmp_path / "onnx", "tflite", tmp_path / "out2")
+    assert not (tmp_path / "out2").exists()

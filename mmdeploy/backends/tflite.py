@@ -46,12 +46,24 @@ def _index(key: str) -> int:
     return int(match.group(1)) if match else 0
 
 
+def pad_feed(rules: dict[str, dict], name: str, value: np.ndarray) -> np.ndarray:
+    """Zero-pad one input up to its static length (see :func:`padding_rules`)."""
+    rule = rules.get(name)
+    value = np.asarray(value)
+    if not rule or value.shape[rule["axis"]] >= rule["length"]:
+        return value
+    widths = [(0, 0)] * value.ndim
+    widths[rule["axis"]] = (0, rule["length"] - value.shape[rule["axis"]])
+    return np.pad(value, widths, constant_values=rule.get("value", 0))
+
+
 class TFLiteRunner:
     """Signature runner over a ``.tflite`` file; XNNPACK is LiteRT's default CPU delegate."""
 
     def __init__(self, model_path: str | Path, input_names: list[str], output_names: list[str],
-                 threads: int | None = None, name: str = "tflite"):
+                 threads: int | None = None, name: str = "tflite", pad: dict[str, dict] | None = None):
         self.name = name
+        self.pad = dict(pad or {})  # input -> {"axis", "length", "value"}: padded to the static length
         kwargs = {"num_threads": int(threads)} if threads else {}
         self.interpreter = interpreter_class()(model_path=str(model_path), **kwargs)
         signature = self.interpreter.get_signature_list()
@@ -73,6 +85,7 @@ class TFLiteRunner:
         return {self._out_keys.get(k, k): np.array(v) for k, v in out.items()}
 
     def run(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        feeds = {k: pad_feed(self.pad, k, v) for k, v in feeds.items()}
         for name in self.input_names:
             if name not in feeds:
                 raise InputError(f"{self.name}: missing input {name}", f"inputs are {', '.join(self.input_names)}")
@@ -133,10 +146,12 @@ class TFLiteBackend(Backend):
         cases = load_reference(onnx_artifact)
         sample = cases[0][0] if cases else component.make_inputs(1, 0)
         sample = {n: np.asarray(sample[n])[:1] for n in component.input_names}
+        pad = padding_rules(parent, [f for f, _ in cases] or [sample], options.get("sequence_length"))
+        sample = {n: pad_feed(pad, n, v) for n, v in sample.items()}
         path = Path(output_dir) / MODEL_FILE
         convert_tflite(component, sample, path, precision)
 
-        interp = TFLiteRunner(path, component.input_names, component.output_names)
+        interp = TFLiteRunner(path, component.input_names, component.output_names, pad=pad)
         inputs = [TensorSpec(name=n, dtype=np.dtype(interp._specs[n][0]).name, shape=list(interp._specs[n][1]))
                   for n in component.input_names]
         casts = {n: f"{np.asarray(sample[n]).dtype.name}->{s.dtype}" for n, s in zip(component.input_names, inputs)
@@ -144,7 +159,7 @@ class TFLiteBackend(Backend):
         outputs = [TensorSpec(name=o.name, dtype=o.dtype, shape=[1, *o.shape[1:]]) for o in parent.outputs]
         manifest = child_manifest(
             self, onnx_artifact, parent, precision=precision, inputs=inputs, outputs=outputs,
-            metadata={"model_file": MODEL_FILE, "static_batch": 1, "input_casts": casts,
+            metadata={"model_file": MODEL_FILE, "static_batch": 1, "input_casts": casts, "pad_inputs": pad,
                       "input_names": list(component.input_names),
                       "output_names": list(component.output_names),
                       "route": "litert-torch (PyTorch module → .tflite, no TensorFlow)",
@@ -163,7 +178,26 @@ class TFLiteBackend(Backend):
         return TFLiteRunner(Path(artifact_dir) / meta.get("model_file", MODEL_FILE),
                             meta.get("input_names") or [i.name for i in manifest.inputs],
                             meta.get("output_names") or [o.name for o in manifest.outputs],
-                            threads=threads, name=name)
+                            threads=threads, name=name, pad=meta.get("pad_inputs"))
+
+
+def padding_rules(parent, feeds: list[dict], length: int | None = None) -> dict[str, dict]:
+    """Static-length rules for inputs with a symbolic non-batch dim (a text sequence).
+
+    The .tflite is built at the longest length (the model's max, e.g. ``text_max_length``, when
+    known) and shorter feeds are zero-padded; that leaves a causal text tower's pooled output
+    unchanged (padding comes after the eos token and is masked).  A dim that an output also
+    carries is never padded: the feeds must then match the built length.
+    """
+    out_dims = {d for o in parent.outputs for d in o.shape if isinstance(d, str)}
+    rules = {}
+    for spec in parent.inputs:
+        for axis, dim in enumerate(spec.shape):
+            if axis == 0 or not isinstance(dim, str) or dim in out_dims:
+                continue
+            seen = max((np.shape(f[spec.name])[axis] for f in feeds if spec.name in f), default=0)
+            rules[spec.name] = {"axis": axis, "length": int(max(seen, int(length or 0))), "value": 0}
+    return rules
 
 
 def convert_tflite(component, sample: dict[str, np.ndarray], path: Path, precision: str = "fp32") -> None:
