@@ -54,7 +54,7 @@ def tolerance(precision: str, options: dict[str, Any]) -> tuple[float | None, fl
 def child_manifest(backend, onnx_dir: Path, parent: Manifest, *, precision: str, fmt: str | None = None,
                    metadata: dict[str, Any] | None = None, inputs: list[TensorSpec] | None = None,
                    outputs: list[TensorSpec] | None = None, params: dict[str, Any] | None = None,
-                   extra_tools: tuple[str, ...] = ()) -> Manifest:
+                   report: dict[str, Any] | None = None, extra_tools: tuple[str, ...] = ()) -> Manifest:
     """Manifest of a backend artifact derived from an ONNX component artifact."""
     meta = {k: v for k, v in parent.metadata.items() if k != "model_file"}
     meta.update(metadata or {})
@@ -62,7 +62,8 @@ def child_manifest(backend, onnx_dir: Path, parent: Manifest, *, precision: str,
         kind="component", name=parent.name, family=parent.family, format=fmt or backend.format,
         precision=precision, target=backend.name, source=parent.source,
         parent={"path": Path(onnx_dir).name, "manifest_sha256": sha256_file(Path(onnx_dir) / MANIFEST_NAME)},
-        passes=list(parent.passes) + [{"name": f"compile-{backend.name}", "params": params or {}}],
+        passes=list(parent.passes) + [{"name": f"compile-{backend.name}", "params": params or {},
+                                       "report": report or {}}],
         tools={**parent.tools, **tool_versions(*backend.packages, *extra_tools)},
         inputs=inputs if inputs is not None else parent.inputs,
         outputs=outputs if outputs is not None else parent.outputs,

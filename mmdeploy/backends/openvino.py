@@ -4,6 +4,7 @@ fp16-compressed weights, run on the CPU device."""
 from __future__ import annotations
 
 import re
+import time
 from pathlib import Path
 from typing import Any
 
@@ -109,6 +110,7 @@ class OpenVINOBackend(Backend):
         if precision not in PRECISIONS:
             raise InputError(f"openvino has no precision {precision!r}", "use fp32 or fp16")
         parent, model_path = read_onnx_artifact(onnx_artifact)
+        start = time.perf_counter()
         try:
             model = ov.convert_model(str(model_path))
         except Exception as exc:  # OpConversionFailure / GeneralFailure from the frontend
@@ -122,11 +124,12 @@ class OpenVINOBackend(Backend):
             raise UnsupportedError(f"openvino cannot convert {label}: {first}",
                                    "rerun with --debug for OpenVINO's full message") from None
         ov.save_model(model, str(Path(output_dir) / "model.xml"), compress_to_fp16=precision == "fp16")
+        seconds = round(time.perf_counter() - start, 3)
         manifest = child_manifest(
             self, onnx_artifact, parent, precision=precision,
             metadata={"model_file": "model.xml", "weights_file": "model.bin", "device": "CPU",
                       "inference_precision": "f32", "compressed_weights": precision == "fp16"},
-            params={"compress_to_fp16": precision == "fp16"})
+            params={"compress_to_fp16": precision == "fp16"}, report={"convert_s": seconds})
         return finalize(self, onnx_artifact, output_dir, manifest, options)
 
     def load(self, artifact_dir: Path, threads: int | None = None, **options) -> OpenVINORunner:

@@ -16,6 +16,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import shlex
+import time
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -391,7 +392,9 @@ class TensorRTBackend(Backend):
             import tensorrt
             import torch
 
+            start = time.perf_counter()
             engine = build_engine(out / model_path.name, profiles, precision, workspace, out / TIMING_CACHE)
+            build_s = round(time.perf_counter() - start, 3)
             (out / ENGINE_FILE).write_bytes(engine)
             meta.update({"model_file": ENGINE_FILE, "onnx_file": model_path.name,
                          "tensorrt_version": tensorrt.__version__, "gpu": torch.cuda.get_device_name(0),
@@ -399,7 +402,10 @@ class TensorRTBackend(Backend):
         manifest = child_manifest(self, onnx_artifact, parent, precision=precision,
                                   fmt="tensorrt" if build else "tensorrt-bundle", metadata=meta,
                                   params={"precision": precision, "workspace_mb": workspace,
-                                          "profiles": profiles})
+                                          "profiles": profiles},
+                                  report={"compat_status": report["status"], "errors": len(report["errors"]),
+                                          "warnings": len(report["warnings"]),
+                                          **({"build_s": build_s} if build else {})})
         if not build:
             manifest = finalize(self, onnx_artifact, out, manifest, options, verify=False)
             manifest.parity = {"status": "engine not built here", "reason": reason,

@@ -19,6 +19,7 @@ from __future__ import annotations
 import importlib.util
 import os
 import re
+import time
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -149,7 +150,9 @@ class TFLiteBackend(Backend):
         pad = padding_rules(parent, [f for f, _ in cases] or [sample], options.get("sequence_length"))
         sample = {n: pad_feed(pad, n, v) for n, v in sample.items()}
         path = Path(output_dir) / MODEL_FILE
+        start = time.perf_counter()
         convert_tflite(component, sample, path, precision)
+        seconds = round(time.perf_counter() - start, 3)
 
         interp = TFLiteRunner(path, component.input_names, component.output_names, pad=pad)
         inputs = [TensorSpec(name=n, dtype=np.dtype(interp._specs[n][0]).name, shape=list(interp._specs[n][1]))
@@ -165,7 +168,8 @@ class TFLiteBackend(Backend):
                       "route": "litert-torch (PyTorch module → .tflite, no TensorFlow)",
                       "delegate": "XNNPACK"},
             params={"precision": precision, "converter": "litert_torch.convert",
-                    "quantization": "full_fp16_recipe" if precision == "fp16" else None})
+                    "quantization": "full_fp16_recipe" if precision == "fp16" else None},
+            report={"convert_s": seconds})
         return finalize(self, onnx_artifact, output_dir, manifest, options)
 
     def load(self, artifact_dir: Path, threads: int | None = None, **options) -> TFLiteRunner:
