@@ -98,11 +98,12 @@ class _OpenVINORunner:
         core = ov.Core()
         self.compiled = core.compile_model(core.read_model(str(xml)), "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
         self.name = "openvino"
+        self.ports = {name: port for port in self.compiled.inputs for name in port.get_names()}
         self.input_names = [p.get_any_name() for p in self.compiled.inputs]
         self.output_names = [p.get_any_name() for p in self.compiled.outputs]
 
     def run(self, feeds):
-        result = self.compiled({k: v for k, v in feeds.items() if k in self.input_names})
+        result = self.compiled({self.ports[k]: v for k, v in feeds.items() if k in self.ports})
         return {name: np.asarray(result[port]) for name, port in zip(self.output_names, self.compiled.outputs)}
 
 
@@ -525,9 +526,9 @@ def _write(artifact, manifest, comps, selected, bundle, output: Path, options, m
             _copy_files(comp.out_dir, tmp)
             if (comp.src / REFERENCE_NAME).is_file():
                 shutil.copy2(comp.src / REFERENCE_NAME, tmp / REFERENCE_NAME)
-            written = write_manifest(tmp, _component_manifest(comp, tmp, method, options, summary))
-            written.metadata.setdefault("quantize_summary", summary)
-            return written
+            cm = _component_manifest(comp, tmp, method, options, summary)
+            cm.metadata["quantize_summary"] = summary
+            return write_manifest(tmp, cm)
         skip = {c.ref_path.split("/")[0] for c in comps if c.ref_path} | {MANIFEST_NAME}
         for item in Path(artifact).iterdir():  # preprocess/ and any other bundle files
             if item.name not in skip and not item.name.startswith("."):

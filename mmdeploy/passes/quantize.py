@@ -183,7 +183,7 @@ def _nncf(model_path: Path, output_dir: Path, config: QuantizeConfig, context: P
     if not feeds:
         raise CalibrationError("NNCF quantization needs calibration data and none was given", "pass --calib PATH")
     ov_model = ov.convert_model(str(model_path))
-    inputs = [p.get_any_name() for p in ov_model.inputs]
+    inputs = {name for port in ov_model.inputs for name in port.get_names()}
     dataset = nncf.Dataset([{k: v for k, v in f.items() if k in inputs} for f in feeds])
     ignored = None
     if config.nodes_to_exclude:
