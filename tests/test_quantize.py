@@ -196,3 +196,14 @@ def test_cli(bundle, tmp_path):
     assert not (tmp_path / "bad2").exists()
     proc = _cli("quantize", bundle, "--int8", "--fp16", "--output", tmp_path / "bad3")
     assert proc.returncode == 2 and "exclusive" in proc.stderr
+
+
+@pytest.mark.slow
+def test_inc_tuning(bundle, tmp_path):
+    pytest.importorskip("cpuinfo", reason="neural-compressor[pt] extras (py-cpuinfo, prettytable) not installed")
+    m = quantize(bundle / "vision", tmp_path / "inc", _opts(method="inc", accuracy_budget=0.99999, max_float_blocks=20))
+    report = m.passes[-1].report
+    assert m.precision == "int8" and report["quantized_ops"]["QuantizeLinear"] > 0
+    steps = m.metadata["quantize_summary"]["steps"]
+    assert steps[0]["calibrate_method"] == "minmax" and "trial" in steps[0]
+    assert m.metadata["quantize_summary"]["accuracy"]["ok"]
