@@ -84,6 +84,11 @@ class _Component:
     groups: dict[str, list[str]] = field(default_factory=dict)
     result: Any = None  # PassResult of the current quantization
     out_dir: Path | None = None
+    torch_module: Any = None  # for --method tflite
+
+    @property
+    def input_names(self) -> list[str]:
+        return [t.name for t in self.manifest.inputs]
 
 
 # --------------------------------------------------------------------------- runners
@@ -107,7 +112,48 @@ class _OpenVINORunner:
         return {name: np.asarray(result[port]) for name, port in zip(self.output_names, self.compiled.outputs)}
 
 
-def model_runner(model_file: Path, fmt: str, name: str = ""):
+class _TFLiteRunner:
+    """Runner over a .tflite whose inputs/outputs may be int8 (quantized with their scale and
+    zero point); batch 1 (litert-torch exports static shapes), larger batches one by one."""
+
+    def __init__(self, path: Path, input_names: list[str], output_names: list[str]):
+        try:
+            from ai_edge_litert.interpreter import Interpreter
+        except ImportError:  # pragma: no cover - tflite-runtime has the same API
+            from tflite_runtime.interpreter import Interpreter
+        self.interpreter = Interpreter(model_path=str(path))
+        self.interpreter.allocate_tensors()
+        self.name = "tflite-int8"
+        self.input_names, self.output_names = list(input_names), list(output_names)
+        key = lambda d: int("".join(c for c in d["name"].rsplit("_", 1)[-1] if c.isdigit()) or 0)  # noqa: E731
+        self.inputs = sorted(self.interpreter.get_input_details(), key=key)
+        self.outputs = sorted(self.interpreter.get_output_details(), key=key)
+
+    def _one(self, feeds):
+        for name, d in zip(self.input_names, self.inputs):
+            value = np.asarray(feeds[name])
+            scale, zero = d["quantization"]
+            if d["dtype"] in (np.int8, np.uint8) and value.dtype.kind == "f" and scale:
+                info = np.iinfo(d["dtype"])
+                value = np.clip(np.round(value / scale) + zero, info.min, info.max)
+            self.interpreter.set_tensor(d["index"], value.astype(d["dtype"]))
+        self.interpreter.invoke()
+        out = {}
+        for name, d in zip(self.output_names, self.outputs):
+            value = self.interpreter.get_tensor(d["index"])
+            scale, zero = d["quantization"]
+            if d["dtype"] in (np.int8, np.uint8) and scale:
+                value = (value.astype(np.float32) - zero) * scale
+            out[name] = np.array(value)
+        return out
+
+    def run(self, feeds):
+        batch = int(np.shape(feeds[self.input_names[0]])[0])
+        parts = [self._one({n: np.asarray(feeds[n])[i:i + 1] for n in self.input_names}) for i in range(batch)]
+        return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
+
+
+def model_runner(model_file: Path, fmt: str, name: str = "", input_names=None, output_names=None):
     """A Runner over a model file (before it becomes an artifact)."""
     if fmt == "onnx":
         from mmdeploy.backends.onnxruntime import OnnxRuntimeRunner
@@ -121,6 +167,8 @@ def model_runner(model_file: Path, fmt: str, name: str = ""):
         from mmdeploy.backends.openvino import OpenVINORunner
 
         return OpenVINORunner(model_file)
+    if fmt == "tflite":
+        return _TFLiteRunner(model_file, input_names or [], output_names or [])
     raise UnsupportedError(f"no runner for format {fmt!r} in quantize")
 
 
@@ -280,7 +328,7 @@ class _Evaluator:
 
 
 def quantize(artifact: str | Path, output: str | Path, options: QuantizeOptions | None = None,
-             log=print) -> Manifest:
+             log=print, torch_modules: dict[str, Any] | None = None) -> Manifest:
     """Quantize every component of a bundle (or one component dir) into a new artifact at ``output``."""
     options = options or QuantizeOptions()
     artifact = Path(artifact)
@@ -307,9 +355,8 @@ def quantize(artifact: str | Path, output: str | Path, options: QuantizeOptions 
 
     method = options.resolved_method() if options.precision == "int8" else "fp16"
     if method == "tflite":
-        from mmdeploy.passes.quantize import _tflite
-
-        _tflite(Path(), Path(), None, PassContext())  # raises with the reason
+        _attach_torch_modules(selected, manifest if manifest.kind == "model" else (
+            read_manifest(bundle) if bundle else manifest), torch_modules)
     adapter = _adapter(bundle)
 
     # calibration data: one --calib path serves the components of its modality
@@ -345,6 +392,26 @@ def quantize(artifact: str | Path, output: str | Path, options: QuantizeOptions 
         return _write(artifact, manifest, comps, selected, bundle, Path(output), options, method, summary)
 
 
+def _attach_torch_modules(comps: list[_Component], manifest: Manifest, given: dict | None) -> None:
+    """--method tflite needs each component's torch module: given, or from the bundle's source."""
+    for comp in comps:
+        if given and comp.name in given:
+            comp.torch_module = given[comp.name]
+    missing = [c for c in comps if c.torch_module is None]
+    if not missing:
+        return
+    source = (manifest.source or {}).get("path")
+    if not source or not Path(source).exists():
+        raise UnsupportedError(
+            "--method tflite quantizes the PyTorch module, and the bundle's source checkpoint "
+            f"({source or 'none recorded'}) is not available", "keep the checkpoint at its path, or use --method ort-static")
+    from mmdeploy.models import resolve
+
+    components = resolve(source, family=manifest.family).components()
+    for comp in missing:
+        comp.torch_module = components[comp.name].module
+
+
 def _run_optimize(comp: _Component, family: str | None):
     from mmdeploy.passes import get_pass
 
@@ -364,7 +431,8 @@ def _quantize_component(comp: _Component, options: QuantizeOptions, method: str,
     if out.exists():
         shutil.rmtree(out)
     out.mkdir()
-    context = PassContext(calibration=comp.calib.feeds, work_dir=comp.work)
+    context = PassContext(calibration=comp.calib.feeds, work_dir=comp.work,
+                          metadata={"torch_module": comp.torch_module, "input_names": comp.input_names})
     if method == "fp16":
         p = get_pass("fp16")
         config = p.config()
@@ -376,7 +444,8 @@ def _quantize_component(comp: _Component, options: QuantizeOptions, method: str,
     result = p.run(comp.base_model, out, config, context)
     result.report["record"] = p.record(config, result)
     comp.result, comp.out_dir = result, out
-    return result, model_runner(out / result.model_file, result.format, f"{method}-{comp.name}")
+    return result, model_runner(out / result.model_file, result.format, f"{method}-{comp.name}",
+                                comp.input_names, [t.name for t in comp.manifest.outputs])
 
 
 def _accuracy_loop(comps: list[_Component], evaluator: _Evaluator, options: QuantizeOptions,
@@ -393,7 +462,7 @@ def _accuracy_loop(comps: list[_Component], evaluator: _Evaluator, options: Quan
     steps = [{"float_block": None, "component": None, **_brief(score)}]
     log(f"quantized all: {_fmt(score, evaluator)}")
     float_blocks: list[dict] = []
-    if score["ok"] or not options.accuracy_aware or method == "fp16":
+    if score["ok"] or not options.accuracy_aware or method in ("fp16", "tflite"):
         if not score["ok"]:
             raise _budget_error(evaluator, score, float_blocks)
         return steps, float_blocks
@@ -476,7 +545,8 @@ def _summary(comps, evaluator: _Evaluator, steps, float_blocks, options, method,
                "size_quantized": _size(comp.out_dir), "cosine": final["cosine"].get(comp.name)}
         if options.latency_runs:
             feeds = comp.calib.feeds[0]
-            qrunner = model_runner(comp.out_dir / comp.result.model_file, comp.result.format)
+            qrunner = model_runner(comp.out_dir / comp.result.model_file, comp.result.format, "",
+                                   comp.input_names, [t.name for t in comp.manifest.outputs])
             row["latency_ms_fp32"] = _latency(evaluator.fp32[comp.name], feeds, options.latency_runs)
             row["latency_ms_quantized"] = _latency(qrunner, feeds, options.latency_runs)
         rows.append(row)
@@ -511,9 +581,12 @@ def _component_manifest(comp: _Component, out_dir: Path, method: str, options, s
                   "quantize": next(r for r in summary["components"] if r["component"] == comp.name)}
     if result.format == "openvino":
         m.metadata["weights_file"] = "model.bin"
+    if result.format == "tflite":  # int8 inputs/outputs: runners (de)quantize with the file's params
+        m.metadata.update(io_quantized=True, static_batch=1)
     cases = load_reference(comp.src)
     if cases:
-        runner = model_runner(out_dir / result.model_file, result.format)
+        runner = model_runner(out_dir / result.model_file, result.format, "", comp.input_names,
+                              [t.name for t in comp.manifest.outputs])
         m.parity = verify_runner(runner, cases, atol=None, label=f"{method}/{comp.name}")
     return m
 

@@ -200,10 +200,39 @@ def test_cli(bundle, tmp_path):
 
 @pytest.mark.slow
 def test_inc_tuning(bundle, tmp_path):
-    pytest.importorskip("cpuinfo", reason="neural-compressor[pt] extras (py-cpuinfo, prettytable) not installed")
     m = quantize(bundle / "vision", tmp_path / "inc", _opts(method="inc", accuracy_budget=0.99999, max_float_blocks=20))
     report = m.passes[-1].report
     assert m.precision == "int8" and report["quantized_ops"]["QuantizeLinear"] > 0
     steps = m.metadata["quantize_summary"]["steps"]
     assert steps[0]["calibrate_method"] == "minmax" and "trial" in steps[0]
     assert m.metadata["quantize_summary"]["accuracy"]["ok"]
+
+
+@pytest.mark.slow
+def test_tflite_int8_from_torch_module(bundle, images, tmp_path):
+    import torch
+
+    from _tiny_clip import build_clip
+
+    model = build_clip(0)  # the same weights the bundle was exported from
+
+    class Vision(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.m = model
+
+        def forward(self, pixel_values):
+            return self.m.get_image_features(pixel_values=pixel_values).pooler_output
+
+    m = quantize(bundle / "vision", tmp_path / "tfl", _opts(method="tflite", calib=images, calib_limit=4),
+                 torch_modules={"vision": Vision()})
+    assert m.format == "tflite" and m.precision == "int8" and m.metadata["io_quantized"]
+    assert (tmp_path / "tfl" / "model.tflite").is_file()
+    assert m.metadata["quantize_summary"]["accuracy"]["ok"]  # cosine >= 0.99 on the calibration images
+    assert m.parity["outputs"]["image_embeds"]["cosine"] > 0.95  # reference inputs are random noise
+
+
+def test_tflite_without_torch_module(bundle, tmp_path):
+    with pytest.raises(UnsupportedError, match="PyTorch module"):
+        quantize(bundle / "vision", tmp_path / "tfl", _opts(method="tflite"))
+    assert not (tmp_path / "tfl").exists()
