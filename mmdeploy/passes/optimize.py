@@ -53,13 +53,20 @@ def _is_attention(module) -> bool:
 @contextlib.contextmanager
 def fusable_attention(module) -> Iterator[int]:
     """Within the block, every CLIP/SigLIP-style attention of ``module`` (instances only, no
-    global patch) computes in the form ONNX Runtime's attention fusion recognizes.  Yields how
-    many attention modules were rewritten; restores them afterwards."""
-    patched = []
+    global patch) computes in the form ONNX Runtime's attention fusion recognizes, and the
+    module's configs use eager masks (a causal text mask is then an explicit additive input).
+    Yields how many attention modules were rewritten; restores everything afterwards."""
+    patched, configs = [], {}
     for sub in module.modules():
         if _is_attention(sub):
             patched.append((sub, sub.__dict__.get("forward")))
             sub.forward = types.MethodType(_attention_forward, sub)
+        config = getattr(sub, "config", None)
+        if config is not None and hasattr(config, "_attn_implementation") and id(config) not in configs:
+            # eager masks: an additive float mask is passed in (SDPA would pass None + is_causal)
+            configs[id(config)] = (config, config._attn_implementation)
+    for config, _ in configs.values():
+        config._attn_implementation = "eager"
     try:
         yield len(patched)
     finally:
@@ -68,6 +75,8 @@ def fusable_attention(module) -> Iterator[int]:
                 del sub.forward
             else:
                 sub.forward = previous
+        for config, previous in configs.values():
+            config._attn_implementation = previous
 
 
 class OptimizeConfig(PassConfig):
