@@ -1,0 +1,1 @@
+"""PyTorch → ONNX export, simplification and verification against the PyTorch reference."""

@@ -1,0 +1,222 @@
+"""``convert``: checkpoint → verified per-component ONNX bundle (and backend artifacts).
+
+Each component is exported, simplified, then verified against PyTorch on several fresh inputs
+(batch 1 and > 1, real images where the family has them).  The inputs and PyTorch outputs are
+kept in ``reference.npz`` so every later stage can verify without the checkpoint.  The whole
+output is built in a temporary directory and renamed into place only when everything passed.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+from mmdeploy.artifact import (ArtifactRef, Manifest, PassRecord, atomic_output, save_reference,
+                               sha256_path, tool_versions, write_manifest)
+from mmdeploy.compare import DEFAULT_ATOL, verify_runner
+from mmdeploy.errors import InputError, VerificationError
+from mmdeploy.export import onnx as onnx_export
+
+log = logging.getLogger("mmdeploy")
+MODEL_FILE = "model.onnx"
+MIN_TASK_AGREEMENT = 0.99
+TOOLS = ("torch", "transformers", "onnx", "onnxruntime", "onnxsim")
+
+
+def convert(source: str | Path, output: str | Path, *, components: list[str] | None = None,
+            opset: int = onnx_export.DEFAULT_OPSET, atol: float = DEFAULT_ATOL,
+            batch: int | None = None, sequence: int | None = None, simplify: bool = True,
+            targets: list[str] | None = None, target_options: dict | None = None,
+            family: str | None = None, allow_pickle: bool = False,
+            progress: Callable[[str], None] | None = None) -> Manifest:
+    """Convert ``source`` into a model bundle at ``output``; returns the bundle manifest."""
+    say = progress or (lambda msg: log.info(msg))
+    if str(source).lower().endswith(".onnx"):
+        return convert_onnx_file(Path(source), Path(output), atol=atol, targets=targets,
+                                 target_options=target_options, progress=say)
+
+    from mmdeploy.backends.onnxruntime import OnnxRuntimeRunner
+    from mmdeploy.export.reference import TorchComponentRunner
+    from mmdeploy.models import resolve
+
+    if targets:  # validate target names before the slow part
+        from mmdeploy.compile import parse_targets
+
+        targets = parse_targets(targets)
+    adapter = resolve(source, family=family, allow_pickle=allow_pickle)
+    say(f"loading {adapter.family} checkpoint {source}")
+    available = adapter.components()
+    chosen = components or list(available)
+    unknown = [c for c in chosen if c not in available]
+    if unknown:
+        raise InputError(f"unknown component {', '.join(map(repr, unknown))} for {adapter.family}",
+                         "valid components: " + ", ".join(available))
+    source_info = {"path": str(Path(str(source)).resolve()) if not str(source).startswith("demo:") else str(source),
+                   "sha256": sha256_path(adapter.source) if adapter.source.exists() else None}
+    if str(source).startswith("demo:"):
+        source_info["resolved"] = str(adapter.source)
+
+    with atomic_output(output) as tmp:
+        refs, runners_onnx, runners_torch = [], {}, {}
+        for name in chosen:
+            component = available[name]
+            cdir = tmp / name
+            cdir.mkdir()
+            start = time.perf_counter()
+            say(f"[{name}] exporting to ONNX (opset {opset})")
+            onnx_export.export_component(component, cdir / MODEL_FILE, opset, batch, sequence)
+            export_s = time.perf_counter() - start
+            passes = [PassRecord(name="export", params={"opset": opset, "batch": batch or "dynamic",
+                                                        "sequence": sequence or "dynamic",
+                                                        "exporter": "torch.onnx.export(dynamo=False)"},
+                                 report={"seconds": round(export_s, 2)})]
+            if simplify:
+                say(f"[{name}] simplifying with onnxsim")
+                passes.append(PassRecord(name="simplify", params={"tool": "onnxsim"},
+                                         report=onnx_export.simplify(cdir / MODEL_FILE)))
+            say(f"[{name}] verifying against PyTorch")
+            torch_runner = TorchComponentRunner(component)
+            feeds = adapter.verification_feeds(name)
+            if batch:
+                feeds = [f for f in feeds if next(iter(f.values())).shape[0] == batch] or \
+                    [component.make_inputs(batch, 11)]
+            cases = [(f, torch_runner.run(f)) for f in feeds]
+            save_reference(cdir, cases)
+            ort_runner = OnnxRuntimeRunner(cdir / MODEL_FILE)
+            parity = verify_runner(ort_runner, cases, atol=atol, label=f"onnxruntime/{name}")
+            model = onnx_export.load_onnx(cdir / MODEL_FILE)
+            inputs, outputs = onnx_export.io_signature(model)
+            manifest = Manifest(
+                kind="component", name=name, family=adapter.family, format="onnx", precision="fp32",
+                source=source_info, passes=passes, tools=tool_versions(*TOOLS),
+                inputs=inputs, outputs=outputs, parity={"reference": "torch", **parity},
+                metadata={"model_file": MODEL_FILE, "opset": opset, "modality": component.modality,
+                          "dynamic_axes": {k: {str(i): n for i, n in v.items()}
+                                           for k, v in component.dynamic_axes.items()},
+                          "nodes": len(model.graph.node)},
+            )
+            write_manifest(cdir, manifest)
+            refs.append(ArtifactRef(path=name, component=name, format="onnx", precision="fp32"))
+            runners_onnx[name], runners_torch[name] = ort_runner, torch_runner
+            say(f"[{name}] ok: max abs error {max(m['max_abs'] for m in parity['outputs'].values()):.2e}")
+
+        bundle_parity: dict[str, Any] = {}
+        task = set(adapter.task_components())
+        if task and task <= set(runners_onnx):
+            say("checking the task (zero-shot) from the exported towers against PyTorch")
+            bundle_parity["task"] = task_parity(adapter, runners_torch, runners_onnx)
+
+        preprocess = tmp / "preprocess"
+        files = adapter.preprocess_files()
+        if files:
+            preprocess.mkdir()
+            for file in files:
+                shutil.copy2(file, preprocess / file.name)
+
+        metadata = adapter.metadata()
+        if targets:
+            from mmdeploy.compile import compile_bundle
+
+            say(f"compiling for {', '.join(targets)}")
+            refs += compile_bundle(tmp, targets, target_options or {}, adapter=adapter)
+
+        bundle = Manifest(kind="model", name=_model_name(source), family=adapter.family,
+                          format="bundle", source=source_info, tools=tool_versions(*TOOLS),
+                          parity=bundle_parity, metadata=metadata, artifacts=refs)
+        write_manifest(tmp, bundle)
+    return bundle
+
+
+def task_parity(adapter, reference_runners: dict, runners: dict, label: str = "onnxruntime") -> dict:
+    """Zero-shot logits and top-1 of ``runners`` against the PyTorch towers'."""
+    import numpy as np
+
+    ref = adapter.evaluate(reference_runners)
+    got = adapter.evaluate(runners)
+    if ref is None or got is None:
+        return {"skipped": "the family has no evaluation data here"}
+    agreement = got.agreement(ref)
+    record = {
+        "metric": ref.name, "n": ref.n, "dataset": ref.extra.get("dataset"),
+        "reference_value": ref.value, "value": got.value, "top1_agreement": agreement,
+        "max_abs_logit_error": float(np.abs(ref.extra["logits"] - got.extra["logits"]).max()),
+    }
+    if agreement < MIN_TASK_AGREEMENT:
+        raise VerificationError(
+            f"{label}: zero-shot predictions agree with PyTorch on only {agreement:.1%} of "
+            f"{ref.n} images (need {MIN_TASK_AGREEMENT:.0%})",
+            "rerun with --debug; the exported towers do not reproduce logits_per_image")
+    return record
+
+
+def _model_name(source) -> str:
+    text = str(source)
+    if text.startswith("demo:"):
+        return text.split(":", 1)[1]
+    if ".py:" in text:
+        return Path(text.split(".py:")[0]).stem
+    return Path(text).resolve().name
+
+
+def convert_onnx_file(path: Path, output: Path, *, atol: float = DEFAULT_ATOL,
+                      targets: list[str] | None = None, target_options: dict | None = None,
+                      progress: Callable[[str], None] | None = None) -> Manifest:
+    """An existing .onnx: no export, but checked, run once, and given a manifest.
+
+    With no PyTorch model, the reference outputs are ONNX Runtime's own on random inputs; they
+    still let later stages (compile, quantize) verify their artifacts against this graph.
+    """
+    from mmdeploy.backends.onnxruntime import OnnxRuntimeRunner
+    from mmdeploy.errors import CheckpointError
+
+    say = progress or (lambda msg: log.info(msg))
+    if not path.is_file():
+        raise InputError(f"{path} does not exist", "pass an existing .onnx file")
+    if targets:
+        from mmdeploy.compile import parse_targets
+
+        targets = parse_targets(targets)
+    say(f"checking {path}")
+    model = onnx_export.load_onnx(path)
+    inputs, outputs = onnx_export.io_signature(model)
+    name = "model"
+    with atomic_output(output) as tmp:
+        cdir = tmp / name
+        cdir.mkdir()
+        shutil.copy2(path, cdir / MODEL_FILE)
+        try:
+            runner = OnnxRuntimeRunner(cdir / MODEL_FILE)
+            cases = [(f, runner.run(f)) for f in (onnx_export.synthesize_feeds(inputs, 1, 1),
+                                                  onnx_export.synthesize_feeds(inputs, 2, 2))]
+        except Exception as exc:  # noqa: BLE001 - ORT rejects graphs in many ways
+            first = (str(exc).strip().splitlines() or [exc.__class__.__name__])[0][:200]
+            raise CheckpointError(f"{path} does not run in ONNX Runtime ({first})",
+                                  "check the graph with onnx.checker and its opset") from None
+        save_reference(cdir, cases)
+        source = {"path": str(path.resolve()), "sha256": sha256_path(path)}
+        manifest = Manifest(kind="component", name=name, format="onnx", source=source,
+                            passes=[PassRecord(name="import", params={"from": "onnx"})],
+                            tools=tool_versions("onnx", "onnxruntime"), inputs=inputs, outputs=outputs,
+                            parity={"reference": "onnxruntime (no PyTorch model)", "cases": len(cases)},
+                            metadata={"model_file": MODEL_FILE, "opset": _opset(model),
+                                      "nodes": len(model.graph.node)})
+        write_manifest(cdir, manifest)
+        refs = [ArtifactRef(path=name, component=name, format="onnx")]
+        if targets:
+            from mmdeploy.compile import compile_bundle
+
+            refs += compile_bundle(tmp, targets, target_options or {}, adapter=None)
+        bundle = Manifest(kind="model", name=path.stem, format="bundle", source=source,
+                          tools=tool_versions("onnx", "onnxruntime"), artifacts=refs)
+        write_manifest(tmp, bundle)
+    return bundle
+
+
+def _opset(model) -> int | None:
+    for entry in model.opset_import:
+        if entry.domain in ("", "ai.onnx"):
+            return int(entry.version)
+    return None

@@ -1,0 +1,129 @@
+"""Export one component to ONNX and simplify it with onnxsim."""
+
+from __future__ import annotations
+
+import logging
+import warnings
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from mmdeploy.artifact import TensorSpec
+from mmdeploy.errors import CheckpointError, UnsupportedError
+
+log = logging.getLogger("mmdeploy")
+DEFAULT_OPSET = 17
+
+
+def export_component(component, path: Path, opset: int = DEFAULT_OPSET, batch: int | None = None,
+                     sequence: int | None = None) -> None:
+    """torch.onnx.export (TorchScript exporter) with the component's names and dynamic axes.
+
+    ``batch``/``sequence`` fix those axes to a static size instead (e.g. for runtimes that need
+    static shapes); None keeps them dynamic.
+    """
+    import torch
+
+    feeds = component.make_inputs(batch or 2, 0)
+    if sequence:
+        feeds = {k: _fit_sequence(v, sequence) if v.ndim == 2 and v.dtype == np.int64 else v
+                 for k, v in feeds.items()}
+    args = tuple(torch.from_numpy(np.ascontiguousarray(feeds[name])) for name in component.input_names)
+    dynamic_axes = {}
+    for name, axes in component.dynamic_axes.items():
+        keep = {i: n for i, n in axes.items()
+                if not (n == "batch" and batch) and not (n == "sequence" and sequence)}
+        if keep:
+            dynamic_axes[name] = keep
+    try:
+        with warnings.catch_warnings(), torch.no_grad(), component.export_context():
+            warnings.simplefilter("ignore")
+            torch.onnx.export(
+                component.module, args, str(path), input_names=component.input_names,
+                output_names=component.output_names, dynamic_axes=dynamic_axes or None,
+                opset_version=opset, do_constant_folding=True, dynamo=False,
+            )
+    except Exception as exc:  # noqa: BLE001 - exporter errors come in many types
+        message = str(exc).strip().splitlines()[0] if str(exc).strip() else exc.__class__.__name__
+        raise UnsupportedError(f"export of component {component.name!r} to ONNX opset {opset} failed: "
+                               f"{message[:300]}", "try another --opset, or rerun with --debug") from exc
+
+
+def _fit_sequence(array: np.ndarray, length: int) -> np.ndarray:
+    if array.shape[1] >= length:
+        return array[:, :length]
+    pad = np.zeros((array.shape[0], length - array.shape[1]), dtype=array.dtype)
+    return np.concatenate([array, pad], axis=1)
+
+
+def simplify(path: Path) -> dict[str, Any]:
+    """Run onnxsim in place; on failure keep the unsimplified graph and say why."""
+    import onnx
+
+    model = onnx.load(str(path))
+    before = len(model.graph.node)
+    try:
+        from onnxsim import simplify as onnxsim_simplify
+
+        simplified, ok = onnxsim_simplify(model, check_n=0)
+        if not ok:
+            raise RuntimeError("onnxsim's check failed")
+        if [i.name for i in simplified.graph.input] != [i.name for i in model.graph.input]:
+            raise RuntimeError("onnxsim changed the graph inputs")
+    except Exception as exc:  # noqa: BLE001 - any simplifier failure falls back
+        reason = (str(exc).strip().splitlines() or [exc.__class__.__name__])[0][:200]
+        log.warning("onnxsim failed (%s); keeping the unsimplified graph", reason)
+        return {"applied": False, "error": reason, "nodes_before": before, "nodes_after": before}
+    onnx.save(simplified, str(path))
+    return {"applied": True, "nodes_before": before, "nodes_after": len(simplified.graph.node)}
+
+
+def load_onnx(path: Path):
+    """onnx.load + checker, as a CheckpointError for junk files."""
+    import onnx
+
+    try:
+        model = onnx.load(str(path))
+        onnx.checker.check_model(model)
+    except Exception as exc:  # noqa: BLE001 - DecodeError, ValidationError, ...
+        first = (str(exc).strip().splitlines() or [exc.__class__.__name__])[0][:200]
+        raise CheckpointError(f"{path} is not a valid ONNX model ({first})",
+                              "re-export it; the file may be truncated or not ONNX") from None
+    if not model.graph.node:
+        raise CheckpointError(f"{path} is an ONNX model with an empty graph", "re-export it")
+    return model
+
+
+def _spec(value_info) -> TensorSpec:
+    import onnx
+
+    tensor = value_info.type.tensor_type
+    dtype = np.dtype(onnx.helper.tensor_dtype_to_np_dtype(tensor.elem_type)).name if tensor.elem_type else "unknown"
+    shape: list[int | str] = []
+    for dim in tensor.shape.dim:
+        shape.append(dim.dim_value if dim.HasField("dim_value") else (dim.dim_param or "?"))
+    return TensorSpec(name=value_info.name, dtype=dtype, shape=shape)
+
+
+def io_signature(model) -> tuple[list[TensorSpec], list[TensorSpec]]:
+    initializers = {t.name for t in model.graph.initializer}
+    inputs = [_spec(v) for v in model.graph.input if v.name not in initializers]
+    return inputs, [_spec(v) for v in model.graph.output]
+
+
+def synthesize_feeds(inputs: list[TensorSpec], batch: int, seed: int, symbolic: int = 8) -> dict[str, np.ndarray]:
+    """Random feeds for an I/O signature: dim named like 'batch' → batch, other symbols → symbolic."""
+    rng = np.random.default_rng(seed)
+    feeds = {}
+    for spec in inputs:
+        shape = [d if isinstance(d, int) and d > 0 else (batch if i == 0 else symbolic)
+                 for i, d in enumerate(spec.shape)]
+        dtype = np.dtype(spec.dtype)
+        if dtype.kind in "iu":
+            feeds[spec.name] = rng.integers(0, 10, size=shape).astype(dtype)
+        elif dtype.kind == "b":
+            feeds[spec.name] = np.ones(shape, dtype=dtype)
+        else:
+            feeds[spec.name] = rng.standard_normal(shape).astype(dtype)
+    return feeds
