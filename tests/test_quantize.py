@@ -236,3 +236,28 @@ def test_tflite_without_torch_module(bundle, tmp_path):
     with pytest.raises(UnsupportedError, match="PyTorch module"):
         quantize(bundle / "vision", tmp_path / "tfl", _opts(method="tflite"))
     assert not (tmp_path / "tfl").exists()
+
+
+def _demo_available() -> bool:
+    try:
+        from mmdeploy.demo import demo_path
+
+        return (demo_path("tiny-clip") / "config.json").is_file()
+    except ImportError:
+        return False
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not _demo_available(), reason="demo:tiny-clip weights are not in this checkout yet")
+def test_demo_int8_zero_shot_within_budget(tmp_path):
+    """The trained demo model: int8 (both towers) keeps zero-shot top-1 within 0.5 pp."""
+    from mmdeploy.export.convert import convert
+
+    fp32 = tmp_path / "fp32"
+    convert("demo:tiny-clip", fp32)
+    m = quantize(fp32, tmp_path / "int8", QuantizeOptions(latency_runs=0))
+    acc = m.metadata["quantize"]["accuracy"]
+    assert acc["metric"] == "task" and acc["task"] == "zero-shot-top1"
+    assert acc["fp32"] >= 80.0
+    assert acc["drop"] <= 0.5 and acc["ok"]
+    assert m.metadata["quantize"]["components"][0]["size_quantized"] < m.metadata["quantize"]["components"][0]["size_fp32"]

@@ -71,7 +71,7 @@ def register(app: typer.Typer) -> None:
         err = console(stderr=True)
         log = (lambda msg: None) if json_out else (lambda msg: err.print(msg, markup=False))
         manifest = quantize(artifact, output, options, log=log)
-        summary = manifest.metadata.get("quantize") or manifest.metadata.get("quantize_summary")
+        summary = manifest.metadata.get("quantize_summary") or manifest.metadata.get("quantize")
         if json_out:
             print_json({"output": str(output), "precision": manifest.precision, "summary": summary})
             return
@@ -96,8 +96,9 @@ def _print_summary(summary: dict, output: Path) -> None:
                   f"(drop {acc['drop']:.2f} pp, budget {acc['budget']:g} pp)")
     else:
         out.print(f"embedding cosine {acc['value']:.5f} (budget ≥ {acc['budget']:g})")
+    fmt = (lambda v: f"{v:.2f} %") if acc["metric"] == "task" else (lambda v: f"cosine {v:.6f}")  # noqa: E731
     for block in summary["float_blocks"]:
-        out.print(f"kept in float: {block['component']}:{block['block']} ({len(block['nodes'])} nodes) "
-                  f"metric {block['metric_before']:.4f} → {block['metric_after']:.4f}")
+        out.print(f"kept in float: {block['component']}:{block['block']} ({len(block['nodes'])} nodes): "
+                  f"{fmt(block['metric_before'])} → {fmt(block['metric_after'])}", soft_wrap=True)
     if not summary["float_blocks"]:
         out.print("kept in float: nothing (the budget held with every block quantized)")

@@ -65,6 +65,9 @@ def data_kind(path: Path) -> str:
     except OSError as exc:
         raise CalibrationError(f"--calib {path} cannot be read ({exc.strerror})",
                                "check the folder's permissions") from None
+    if not files and any(p.is_dir() for p in path.iterdir()):
+        raise CalibrationError(f"--calib folder {path} holds only sub-folders",
+                               "pass the folder that holds the calibration files themselves")
     if not files:
         raise CalibrationError(f"--calib folder {path} is empty",
                                "put calibration images (or audio clips) in it, or omit --calib")
