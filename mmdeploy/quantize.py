@@ -483,14 +483,23 @@ def _accuracy_loop(comps: list[_Component], evaluator: _Evaluator, options: Quan
     ranking.sort(key=lambda t: -t[0])
     by_name = {c.name: c for c in comps}
     best = score
+    tried = []
     for gain, name, group in ranking[: options.max_float_blocks]:
         comp = by_name[name]
-        comp.excluded = comp.excluded + comp.groups[group]
-        _, runners[name] = _quantize_component(comp, options, method, "q")
-        new = evaluator.score(runners)
-        cost = {"component": name, "block": group, "nodes": comp.groups[group], "sensitivity_gain": gain,
-                "metric_before": best["value"], "metric_after": new["value"]}
-        float_blocks.append(cost)
+        saved = comp.excluded
+        comp.excluded = saved + comp.groups[group]
+        _, candidate = _quantize_component(comp, options, method, "q")
+        new = evaluator.score({**runners, name: candidate})
+        entry = {"component": name, "block": group, "nodes": comp.groups[group], "sensitivity_gain": gain,
+                 "metric_before": best["value"], "metric_after": new["value"]}
+        if new["value"] < best["value"]:  # no gain on the budget metric: quantize it after all
+            comp.excluded = saved
+            _quantize_component(comp, options, method, "q")
+            tried.append(entry)
+            log(f"  {name}:{group} in float does not help ({_fmt(new, evaluator)}): stays int8")
+            continue
+        runners[name] = candidate
+        float_blocks.append(entry)
         steps.append({"float_block": group, "component": name, **_brief(new)})
         log(f"  keep {name}:{group} in float -> {_fmt(new, evaluator)}")
         best = new
