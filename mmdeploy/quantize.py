@@ -483,7 +483,6 @@ def _accuracy_loop(comps: list[_Component], evaluator: _Evaluator, options: Quan
     ranking.sort(key=lambda t: -t[0])
     by_name = {c.name: c for c in comps}
     best = score
-    tried = []
     for gain, name, group in ranking[: options.max_float_blocks]:
         comp = by_name[name]
         saved = comp.excluded
@@ -495,7 +494,7 @@ def _accuracy_loop(comps: list[_Component], evaluator: _Evaluator, options: Quan
         if new["value"] < best["value"]:  # no gain on the budget metric: quantize it after all
             comp.excluded = saved
             _quantize_component(comp, options, method, "q")
-            tried.append(entry)
+            steps.append({"float_block": group, "component": name, "rejected": True, **_brief(new)})
             log(f"  {name}:{group} in float does not help ({_fmt(new, evaluator)}): stays int8")
             continue
         runners[name] = candidate
