@@ -48,7 +48,7 @@ def split_command(
     artifact: Path = typer.Argument(..., help="A `mmdeploy convert` output (or one ONNX component directory)."),
     component: Optional[str] = typer.Option(None, "--component", "-c", help="Component to split, e.g. vision."),
     at: Optional[str] = typer.Option(None, "--at", help="block:K, a tensor name (comma-separated for several), "
-                                     "or auto (the planner's best cut)."),
+                                     "cloud (the whole component served remotely) or auto (the planner's best cut)."),
     output: Optional[Path] = typer.Option(None, "--output", "-o", help="Split directory to write (or the sweep report)."),
     compress: str = typer.Option("none", "--compress", help="Compress the cut tensors: none, fp16 or int8."),
     name: Optional[str] = typer.Option(None, "--name", help="Model name for serve/Triton (default COMPONENT_cloud)."),

@@ -44,7 +44,7 @@ ESTIMATED_TARGETS: dict[str, dict[str, float]] = {
     "cloud-t4": {"gflops": 4000.0, "overhead_ms": 0.5},
     "cloud-a10": {"gflops": 10000.0, "overhead_ms": 0.3},
 }
-_CPU_RE = re.compile(r"^(?:cpu|local)(?:-(\d+)t)?$")
+_CPU_RE = re.compile(r"^(?:cpu|local)(?:-(\d+)t)?(-int8)?$")
 
 
 class SegmentTime(BaseModel):
@@ -276,12 +276,28 @@ def machine() -> str:
     return f"{cpu}, {os.cpu_count()} cpus, {platform.system()}"
 
 
+def int8_dynamic(model):
+    """The model with int8 weights (onnxruntime.quantization.quantize_dynamic, per-channel QInt8):
+    the "-int8" targets, e.g. a cloud that serves the quantized artifact."""
+    import os
+    import tempfile
+
+    import onnx
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    with tempfile.TemporaryDirectory(prefix="mmdeploy-split-q-") as tmp:
+        src, dst = os.path.join(tmp, "in.onnx"), os.path.join(tmp, "out.onnx")
+        onnx.save(model, src)
+        quantize_dynamic(src, dst, weight_type=QuantType.QInt8, per_channel=True)
+        return onnx.load(dst)
+
+
 def measure_profile(seg: Segmentation, values: dict[str, np.ndarray], target: str, threads: int | None,
-                    runs: int = 10, gflops: list[float] | None = None) -> Profile:
+                    runs: int = 10, gflops: list[float] | None = None, int8: bool = False) -> Profile:
     """Time each segment alone with ONNX Runtime (``threads`` intra-op threads, no spinning)."""
     times = []
     for s in seg.segments:
-        runner = _runner(s.model, threads=threads, name=s.name)
+        runner = _runner(int8_dynamic(s.model) if int8 else s.model, threads=threads, name=s.name)
         feeds = {k: values[k] for k in runner.input_names}
         times.append(float(np.median(time_runner(runner, feeds, runs=runs))))
         del runner
@@ -297,12 +313,12 @@ def estimate_profile(seg: Segmentation, target: str, gflops: list[float]) -> Pro
     return Profile(target=target, kind="estimated", machine=f"nominal {spec['gflops']:g} GFLOP/s", segments=segments)
 
 
-def target_threads(target: str) -> int | None | bool:
-    """Threads for a locally measured target (``cpu``, ``cpu-2t``); False if not measurable here."""
+def local_target(target: str) -> tuple[int | None, bool] | None:
+    """(threads, int8) for a target measured here (``cpu``, ``cpu-2t``, ``cpu-4t-int8``), else None."""
     match = _CPU_RE.match(target.strip().lower())
     if not match:
-        return False
-    return int(match.group(1)) if match.group(1) else None
+        return None
+    return (int(match.group(1)) if match.group(1) else None), bool(match.group(2))
 
 
 def get_profile(target: str, seg: Segmentation, values: dict[str, np.ndarray], gflops: list[float],
@@ -322,13 +338,13 @@ def get_profile(target: str, seg: Segmentation, values: dict[str, np.ndarray], g
             raise InputError(f"profile {target} has segments {[s.name for s in profile.segments]} "
                              f"but this component has {names}", "re-profile this component")
         return profile
-    threads = target_threads(target)
-    if threads is not False:
-        return measure_profile(seg, values, target, threads, runs=runs, gflops=gflops)
+    local = local_target(target)
+    if local is not None:
+        return measure_profile(seg, values, target, local[0], runs=runs, gflops=gflops, int8=local[1])
     if target in ESTIMATED_TARGETS:
         return estimate_profile(seg, target, gflops)
     raise InputError(f"unknown target {target!r}",
-                     "use cpu, cpu-Nt (measured here with N threads), a saved profile .json, or one of "
+                     "use cpu, cpu-Nt or cpu-Nt-int8 (measured here with N threads), a saved profile .json, or one of "
                      + ", ".join(ESTIMATED_TARGETS) + " (estimated)")
 
 
