@@ -108,5 +108,5 @@ def test_whole_component_in_the_cloud(tmp_path_factory):
     crossing = m.metadata["cut"]["crossing"]
     assert [c["tensor"] for c in crossing] == ["input_ids", "attention_mask"]
     assert [c["dtype"] for c in crossing] == ["int64", "int64"]
-    assert m.parity["vs_unsplit"]["outputs"]["text_embeds"]["max_abs"] == 0
+    assert m.parity["vs_unsplit"]["outputs"]["text_embeds"]["max_abs"] <= 1e-5
     assert read_manifest(d / "edge").inputs[0].name == "input_ids"

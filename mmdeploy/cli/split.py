@@ -57,7 +57,7 @@ def split_command(
     bandwidth: str = typer.Option("20Mbps", "--bandwidth", help="Link bandwidth, e.g. 20Mbps."),
     rtt: str = typer.Option("20ms", "--rtt", help="Round-trip time, e.g. 20ms."),
     edge: str = typer.Option("cpu-1t", "--edge", help="Edge target: cpu-Nt (measured here), a profile .json, "
-                             "or an estimated device (rpi4, jetson-orin-nano, ...)."),
+                             "or a target profile (cpu; rpi5, jetson-orin-nano... are estimated)."),
     cloud: str = typer.Option("cpu-2t", "--cloud", help="Cloud target (same forms as --edge)."),
     runs: int = typer.Option(10, "--runs", help="Timed runs per segment when profiling."),
     save_profiles: Optional[Path] = typer.Option(None, "--save-profiles", help="Write edge.json/cloud.json here."),
