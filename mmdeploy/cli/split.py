@@ -192,6 +192,9 @@ def serve_command(
     server = make_server(split_dir, host=host, port=port, token=token,
                          max_request_bytes=int(max_request_mb * (1 << 20)), max_concurrency=concurrency,
                          threads=threads, verbose=verbose)
+    if host not in ("127.0.0.1", "localhost", "::1") and not server.token:
+        print(f"warning: listening on {host} without a token: anyone who can reach it can run the model "
+              "(pass --token or set MMDEPLOY_SERVE_TOKEN)", file=sys.stderr)
     print(f"serving {server.model.name} at {server.url}/v2/models/{server.model.name}"
           + (" (bearer token required)" if server.token else ""), flush=True)
     try:

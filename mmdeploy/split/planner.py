@@ -437,7 +437,9 @@ def sweep_plot(rows: list[dict[str, Any]], path: str | Path, title: str = "") ->
     ax.set_yscale("log")
     ax.set_xlabel("bandwidth (Mbit/s)")
     ax.set_ylabel("end-to-end latency (ms)")
-    ax.set_title(title or "split planner")
+    import textwrap
+
+    ax.set_title("\n".join(textwrap.wrap(title or "split planner", 70)), fontsize=8)
     ax.grid(True, which="both", alpha=0.3)
     ax.legend()
     fig.tight_layout()
