@@ -1,7 +1,8 @@
 """Serving the cloud half over the KServe v2 / Open Inference Protocol (standard library only).
 
 Endpoints: ``GET /v2/health/live``, ``GET /v2/health/ready``, ``GET /v2``,
-``GET /v2/models/{name}``, ``GET /v2/models/{name}/ready``, ``POST /v2/models/{name}/infer``.
+``GET /v2/models/{name}``, ``GET /v2/models/{name}/ready``, ``POST /v2/models/{name}/infer``
+(also under ``/v2/models/{name}/versions/1/``).
 The server binds 127.0.0.1 unless told otherwise.  With a token every endpoint except the health
 checks needs ``Authorization: Bearer <token>``.  Every malformed request gets a 4xx with
 ``{"error": "..."}``; a request larger than ``max_request_bytes`` gets 413 before its body is read.
@@ -162,7 +163,12 @@ class _Handler(BaseHTTPRequestHandler):
     def _route(self) -> tuple[str, str | None]:
         parts = [p for p in self.path.split("?", 1)[0].split("/") if p]
         if parts[:2] == ["v2", "models"] and len(parts) >= 3:
-            return "/".join(["models", "{name}"] + parts[3:]), parts[2]
+            rest = parts[3:]
+            if rest[:1] == ["versions"] and len(rest) >= 2:  # /versions/{v}/...: one version, "1"
+                if rest[1] != "1":
+                    return "unknown-version", parts[2]
+                rest = rest[2:]
+            return "/".join(["models", "{name}"] + rest), parts[2]
         return "/".join(parts), None
 
     # --------------------------------------------------------------- methods
