@@ -31,7 +31,7 @@ DEFAULT_WORDS: list[str] = (
     "a an the of on in at with and or is are this that photo picture image drawing "
     "shape small large big left right top bottom middle cat dog bird car person "
     "red green blue yellow purple orange black white circle square triangle star "
-    "cross diamond sound music speech"
+    "cross diamond sound music speech , . ! ? ' -"
 ).split()
 """Generic vocabulary for tiny random test checkpoints (CLIP/SigLIP/...)."""
 
