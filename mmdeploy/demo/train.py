@@ -36,6 +36,7 @@ from mmdeploy.demo.tokenizer import build_tokenizer, clip_text_ids, save_tokeniz
 IMAGE_MEAN = [0.48145466, 0.4578275, 0.40821073]
 IMAGE_STD = [0.26862954, 0.26130258, 0.27577711]
 MAX_TEXT_LENGTH = 16
+PROJECTION_DIM = 64
 
 
 def build_model(vocab_size: int, text_ids: dict[str, int]):
@@ -48,6 +49,7 @@ def build_model(vocab_size: int, text_ids: dict[str, int]):
         num_hidden_layers=2,
         num_attention_heads=4,
         max_position_embeddings=MAX_TEXT_LENGTH,
+        projection_dim=PROJECTION_DIM,
         **text_ids,
     )
     vision_config = dict(
@@ -58,8 +60,10 @@ def build_model(vocab_size: int, text_ids: dict[str, int]):
         intermediate_size=384,
         num_hidden_layers=3,
         num_attention_heads=4,
+        projection_dim=PROJECTION_DIM,
     )
-    config = CLIPConfig(text_config=text_config, vision_config=vision_config, projection_dim=64)
+    # projection_dim also in the sub-configs so CLIP{Text,Vision}ModelWithProjection load the folder
+    config = CLIPConfig(text_config=text_config, vision_config=vision_config, projection_dim=PROJECTION_DIM)
     return CLIPModel(config)
 
 
