@@ -70,7 +70,11 @@ def register(app: typer.Typer) -> None:
         )
         err = console(stderr=True)
         log = (lambda msg: None) if json_out else (lambda msg: err.print(msg, markup=False))
-        manifest = quantize(artifact, output, options, log=log)
+        import contextlib
+        import sys
+
+        with contextlib.redirect_stdout(sys.stderr):  # library progress bars (NNCF) never pollute --json
+            manifest = quantize(artifact, output, options, log=log)
         summary = manifest.metadata.get("quantize_summary") or manifest.metadata.get("quantize")
         if json_out:
             print_json({"output": str(output), "precision": manifest.precision, "summary": summary})
