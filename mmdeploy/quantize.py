@@ -161,12 +161,10 @@ def model_runner(model_file: Path, fmt: str, name: str = "", input_names=None, o
         return OnnxRuntimeRunner(model_file, name=name or "onnxruntime")
     if fmt == "openvino":
         try:
-            from mmdeploy.backends.openvino import OpenVINORunner  # noqa: F401
-        except ImportError:
+            from mmdeploy.backends.openvino import OpenVINORunner
+        except ImportError:  # a build without the openvino backend module
             return _OpenVINORunner(model_file)
-        from mmdeploy.backends.openvino import OpenVINORunner
-
-        return OpenVINORunner(model_file)
+        return OpenVINORunner(model_file, input_names=input_names, output_names=output_names)
     if fmt == "tflite":
         return _TFLiteRunner(model_file, input_names or [], output_names or [])
     raise UnsupportedError(f"no runner for format {fmt!r} in quantize")
@@ -291,7 +289,8 @@ class _Evaluator:
                 if not (src / MANIFEST_NAME).is_file():
                     return
                 m = read_manifest(src)
-                runners[name] = model_runner(_model_file(src, m), m.format or "onnx")
+                runners[name] = model_runner(_model_file(src, m), m.format or "onnx", "",
+                                             [t.name for t in m.inputs], [t.name for t in m.outputs])
         self.task_runners = runners
         try:
             result = self.adapter.evaluate(runners, limit=self.options.eval_limit)
