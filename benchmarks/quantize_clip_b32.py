@@ -132,6 +132,7 @@ def main(argv=None) -> int:
     ap.add_argument("--work", type=Path, default=Path("/tmp/mmdeploy-bench-quantize"))
     ap.add_argument("--optimum-venv", type=Path, default=ROOT / ".venv-optimum")
     ap.add_argument("--json", type=Path, default=None, help="write the results here")
+    ap.add_argument("--reuse", action="store_true", help="re-time the artifacts already in --work")
     args = ap.parse_args(argv)
 
     import torch
@@ -141,8 +142,10 @@ def main(argv=None) -> int:
     from mmdeploy.quantize import QuantizeOptions, quantize
 
     torch.set_num_threads(args.threads)
-    shutil.rmtree(args.work, ignore_errors=True)
-    args.work.mkdir(parents=True)
+    reuse = args.reuse and (args.work / "built.json").is_file()
+    if not reuse:
+        shutil.rmtree(args.work, ignore_errors=True)
+        args.work.mkdir(parents=True)
     model = build_model()
     tower = Tower(model)
     x = np.random.default_rng(0).standard_normal((1, 3, 224, 224)).astype(np.float32)
@@ -150,23 +153,25 @@ def main(argv=None) -> int:
         ref = tower(torch.from_numpy(x)).numpy()
         ref_pooled = model.vision_model(pixel_values=torch.from_numpy(x)).pooler_output.numpy()
 
-    # artifacts
-    t = time.time()
-    plain = export_component(tower, x, args.work / "plain", fusable=False)
-    fused = export_component(tower, x, args.work / "fused", fusable=True)
-    naive = args.work / "naive-dynamic.onnx"
-    quantize_dynamic(str(plain / "model.onnx"), str(naive), weight_type=QuantType.QInt8)
-    int8 = args.work / "int8"
-    quantize(fused, int8, QuantizeOptions(latency_runs=0, calib_limit=4), log=lambda m: print("[quantize]", m))
-    int8_nofuse = args.work / "int8-nofuse"
-    quantize(fused, int8_nofuse, QuantizeOptions(method="ort-dynamic", optimize=False, latency_runs=0,
-                                                 calib_limit=4), log=lambda m: None)
-    int8_static = args.work / "int8-static"
-    quantize(fused, int8_static, QuantizeOptions(method="ort-static", latency_runs=0, calib_limit=4),
-             log=lambda m: None)
-    opt_file = optimum_int8(model, args.work / "optimum", args.optimum_venv)
-    print(f"[build] artifacts in {time.time() - t:.0f} s")
-
+    # artifacts (the same seed and input rebuild the same ones)
+    plain, fused, naive = args.work / "plain", args.work / "fused", args.work / "naive-dynamic.onnx"
+    int8, int8_nofuse, int8_static = args.work / "int8", args.work / "int8-nofuse", args.work / "int8-static"
+    if reuse:
+        opt_file = json.loads((args.work / "built.json").read_text()).get("optimum")
+        opt_file = Path(opt_file) if opt_file else None
+    else:
+        t = time.time()
+        export_component(tower, x, plain, fusable=False)
+        export_component(tower, x, fused, fusable=True)
+        quantize_dynamic(str(plain / "model.onnx"), str(naive), weight_type=QuantType.QInt8)
+        quantize(fused, int8, QuantizeOptions(latency_runs=0, calib_limit=4), log=lambda m: print("[quantize]", m))
+        quantize(fused, int8_nofuse, QuantizeOptions(method="ort-dynamic", optimize=False, latency_runs=0,
+                                                     calib_limit=4), log=lambda m: None)
+        quantize(fused, int8_static, QuantizeOptions(method="ort-static", latency_runs=0, calib_limit=4),
+                 log=lambda m: None)
+        opt_file = optimum_int8(model, args.work / "optimum", args.optimum_venv)
+        print(f"[build] artifacts in {time.time() - t:.0f} s")
+        (args.work / "built.json").write_text(json.dumps({"optimum": str(opt_file) if opt_file else None}))
     paths = {
         "onnxruntime fp32 (plain export)": (plain / "model.onnx", "image_embeds"),
         "onnxruntime int8 naive quantize_dynamic": (naive, "image_embeds"),
