@@ -65,6 +65,9 @@ class QuantizeOptions(BaseModel):
     latency_runs: int = 10  # 0: skip the latency columns
 
     def resolved_method(self) -> str:
+        """``auto`` is ort-dynamic on the ORT-fused graph: the fastest on ONNX Runtime on CPUs
+        without VNNI (benchmarks/quantize_clip_b32.py).  ``ort-static`` gives the portable QDQ
+        graph for OpenVINO and TensorRT."""
         if self.method != "auto":
             return self.method
         return "ort-dynamic"
