@@ -53,6 +53,7 @@ class QuantizeOptions(BaseModel):
     per_channel: bool = True
     activation_type: Literal["uint8", "int8"] = "uint8"
     optimize: bool | None = None  # ORT fusions; None: on for ort-dynamic (ORT-only graph)
+    fuse_attention: bool = True  # with optimize: fuse Attention too (int8 QAttention)
     calib: Path | None = None
     calib_limit: int = 32
     components: list[str] | None = None
@@ -386,7 +387,7 @@ def quantize(artifact: str | Path, output: str | Path, options: QuantizeOptions 
             comp.excluded = list(options.nodes_to_exclude)
             optimize = options.optimize if options.optimize is not None else method == "ort-dynamic"
             if optimize:
-                comp.base_model, record = _run_optimize(comp, manifest.family)
+                comp.base_model, record = _run_optimize(comp, manifest.family, options.fuse_attention)
                 comp.passes.append(record)
                 log(f"optimize {comp.name}: fused {record.report.get('fused')}")
         steps, float_blocks = _accuracy_loop(selected, evaluator, options, method, log)
@@ -414,11 +415,11 @@ def _attach_torch_modules(comps: list[_Component], manifest: Manifest, given: di
         comp.torch_module = components[comp.name].module
 
 
-def _run_optimize(comp: _Component, family: str | None):
+def _run_optimize(comp: _Component, family: str | None, attention: bool = True):
     from mmdeploy.passes import get_pass
 
     opt = get_pass("optimize")
-    config = opt.config()
+    config = opt.config(attention=attention)
     out = comp.work / "optimized"
     out.mkdir()
     result = opt.run(comp.base_model, out, config, PassContext(family=family, work_dir=comp.work))

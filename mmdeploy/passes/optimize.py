@@ -84,6 +84,7 @@ class OptimizeConfig(PassConfig):
     num_heads: int = 0  # 0: detected from the graph
     hidden_size: int = 0
     opt_level: Literal[0, 1, 2, 99] = 0  # 0: python fusions only (portable across ORT builds)
+    attention: bool = True  # fuse Attention (int8: QAttention); False keeps LayerNorm/GELU fusions only
 
 
 class OptimizePass(Pass):
@@ -102,8 +103,13 @@ class OptimizePass(Pass):
             model_type = FAMILY_MODEL_TYPES.get(context.family or "", "clip")  # pre-LN default
         before = op_counts(onnx.load(str(model_path), load_external_data=False))
         logging.getLogger("onnxruntime.transformers").setLevel(logging.ERROR)
+        from onnxruntime.transformers.fusion_options import FusionOptions
+
+        fusion = FusionOptions(model_type)
+        fusion.enable_attention = config.attention
         optimized = optimize_model(str(model_path), model_type=model_type, num_heads=config.num_heads,
-                                   hidden_size=config.hidden_size, opt_level=config.opt_level)
+                                   hidden_size=config.hidden_size, opt_level=config.opt_level,
+                                   optimization_options=fusion)
         out = Path(output_dir) / "model.onnx"
         # save_model_to_file adds the com.microsoft opset import the fused nodes need
         optimized.save_model_to_file(str(out), use_external_data_format=optimized.model.ByteSize() > 1_900_000_000)
