@@ -20,9 +20,9 @@ def register(app: typer.Typer) -> None:
         output: Path = typer.Option(..., "--output", "-o", help="Directory for the new artifact."),
         int8: bool = typer.Option(False, "--int8", help="Calibrated int8 (the default)."),
         fp16: bool = typer.Option(False, "--fp16", help="float16 weights and compute, float32 I/O."),
-        method: str = typer.Option("auto", "--method", help="auto (ort-dynamic with ORT fusions: fastest "
-                                   "on ONNX Runtime), ort-static (QDQ for ORT/OpenVINO/TensorRT), ort-dynamic, "
-                                   "nncf (OpenVINO IR), inc (Neural Compressor tuning), tflite."),
+        method: str = typer.Option("auto", "--method", help="auto (= ort-static), ort-static (calibrated "
+                                   "QDQ for ORT/OpenVINO/TensorRT), ort-dynamic (+ ORT fusions), nncf (OpenVINO IR), "
+                                   "inc (Neural Compressor tuning), tflite (litert-torch, needs the checkpoint)."),
         calibrate_method: str = typer.Option("minmax", "--calibrate-method",
                                              help="ort-static: minmax, entropy or percentile."),
         calib: Optional[Path] = typer.Option(None, "--calib", help="Folder of images, captions .txt file or "
