@@ -95,3 +95,14 @@ def test_bundle_with_compiled_artifacts_picks_the_targets_format(tmp_path):
     write_manifest(b, m)
     assert [i.path.name for i in harness.collect([b])] == ["vision"]
     assert [i.path.name for i in harness.collect([b], target=get_target("openvino-cpu"))] == ["vision-openvino"]
+
+
+def test_progress_reports_every_timed_run(tmp_path):
+    seen: dict[str, int] = {}
+
+    def progress(label, n, total):
+        seen[label] = seen.get(label, 0) + n
+        assert total == 25
+
+    bench([component(tmp_path / "a", 1)], BenchSettings(warmup=0, iters=25), None, progress=progress)
+    assert seen == {"a/vision": 25}

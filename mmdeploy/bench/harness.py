@@ -339,8 +339,12 @@ def run_items(items: list[Item], settings: BenchSettings, target=None,
         per_block_iters = None if settings.iters is None else max(1, settings.iters // settings.blocks)
         per_block_s = settings.duration / settings.blocks if settings.duration else None
         total = None if per_block_s else per_block_iters * settings.blocks
-        ticker = (lambda it: (lambda n: progress(it.artifact + "/" + it.component, n, total or 0))) \
-            if progress else (lambda it: None)
+
+        def ticker(item: Item):
+            if progress is None:
+                return None
+            return lambda n: progress(f"{item.artifact}/{item.component}", n, total or 0)
+
         if settings.blocks == 1:  # one artifact loaded and timed at a time
             results = []
             for item in items:
