@@ -130,3 +130,11 @@ def test_malformed_budgets_file_cli_exit_2_one_line_no_traceback(models, tmp_pat
     assert proc.returncode == 2
     assert proc.stderr.strip().splitlines() == [proc.stderr.strip()]
     assert "b.yaml:2" in proc.stderr and "oops" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_shipped_budget_files_are_valid():
+    from pathlib import Path
+
+    repo = Path(__file__).resolve().parents[1]
+    for name in ("budgets.yaml", "budgets-jetson.yaml"):
+        assert bd.load_budgets(repo / "benchmarks" / name).budgets
