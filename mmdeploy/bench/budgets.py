@@ -179,7 +179,7 @@ def evaluate(doc: dict, budgets: BudgetFile | None = None, baseline: dict | None
                     continue
                 checks.append(_relative(rule_name, where, r, refs[0], rel.statistic, rel.max_ratio,
                                         conf, alpha, kind="relative"))
-        if not matched:
+        if not matched and fnmatch.fnmatchcase(target, rule.target):  # rules of other targets don't apply
             checks.append({"name": rule_name, "where": f"{rule.artifact}/{rule.component}@{rule.target}",
                            "check": "match", "passed": False, "method": "match",
                            "limit": None, "measured": None,
