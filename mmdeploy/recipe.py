@@ -272,8 +272,10 @@ def _quantize(prev: Path, out: Path, options: dict, say, where: str) -> None:
 
 def _compile(bundle: Path, out: Path, profile, say) -> Path:
     """The bundle compiled for a local non-ORT target (via mmdeploy.compile), or itself."""
-    if profile.remote or profile.backend == "onnxruntime":
-        return bundle  # ORT runs the ONNX; a remote device builds its own engine
+    if profile.backend == "onnxruntime" or (profile.remote and profile.backend == "tensorrt"):
+        return bundle  # ORT runs the ONNX; TensorRT engines are built on the device itself
+    # OpenVINO IR and .tflite files are portable: compiled here (tflite needs the torch
+    # module, which only this machine has), then copied to a remote device as they are
     try:
         from mmdeploy.compile import compile_artifact
     except ImportError:
