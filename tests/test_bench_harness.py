@@ -106,3 +106,9 @@ def test_progress_reports_every_timed_run(tmp_path):
 
     bench([component(tmp_path / "a", 1)], BenchSettings(warmup=0, iters=25), None, progress=progress)
     assert seen == {"a/vision": 25}
+
+
+def test_size_counts_the_model_not_the_reference(tmp_path):
+    c = component(tmp_path / "c", 2)
+    doc = bench([c], BenchSettings(warmup=0, iters=2), None)
+    assert doc["results"][0]["size_bytes"] == (c / "model.onnx").stat().st_size
