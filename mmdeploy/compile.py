@@ -16,7 +16,7 @@ from typing import Any, Iterable
 
 from mmdeploy.artifact import (MANIFEST_NAME, ArtifactRef, Manifest, atomic_output, read_manifest,
                                write_manifest)
-from mmdeploy.errors import InputError, UnsupportedError
+from mmdeploy.errors import InputError, UnsupportedError, VerificationError
 
 # valid precisions per backend (first = what a bare name gives, with the rest of DEFAULTS)
 PRECISIONS: dict[str, tuple[str, ...]] = {
@@ -35,6 +35,7 @@ INSTALL = {
     "tensorrt": "pip install tensorrt on a machine with an NVIDIA GPU",
 }
 NEEDS_TORCH = {"tflite"}  # litert-torch converts from the PyTorch module
+MIN_TASK_AGREEMENT = 0.99  # fp32 targets vs PyTorch on the family's task (zero-shot top-1)
 
 
 class TargetSpec(str):
@@ -167,7 +168,7 @@ def compile_bundle(bundle_dir: Path, targets: list[str] | list[TargetSpec] | str
     refs: list[ArtifactRef] = []
     for component, onnx_dir, _ in components:
         for spec in specs:
-            out = bundle_dir / f"{component}-{spec.suffix}"
+            out = bundle_dir / f"{onnx_dir.name}-{spec.suffix}"  # e.g. vision-openvino, vision-int8-openvino
             if out.exists():
                 shutil.rmtree(out)
             out.mkdir(parents=True)
@@ -179,7 +180,7 @@ def compile_bundle(bundle_dir: Path, targets: list[str] | list[TargetSpec] | str
                 shutil.rmtree(out, ignore_errors=True)
                 raise
             refs.append(ArtifactRef(path=out.name, component=component, format=manifest.format or spec.backend,
-                                    precision=spec.precision, target=spec.backend))
+                                    precision=manifest.precision, target=spec.backend))
     if adapter is not None and options.get("evaluate", True):
         record_task_agreement(bundle_dir, refs, adapter, options.get("eval_limit"))
     return refs
@@ -209,9 +210,16 @@ def record_task_agreement(bundle_dir: Path, refs: list[ArtifactRef], adapter, li
         if not set(needed) <= set(group) or group[needed[0]].format == "tensorrt-bundle":
             continue
         result = adapter.evaluate({c: load_runner(bundle_dir / group[c].path) for c in needed}, limit=limit)
+        agreement = result.agreement(reference)
         task = {"name": result.name, "value": result.value, "n": result.n,
-                "pytorch_value": reference.value, "agreement_with_pytorch": result.agreement(reference)}
-        results["-".join(k for k in key if k)] = task
+                "pytorch_value": reference.value, "agreement_with_pytorch": agreement}
+        label = "-".join(k for k in key if k and k != "fp32") or "?"
+        results[label] = task
+        if key[1] == "fp32" and not agreement >= MIN_TASK_AGREEMENT:  # reduced precision: reported only
+            raise VerificationError(
+                f"{label}: {result.name} predictions agree with PyTorch on only {agreement:.1%} of "
+                f"{result.n} samples (need {MIN_TASK_AGREEMENT:.0%})",
+                "the artifact passed per-output parity; inspect its manifests and rerun with --debug")
         for c in needed:
             directory = bundle_dir / group[c].path
             manifest = read_manifest(directory)

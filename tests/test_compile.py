@@ -136,3 +136,29 @@ def test_compile_reloads_the_checkpoint_named_in_the_bundle_for_tflite(tmp_path)
     with pytest.raises(UnsupportedError, match="no checkpoint"):
         compile_artifact(tmp_path / "onnx", "tflite", tmp_path / "out2")
     assert not (tmp_path / "out2").exists()
+
+
+def _demo_ready() -> bool:
+    try:
+        from mmdeploy.demo import demo_path
+
+        return (demo_path("tiny-clip") / "config.json").is_file()
+    except (ImportError, KeyError):
+        return False
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not _demo_ready(), reason="demo:tiny-clip weights are not in this build yet (branch demo)")
+def test_demo_model_every_cpu_backend_agrees_with_pytorch_on_zero_shot(tmp_path):
+    from mmdeploy.export.convert import convert
+
+    convert("demo:tiny-clip", tmp_path / "out", targets=["onnxruntime", "openvino", "tflite"])
+    bundle = read_manifest(tmp_path / "out")
+    compiled = [a for a in bundle.artifacts if a.target]
+    assert {a.path for a in compiled} >= {"vision-openvino", "text-tflite-fp16", "vision-onnxruntime"}
+    for ref in compiled:
+        task = read_manifest(tmp_path / "out" / ref.path).parity["task"]
+        assert task["name"] == "zero-shot-top1"
+        if ref.precision == "fp32":
+            assert task["agreement_with_pytorch"] >= 0.99, ref.path
+            assert task["value"] >= 0.8  # the demo model's own accuracy survives conversion

@@ -51,6 +51,8 @@ def register(app: typer.Typer) -> None:
                                    help="Comma list: onnxruntime, openvino, tflite, tensorrt "
                                         "(optionally :fp32/:fp16/:int8)."),
         output: Path = typer.Option(..., "--output", "-o", help="Output bundle directory."),
+        components: Optional[str] = typer.Option(None, "--components",
+                                                 help="Comma list of components to compile (default: all)."),
         threads: Optional[int] = typer.Option(None, "--threads", help="Runtime threads for verification."),
         atol: Optional[float] = typer.Option(None, "--atol", help="Max abs error allowed for fp32 artifacts."),
         ort_optimized: bool = typer.Option(False, "--ort-optimized",
@@ -64,10 +66,10 @@ def register(app: typer.Typer) -> None:
         json_out: bool = typer.Option(False, "--json", help="Machine-readable output."),
     ):
         """Compile ONNX components into backend artifacts, each verified against PyTorch."""
-        from mmdeploy.cli._common import console, print_json
+        from mmdeploy.cli._common import console, print_json, split_list
         from mmdeploy.compile import compile_artifact
 
-        options = {"threads": threads, "atol": atol, "ort_save_optimized": ort_optimized,
+        options = {"components": split_list(components), "threads": threads, "atol": atol, "ort_save_optimized": ort_optimized,
                    "trt_shapes": _shapes(trt_shape), "trt_max_batch": trt_max_batch,
                    "trt_workspace_mb": trt_workspace_mb, "trt_allow_unsupported": trt_allow_unsupported}
         bundle = compile_artifact(artifact, target, output, options)
