@@ -162,3 +162,17 @@ def test_demo_model_every_cpu_backend_agrees_with_pytorch_on_zero_shot(tmp_path)
         if ref.precision == "fp32":
             assert task["agreement_with_pytorch"] >= 0.99, ref.path
             assert task["value"] >= 0.8  # the demo model's own accuracy survives conversion
+
+
+@pytest.mark.slow
+def test_siglip_bundle_compiles_for_openvino_and_tflite(siglip_bundle, tmp_path):
+    """A real `convert` bundle of a tiny SigLIP; tflite reloads the checkpoint from source.path."""
+    bundle = compile_artifact(siglip_bundle, "openvino:fp16,tflite:fp32", tmp_path / "out",
+                              {"components": ["text", "vision"]})
+    compiled = {a.path: a for a in bundle.artifacts if a.target}
+    assert set(compiled) == {"vision-openvino-fp16", "text-openvino-fp16", "vision-tflite", "text-tflite"}
+    for path in compiled:
+        manifest = read_manifest(tmp_path / "out" / path)
+        assert manifest.family == "siglip" and manifest.parity["passed"], path
+    text = read_manifest(tmp_path / "out" / "text-tflite")
+    assert all(i.dtype == "int32" for i in text.inputs)  # int64 ids downcast for LiteRT, recorded
