@@ -176,3 +176,16 @@ def test_siglip_bundle_compiles_for_openvino_and_tflite(siglip_bundle, tmp_path)
         assert manifest.family == "siglip" and manifest.parity["passed"], path
     text = read_manifest(tmp_path / "out" / "text-tflite")
     assert all(i.dtype == "int32" for i in text.inputs)  # int64 ids downcast for LiteRT, recorded
+
+
+def test_compile_measures_task_agreement_without_weights(clip_bundle, tmp_path, capsys):
+    """`mmdeploy compile` on a converted bundle: zero-shot agreement from preprocess/ and the
+    bundle's fp32 ONNX towers as the reference (no checkpoint needed)."""
+    code, stdout, _ = run_cli(["compile", str(clip_bundle), "-t", "openvino:fp16", "-o", str(tmp_path / "out"),
+                               "--json"], capsys)
+    assert code == 0
+    rows = {r["path"]: r for r in json.loads(stdout)["artifacts"]}
+    assert set(rows) == {"vision-openvino-fp16", "text-openvino-fp16"}
+    task = rows["vision-openvino-fp16"]["task"]
+    assert task["reference"].startswith("fp32 onnx") and task["n"] > 0
+    assert 0.0 <= task["agreement_with_pytorch"] <= 1.0

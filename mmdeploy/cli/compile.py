@@ -73,7 +73,8 @@ def register(app: typer.Typer) -> None:
                    "trt_shapes": _shapes(trt_shape), "trt_max_batch": trt_max_batch,
                    "trt_workspace_mb": trt_workspace_mb, "trt_allow_unsupported": trt_allow_unsupported}
         bundle = compile_artifact(artifact, target, output, options)
-        refs = [a for a in bundle.artifacts if a.target]
+        made = set(bundle.metadata.get("compiled", []))
+        refs = [a for a in bundle.artifacts if a.path in made]
         rows = artifact_rows(output, refs)
         if json_out:
             print_json({"output": str(output), "artifacts": rows})
@@ -81,14 +82,14 @@ def register(app: typer.Typer) -> None:
         from rich.table import Table
 
         table = Table(title=f"compiled into {output}")
-        for col in ("artifact", "format", "max abs", "min cosine", "parity", "task agreement"):
-            table.add_column(col)
+        for col in ("artifact", "format", "max abs", "min cosine", "parity", "task vs torch"):
+            table.add_column(col, no_wrap=col in ("artifact", "format"))
         for r in rows:
             task = r["task"]
             table.add_row(r["path"], r["format"],
                           "-" if r["max_abs"] is None else f"{r['max_abs']:.2e}",
                           "-" if r["min_cosine"] is None else f"{r['min_cosine']:.6f}", r["parity"],
-                          "-" if not task else f"{task['agreement_with_pytorch']:.1%} ({task['name']} {task['value']:.3f})")
+                          "-" if not task else f"{task['agreement_with_pytorch']:.1%} agree")
         console().print(table)
 
     @app.command("targets")
