@@ -149,7 +149,13 @@ class _Handler(BaseHTTPRequestHandler):
             self._error(400, f"bad Content-Length {length!r}")
             return None
         if n > self.server.max_request_bytes:
-            self.close_connection = True  # the body is not read: the connection cannot be reused
+            # Discard a moderately oversized body before answering, so the client (still sending)
+            # reads the 413 instead of a broken pipe; beyond that, answer and drop the connection.
+            if n <= 16 * self.server.max_request_bytes:
+                remaining = n
+                while remaining > 0 and (chunk := self.rfile.read(min(remaining, 1 << 16))):
+                    remaining -= len(chunk)
+            self.close_connection = True
             self._error(413, f"request of {n} bytes exceeds the limit of {self.server.max_request_bytes}")
             return None
         return self.rfile.read(n)
