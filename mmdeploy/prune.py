@@ -404,11 +404,9 @@ def _prune(source: str | Path, output: str | Path, method: str, amount: float,
           scope: str = "per-layer", recover_lr: float = 1e-4, batch_size: int = 16, calib_size: int = 64,
           measure_latency: bool = True, latency_runs: int = 20, threads: int | None = None,
           eval_limit: int | None = None, allow_pickle: bool = False, seed: int = 0) -> dict[str, Any]:
-    import torch
+    from mmdeploy.artifact import atomic_output
 
-    from mmdeploy.artifact import Manifest, PassRecord, atomic_output, sha256_path, tool_versions, write_manifest
-
-    methods = P.check_method(method)
+    P.check_method(method)
     P.check_amount(amount)
     if scope not in ("per-layer", "global"):
         raise InputError(f"unknown --scope {scope!r}", "use per-layer or global")
@@ -417,6 +415,22 @@ def _prune(source: str | Path, output: str | Path, method: str, amount: float,
     config = P.PruneConfig(method=method, amount=amount, components=components, scope=scope,
                            recover_steps=recover_steps, recover_lr=recover_lr, batch_size=batch_size, seed=seed)
     src = Source(source, allow_pickle=allow_pickle)
+    with atomic_output(output) as tmp:  # checks --output now; it appears only on success
+        return _run(src, Path(tmp), Path(output).name, config, calib=calib, calib_size=calib_size,
+                    measure_latency=measure_latency, latency_runs=latency_runs, threads=threads,
+                    eval_limit=eval_limit)
+
+
+def _run(src: Source, tmp: Path, name: str, config: "P.PruneConfig", *, calib, calib_size: int,
+         measure_latency: bool, latency_runs: int, threads: int | None, eval_limit: int | None) -> dict[str, Any]:
+    """The work of :func:`prune`, writing into the temporary output directory ``tmp``."""
+    import torch
+
+    from mmdeploy.artifact import Manifest, PassRecord, sha256_path, tool_versions, write_manifest
+
+    method, methods, amount, components = config.method, P.check_method(config.method), config.amount, config.components
+    recover_steps, recover_lr, batch_size, seed = config.recover_steps, config.recover_lr, config.batch_size, config.seed
+    scope = config.scope
     torch.manual_seed(seed)
 
     model = src.torch_model()
@@ -469,11 +483,11 @@ def _prune(source: str | Path, output: str | Path, method: str, amount: float,
 
     latency = {}
     if measure_latency:
-        with tempfile.TemporaryDirectory(prefix="mmdeploy-prune-") as tmp:
+        with tempfile.TemporaryDirectory(prefix="mmdeploy-prune-") as scratch:
             for c in chosen:
-                feeds = {k: v for k, v in batch1[c].items()}
-                files = {"before": export_tower(teacher, c, feeds, Path(tmp) / f"{c}-before.onnx"),
-                         "after": export_tower(model, c, feeds, Path(tmp) / f"{c}-after.onnx")}
+                feeds = dict(batch1[c])
+                files = {"before": export_tower(teacher, c, feeds, Path(scratch) / f"{c}-before.onnx"),
+                         "after": export_tower(model, c, feeds, Path(scratch) / f"{c}-after.onnx")}
                 ms = ort_latency(files, {k: v.numpy() for k, v in feeds.items()}, latency_runs, threads)
                 latency[c] = {**ms, "speedup": round(ms["before"] / ms["after"], 3), "runs": latency_runs,
                               "threads": threads, "runtime": "onnxruntime fp32, batch 1, same run"}
@@ -505,19 +519,18 @@ def _prune(source: str | Path, output: str | Path, method: str, amount: float,
     if methods == ["magnitude"]:
         report["note"] = details["note"]
 
-    with atomic_output(output) as tmp:
-        tmp = Path(tmp)
-        model.save_pretrained(str(tmp), safe_serialization=True)
-        preprocess = _copy_preprocess(src, tmp)
-        report["size_bytes"] = {"before": _weights_bytes(src.folder), "after": _weights_bytes(tmp)}
-        (tmp / REPORT_NAME).write_text(json.dumps(report, indent=2) + "\n")
-        manifest = Manifest(
-            kind="model", name=Path(output).name, family=src.family, format="checkpoint",
-            source={"path": src.text, "sha256": sha256_path(src.folder)},
-            passes=[PassRecord(name="prune", params=config.model_dump(), report=report)],
-            tools=tool_versions("torch", "transformers", "onnx", "onnxruntime"),
-            metadata={"loader": "mmdeploy.passes.prune:load_pretrained", "report": REPORT_NAME,
-                      "preprocess_files": preprocess},
-        )
-        write_manifest(tmp, manifest)
+    model.save_pretrained(str(tmp), safe_serialization=True)
+    preprocess = _copy_preprocess(src, tmp)
+    report["size_bytes"] = {"before": _weights_bytes(src.folder), "after": _weights_bytes(tmp)}
+    (tmp / REPORT_NAME).write_text(json.dumps(report, indent=2) + "\n")
+    manifest = Manifest(
+        kind="model", name=name, family=src.family, format="checkpoint",
+        source={"path": src.text, "sha256": sha256_path(src.folder)},
+        passes=[PassRecord(name="prune", params=config.model_dump(), report=report)],
+        tools=tool_versions("torch", "transformers", "onnx", "onnxruntime"),
+        metadata={"loader": "mmdeploy.passes.prune:load_pretrained", "report": REPORT_NAME,
+                  "preprocess_files": preprocess},
+    )
+    write_manifest(tmp, manifest)
     return report
+

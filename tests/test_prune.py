@@ -162,3 +162,12 @@ def test_demo_heads_mlp_with_recovery_keeps_zero_shot(tmp_path):
     assert metric["after"] >= metric["after_prune"]
     assert metric["delta_pp"] >= -2.0
     assert report["flops"]["vision"]["reduction"] > 0.2
+
+
+def test_cli_refuses_a_users_directory_before_any_work(clip_dir, tmp_path, capsys):
+    out = tmp_path / "mine"
+    out.mkdir()
+    (out / "notes.txt").write_text("keep me")
+    code, _, err = _cli(["prune", str(clip_dir), "--method", "mlp", "--amount", "0.3", "--output", str(out)], capsys)
+    assert code == 2 and "not an mmdeploy artifact" in err
+    assert [p.name for p in out.iterdir()] == ["notes.txt"]
