@@ -1,9 +1,27 @@
-"""`mmdeploy caption` (not implemented yet)."""
+"""`mmdeploy caption ARTIFACT IMAGE`: greedy caption of one image from a converted BLIP bundle."""
 
 from __future__ import annotations
+
+from pathlib import Path
 
 import typer
 
 
 def register(app: typer.Typer) -> None:
-    pass
+    @app.command("caption")
+    def caption(
+        artifact: Path = typer.Argument(..., help="A BLIP model bundle (from `mmdeploy convert`)."),
+        image: Path = typer.Argument(..., help="Image file to caption."),
+        max_length: int = typer.Option(None, "--max-length", help="Tokens at most (default: the checkpoint's)."),
+        threads: int = typer.Option(None, "--threads", help="Inference threads per runner."),
+        json_out: bool = typer.Option(False, "--json", help="Print machine-readable JSON."),
+    ):
+        """Print the caption of IMAGE, generated greedily on the bundle's runners."""
+        from mmdeploy.cli._common import print_json
+        from mmdeploy.models.captioning import caption_image
+
+        result = caption_image(artifact, image, max_length=max_length, threads=threads)
+        if json_out:
+            print_json(result)
+        else:
+            typer.echo(result["caption"])

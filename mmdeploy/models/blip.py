@@ -1,0 +1,337 @@
+"""BLIP captioning (``BlipForConditionalGeneration``): vision encoder + text decoder graphs.
+
+Components:
+
+* ``vision``: ``pixel_values`` [batch, 3, H, W] → ``image_embeds`` [batch, tokens, hidden]
+  (the encoder's last hidden state, what the decoder cross-attends to);
+* ``text_decoder``: ``input_ids`` int64 [batch, sequence], ``encoder_hidden_states`` →
+  ``logits`` [batch, sequence, vocab] and ``present.{i}.key|value`` [batch, heads, sequence,
+  head_dim] per layer (the self-attention cache);
+* ``text_decoder_with_past``: the same plus ``past.{i}.key|value`` (dynamic past length),
+  for incremental decoding (cross-attention keys are recomputed from the encoder states).
+
+:mod:`mmdeploy.models.blip_generate` runs the greedy loop over any Runners.  The task metric is
+token-level agreement of those captions with PyTorch ``generate()`` on the verification images
+(the demo's procedural shape images); the reference tokens are kept in the bundle metadata.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from mmdeploy.errors import CalibrationError, CheckpointError, InputError
+from mmdeploy.export.reference import TorchComponentRunner
+from mmdeploy.models.base import Adapter, Component, TaskResult
+from mmdeploy.models.blip_generate import GenerationSettings, caption_tokens, past_names, token_agreement
+from mmdeploy.models.clap import PREPROCESS_FILES, from_pretrained, load_tokenizer, read_lines
+
+EVAL_IMAGES = 8
+AUDIO_EXTENSIONS = (".wav", ".wave", ".flac", ".ogg", ".mp3")
+
+
+def load_image(path: str | Path):
+    """An RGB PIL image, or a one-line InputError for anything Pillow cannot read."""
+    from PIL import Image, UnidentifiedImageError
+
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"image {path} does not exist", "check the path")
+    try:
+        with Image.open(path) as img:
+            return img.convert("RGB")
+    except (UnidentifiedImageError, OSError, ValueError) as exc:
+        raise InputError(f"cannot read image {path}: {str(exc).splitlines()[0]}",
+                         "pass a PNG/JPEG/BMP/... image file") from None
+
+
+def _modules(model) -> tuple:
+    """torch modules for the vision encoder and the two decoder variants (positional inputs)."""
+    import torch
+    from transformers.cache_utils import DynamicCache, EncoderDecoderCache
+
+    layers = model.config.text_config.num_hidden_layers
+
+    class Vision(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.vision_model = model.vision_model
+
+        def forward(self, pixel_values):
+            return self.vision_model(pixel_values=pixel_values).last_hidden_state
+
+    class Decoder(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.text_decoder = model.text_decoder
+
+        def forward(self, input_ids, encoder_hidden_states, *past):
+            self_cache = DynamicCache()
+            for i in range(len(past) // 2):
+                self_cache.update(past[2 * i], past[2 * i + 1], i)
+            out = self.text_decoder(input_ids=input_ids, encoder_hidden_states=encoder_hidden_states,
+                                    past_key_values=EncoderDecoderCache(self_cache, DynamicCache()),
+                                    use_cache=True, return_dict=True)
+            cache = out.past_key_values.self_attention_cache
+            present = [t for i in range(layers) for t in (cache.layers[i].keys, cache.layers[i].values)]
+            return (out.logits, *present)
+
+    return Vision().eval(), Decoder().eval()
+
+
+class BlipAdapter(Adapter):
+    family = "blip"
+    description = "BLIP captioning (BlipForConditionalGeneration): vision encoder + text decoder"
+
+    def __init__(self, source: Path, *, allow_pickle: bool = False, options: dict | None = None):
+        super().__init__(source, allow_pickle=allow_pickle, options=options)
+        self._model = None
+        self._components: dict[str, Component] | None = None
+        self._processor = None
+        self._tokenizer = None
+
+    @classmethod
+    def detect(cls, source: Path, config: dict | None) -> bool:
+        config = config or {}
+        archs = config.get("architectures") or []
+        if "BlipForConditionalGeneration" in archs:
+            return True
+        return config.get("model_type") == "blip" and not archs
+
+    # ---- loading ------------------------------------------------------------------------
+    def torch_model(self):
+        if self._model is None:
+            from transformers import BlipForConditionalGeneration
+
+            self._model = from_pretrained(BlipForConditionalGeneration, self.source, self.allow_pickle)
+        return self._model
+
+    @property
+    def processor(self):
+        if self._processor is None:
+            from mmdeploy.models.preprocess import load_image_processor
+
+            if not (self.source / "preprocessor_config.json").is_file():
+                raise CheckpointError(f"{self.source} has no preprocessor_config.json (the image processor)",
+                                      "save the checkpoint with its processor (processor.save_pretrained)")
+            self._processor = load_image_processor(self.source, "BlipImageProcessor")
+        return self._processor
+
+    @property
+    def tokenizer(self):
+        if self._tokenizer is None:
+            self._tokenizer = load_tokenizer(self.source)
+        return self._tokenizer
+
+    def settings(self) -> GenerationSettings:
+        if self.bundle_metadata.get("generation"):
+            return GenerationSettings.from_metadata(self.bundle_metadata)
+        return GenerationSettings.from_metadata(self._generation_metadata())
+
+    def _generation_metadata(self) -> dict:
+        model = self.torch_model()
+        text = model.config.text_config
+        gen = model.generation_config
+        return {"generation": {
+            "strategy": "greedy", "bos_token_id": int(text.bos_token_id), "eos_token_id": int(text.sep_token_id),
+            "pad_token_id": int(text.pad_token_id), "max_length": int(gen.max_length or 20),
+            "num_layers": int(text.num_hidden_layers), "num_heads": int(text.num_attention_heads),
+            "head_dim": int(text.hidden_size // text.num_attention_heads)}}
+
+    def pixel_values(self, images: list) -> dict[str, np.ndarray]:
+        out = self.processor(images=list(images), return_tensors="np")
+        return {"pixel_values": np.asarray(out["pixel_values"], dtype=np.float32)}
+
+    def eval_images(self, n: int | None = None, split: str = "eval") -> list:
+        from mmdeploy.demo.data import make_split
+
+        images, _ = make_split(split, n or EVAL_IMAGES)
+        return images
+
+    def prompt_ids(self, texts: list[str]) -> list[np.ndarray]:
+        """Captions as decoder inputs: the tokenizer's ids with the first set to bos, last dropped
+        (what generate() does to a prompt)."""
+        bos = self.settings().bos_token_id
+        out = []
+        for text in texts:
+            ids = list(self.tokenizer(text)["input_ids"])
+            ids = ([bos] + ids[1:-1]) if len(ids) > 2 else [bos]
+            out.append(np.asarray([ids], dtype=np.int64))
+        return out
+
+    # ---- components ---------------------------------------------------------------------
+    def components(self) -> dict[str, Component]:
+        if self._components is None:
+            vision, decoder = _modules(self.torch_model())
+            settings = self.settings()
+            present = past_names(settings.num_layers, "present")
+            past = past_names(settings.num_layers, "past")
+            vocab = self.torch_model().config.text_config.vocab_size
+
+            def vision_inputs(batch: int, seed: int) -> dict[str, np.ndarray]:
+                images = self.eval_images(batch + seed % 5)[seed % 5:]
+                return self.pixel_values(images)
+
+            def encoder_states(batch: int, seed: int) -> np.ndarray:
+                return TorchComponentRunner(self._components["vision"]).run(vision_inputs(batch, seed))["image_embeds"]
+
+            def prefix(batch: int, seed: int, length: int) -> np.ndarray:
+                rng = np.random.default_rng(seed)
+                ids = rng.integers(5, vocab, (batch, length)).astype(np.int64)
+                ids[:, 0] = settings.bos_token_id
+                return ids
+
+            def decoder_inputs(batch: int, seed: int) -> dict[str, np.ndarray]:
+                return {"input_ids": prefix(batch, seed, 2 + seed % 3),
+                        "encoder_hidden_states": encoder_states(batch, seed)}
+
+            def with_past_inputs(batch: int, seed: int) -> dict[str, np.ndarray]:
+                enc = encoder_states(batch, seed)
+                ids = prefix(batch, seed, 3 + seed % 3)
+                first = TorchComponentRunner(self._components["text_decoder"]).run(
+                    {"input_ids": ids[:, :-1], "encoder_hidden_states": enc})
+                return {"input_ids": ids[:, -1:], "encoder_hidden_states": enc,
+                        **{p: first[n] for p, n in zip(past, present)}}
+
+            seq_axes = {n: {0: "batch", 2: "sequence"} for n in present}
+            self._components = {
+                "vision": Component("vision", vision, ["pixel_values"], ["image_embeds"],
+                                    {"pixel_values": {0: "batch"}, "image_embeds": {0: "batch"}},
+                                    vision_inputs, modality="image"),
+                "text_decoder": Component(
+                    "text_decoder", decoder, ["input_ids", "encoder_hidden_states"], ["logits", *present],
+                    {"input_ids": {0: "batch", 1: "sequence"}, "encoder_hidden_states": {0: "batch"},
+                     "logits": {0: "batch", 1: "sequence"}, **seq_axes},
+                    decoder_inputs, modality="text"),
+                "text_decoder_with_past": Component(
+                    "text_decoder_with_past", decoder, ["input_ids", "encoder_hidden_states", *past],
+                    ["logits", *present],
+                    {"input_ids": {0: "batch", 1: "sequence"}, "encoder_hidden_states": {0: "batch"},
+                     "logits": {0: "batch", 1: "sequence"},
+                     **{n: {0: "batch", 2: "past_sequence"} for n in past},
+                     **{n: {0: "batch", 2: "total_sequence"} for n in present}},
+                    with_past_inputs, modality="text"),
+            }
+        return self._components
+
+    # ---- bundle -------------------------------------------------------------------------
+    def reference_tokens(self, n: int | None = None) -> list[list[int]]:
+        """PyTorch ``generate()`` (greedy) tokens on the verification images, trimmed at eos."""
+        import torch
+
+        settings = self.settings()
+        pixels = torch.from_numpy(self.pixel_values(self.eval_images(n))["pixel_values"])
+        with torch.no_grad():
+            out = self.torch_model().generate(pixel_values=pixels, max_length=settings.max_length,
+                                              do_sample=False, num_beams=1)
+        return [trim(row, settings) for row in out.tolist()]
+
+    def metadata(self) -> dict[str, Any]:
+        return {**self._generation_metadata(), "task": "captioning",
+                "reference_tokens": self.reference_tokens(), "options": self.options}
+
+    def preprocess_files(self) -> list[Path]:
+        return [self.source / name for name in PREPROCESS_FILES if (self.source / name).is_file()]
+
+    # ---- data ---------------------------------------------------------------------------
+    def _runner(self, component: str):
+        """Runner for a component: torch when the weights are loaded, else the bundle's artifact."""
+        if not self.bundle_metadata:
+            return TorchComponentRunner(self.components()[component])
+        from mmdeploy.backends import load_runner
+
+        return load_runner(self.source.parent / component)
+
+    def _images_from(self, path: Path | None, limit: int | None) -> list:
+        from mmdeploy.models.audio import IMAGE_EXTENSIONS
+
+        if path is None:
+            return self.eval_images(limit or 16, split="calib")
+        path = Path(path)
+        if not path.exists():
+            raise CalibrationError(f"calibration data {path} does not exist", "pass an image folder")
+        files = [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file())
+        images = [p for p in files if p.suffix.lower() in IMAGE_EXTENSIONS]
+        if not images:
+            audio = [p for p in files if p.suffix.lower() in AUDIO_EXTENSIONS]
+            raise CalibrationError(f"{path} holds {'audio, not images' if audio else 'no images'}",
+                                   "the vision component calibrates on a folder of images")
+        out = []
+        for file in images[:limit] if limit else images:
+            try:
+                out.append(load_image(file))
+            except InputError as exc:
+                raise CalibrationError(exc.message, exc.hint) from None
+        return out
+
+    def calibration_feeds(self, component: str, path: Path | None = None,
+                          limit: int | None = None) -> list[dict[str, np.ndarray]]:
+        """vision: images (folder or the demo's shapes); decoders: captions (a .txt file or the
+        demo prompts) over encodings of the demo images, the past from the decoder itself."""
+        if component == "vision":
+            return [self.pixel_values([img]) for img in self._images_from(path, limit)]
+        if component not in ("text_decoder", "text_decoder_with_past"):
+            raise CalibrationError(f"blip has no component {component!r}",
+                                   "components: vision, text_decoder, text_decoder_with_past")
+        from mmdeploy.demo.data import class_prompts
+
+        texts = read_lines(Path(path)) if path is not None else class_prompts()
+        texts = texts[:limit] if limit else texts[:16]
+        images = self.eval_images(len(texts), split="calib")
+        vision, decoder = self._runner("vision"), self._runner("text_decoder")
+        settings = self.settings()
+        feeds = []
+        for ids, image in zip(self.prompt_ids(texts), images):
+            enc = vision.run(self.pixel_values([image]))["image_embeds"]
+            if component == "text_decoder" or ids.shape[1] < 2:
+                feeds.append({"input_ids": ids, "encoder_hidden_states": enc})
+                continue
+            first = decoder.run({"input_ids": ids[:, :-1], "encoder_hidden_states": enc})
+            feeds.append({"input_ids": ids[:, -1:], "encoder_hidden_states": enc,
+                          **{p: first[n] for p, n in zip(past_names(settings.num_layers, "past"),
+                                                         past_names(settings.num_layers, "present"))}})
+        return [f for f in feeds if component == "text_decoder" or "past.0.key" in f]
+
+    # ---- task ---------------------------------------------------------------------------
+    def task_components(self) -> tuple[str, ...]:
+        return ("vision", "text_decoder", "text_decoder_with_past")
+
+    def captions(self, runners: dict, images: list, max_length: int | None = None,
+                 return_logits: bool = False):
+        """Greedy captions (token lists trimmed at eos); with ``return_logits`` also the first
+        decoding step's logits [images, vocab]."""
+        settings = self.settings()
+        tokens, logits = caption_tokens(self.pixel_values(images)["pixel_values"], runners, settings,
+                                        max_length, return_logits=True)
+        rows = [trim(row, settings) for row in tokens.tolist()]
+        return (rows, logits) if return_logits else rows
+
+    def decode(self, tokens: list[int]) -> str:
+        return self.tokenizer.decode(tokens, skip_special_tokens=True).strip()
+
+    def evaluate(self, runners: dict, limit: int | None = None) -> TaskResult:
+        """Token-level agreement of greedy captions from ``runners`` with PyTorch generate()."""
+        missing = [c for c in ("vision", "text_decoder") if c not in runners]
+        if missing:
+            raise InputError(f"blip evaluation needs runners for {', '.join(missing)}")
+        reference = self.bundle_metadata.get("reference_tokens") or self.reference_tokens()
+        reference = reference[:limit] if limit else reference
+        got, logits = self.captions(runners, self.eval_images(len(reference)), return_logits=True)
+        settings = self.settings()
+        flat = [t for row in got for t in row + [settings.pad_token_id] * (settings.max_length - len(row))]
+        exact = sum(a == b for a, b in zip(reference, got)) / len(reference)
+        return TaskResult("caption-token-agreement", token_agreement(reference, got), len(reference), flat,
+                          {"exact_match": exact, "captions": [self.decode(t) for t in got],
+                           "dataset": "demo-shapes/eval", "logits": logits})
+
+
+def trim(tokens: list[int], settings: GenerationSettings) -> list[int]:
+    """A generated sequence up to and including its first eos (padding after it dropped)."""
+    out = []
+    for tok in tokens:
+        out.append(int(tok))
+        if tok == settings.eos_token_id:
+            break
+    return out

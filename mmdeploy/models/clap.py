@@ -1,0 +1,253 @@
+"""CLAP (``ClapModel``): an ``audio`` and a ``text`` component, zero-shot audio classification.
+
+* ``audio``: ``input_features`` float32 [batch, 1, frames, mels] (the checkpoint's
+  ``ClapFeatureExtractor`` log-mel, see :mod:`mmdeploy.models.audio`) → ``audio_embeds``
+  [batch, projection_dim], L2-normalised as ``ClapModel.get_audio_features`` returns them;
+* ``text``: ``input_ids`` / ``attention_mask`` int64 [batch, seq] → ``text_embeds``.
+
+The task metric is zero-shot top-1 on the deterministic synthetic audio set of
+:mod:`mmdeploy.demo.audio_data` (tones, chirps, noise colours, clicks) with its class prompts.
+Only unfused checkpoints (``enable_fusion=False``, e.g. ``clap-htsat-unfused``) are supported:
+the fused variant picks crops at random in its feature extractor.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from mmdeploy.errors import CalibrationError, CheckpointError, InputError, UnsupportedError
+from mmdeploy.models.base import Adapter, Component, TaskResult
+
+PREPROCESS_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "vocab.json",
+                    "merges.txt", "vocab.txt", "preprocessor_config.json", "processor_config.json",
+                    "generation_config.json")
+TEXT_LENGTH_CAP = 77
+EVAL_BATCH = 16
+
+
+def from_pretrained(model_cls, source: Path, allow_pickle: bool):
+    """The shared safe loader: safetensors validated, pickle only through torch's weights_only."""
+    from mmdeploy.models.loading import load_hf_model
+
+    return load_hf_model(model_cls, Path(source), allow_pickle=allow_pickle)
+
+
+def load_tokenizer(folder: Path):
+    from mmdeploy.models.preprocess import load_tokenizer as load
+
+    try:
+        return load(Path(folder))
+    except (OSError, ValueError) as exc:
+        raise CheckpointError(f"cannot load the tokenizer from {folder}: {str(exc).splitlines()[0]}",
+                              "save the tokenizer with the checkpoint") from None
+
+
+def read_lines(path: Path) -> list[str]:
+    """Non-empty lines of a UTF-8 text file (captions / prompts)."""
+    path = Path(path)
+    if path.is_dir():
+        raise CalibrationError(f"{path} is a folder, the text component needs a captions file",
+                               "pass a .txt file with one caption per line")
+    try:
+        lines = [line.strip() for line in path.read_text(encoding="utf-8").splitlines()]
+    except (OSError, UnicodeDecodeError) as exc:
+        raise CalibrationError(f"cannot read captions from {path} ({exc.__class__.__name__})",
+                               "pass a UTF-8 .txt file with one caption per line") from None
+    lines = [line for line in lines if line]
+    if not lines:
+        raise CalibrationError(f"{path} holds no captions", "pass a .txt file with one caption per line")
+    return lines
+
+
+def _towers(model) -> tuple:
+    """torch modules for the two towers (positional inputs, one output each)."""
+    import torch
+
+    class AudioTower(torch.nn.Module):
+        def __init__(self, clap):
+            super().__init__()
+            self.clap = clap
+
+        def forward(self, input_features):
+            return self.clap.get_audio_features(input_features=input_features).pooler_output
+
+    class TextTower(torch.nn.Module):
+        def __init__(self, clap):
+            super().__init__()
+            self.clap = clap
+
+        def forward(self, input_ids, attention_mask):
+            return self.clap.get_text_features(input_ids=input_ids, attention_mask=attention_mask).pooler_output
+
+    return AudioTower(model).eval(), TextTower(model).eval()
+
+
+class ClapAdapter(Adapter):
+    family = "clap"
+    description = "CLAP (ClapModel): audio + text towers, zero-shot audio classification"
+
+    def __init__(self, source: Path, *, allow_pickle: bool = False, options: dict | None = None):
+        super().__init__(source, allow_pickle=allow_pickle, options=options)
+        self._model = None
+        self._components: dict[str, Component] | None = None
+        self._features = None
+        self._tokenizer = None
+
+    @classmethod
+    def detect(cls, source: Path, config: dict | None) -> bool:
+        config = config or {}
+        return config.get("model_type") == "clap" or "ClapModel" in (config.get("architectures") or [])
+
+    # ---- loading ------------------------------------------------------------------------
+    def torch_model(self):
+        if self._model is None:
+            from transformers import ClapModel
+
+            model = from_pretrained(ClapModel, self.source, self.allow_pickle)
+            if model.config.audio_config.enable_fusion:
+                raise UnsupportedError(f"{self.source} is a fused CLAP checkpoint (enable_fusion=True)",
+                                       "use an unfused checkpoint such as clap-htsat-unfused")
+            self._model = model
+        return self._model
+
+    @property
+    def features(self):
+        if self._features is None:
+            from mmdeploy.models.audio import ClapFeatures
+
+            self._features = ClapFeatures(self.source)
+        return self._features
+
+    @property
+    def tokenizer(self):
+        if self._tokenizer is None:
+            self._tokenizer = load_tokenizer(self.source)
+        return self._tokenizer
+
+    def text_length(self) -> int:
+        if "text_length" in self.bundle_metadata:
+            return int(self.bundle_metadata["text_length"])
+        limit = self.tokenizer.model_max_length
+        if self._model is not None:
+            limit = min(limit, self._model.config.text_config.max_position_embeddings - 2)
+        return int(min(limit, TEXT_LENGTH_CAP))
+
+    def tokenize(self, texts: list[str]) -> dict[str, np.ndarray]:
+        enc = self.tokenizer(list(texts), padding="max_length", truncation=True,
+                             max_length=self.text_length(), return_tensors="np")
+        return {"input_ids": enc["input_ids"].astype(np.int64),
+                "attention_mask": enc["attention_mask"].astype(np.int64)}
+
+    def audio_features(self, clips: list[np.ndarray]) -> dict[str, np.ndarray]:
+        return {"input_features": self.features(clips)}
+
+    # ---- components ---------------------------------------------------------------------
+    def components(self) -> dict[str, Component]:
+        if self._components is None:
+            from mmdeploy.demo import audio_data
+
+            audio_tower, text_tower = _towers(self.torch_model())
+            rate = self.features.sampling_rate
+
+            def audio_inputs(batch: int, seed: int) -> dict[str, np.ndarray]:
+                rng = np.random.default_rng(seed)
+                labels = rng.integers(0, len(audio_data.CLASS_NAMES), batch)
+                return self.audio_features([audio_data.synthesize(int(y), rng, rate) for y in labels])
+
+            def text_inputs(batch: int, seed: int) -> dict[str, np.ndarray]:
+                prompts = audio_data.class_prompts()
+                start = seed % len(prompts)
+                return self.tokenize([prompts[(start + i) % len(prompts)] for i in range(batch)])
+
+            self._components = {
+                "audio": Component("audio", audio_tower, ["input_features"], ["audio_embeds"],
+                                   {"input_features": {0: "batch"}, "audio_embeds": {0: "batch"}},
+                                   audio_inputs, modality="audio"),
+                "text": Component("text", text_tower, ["input_ids", "attention_mask"], ["text_embeds"],
+                                  {"input_ids": {0: "batch", 1: "sequence"},
+                                   "attention_mask": {0: "batch", 1: "sequence"},
+                                   "text_embeds": {0: "batch"}},
+                                  text_inputs, modality="text"),
+            }
+        return self._components
+
+    # ---- bundle -------------------------------------------------------------------------
+    def metadata(self) -> dict[str, Any]:
+        model = self.torch_model()
+        return {
+            "head": {"logit_scale_audio": float(math.exp(model.logit_scale_a.item())),
+                     "logit_scale_text": float(math.exp(model.logit_scale_t.item()))},
+            "task": "zero-shot-audio-classification",
+            "sampling_rate": self.features.sampling_rate,
+            "feature_shape": list(self.features([np.zeros(16, np.float32)]).shape[1:]),
+            "text_length": self.text_length(),
+            "options": self.options,
+        }
+
+    def preprocess_files(self) -> list[Path]:
+        return [self.source / name for name in PREPROCESS_FILES if (self.source / name).is_file()]
+
+    # ---- data ---------------------------------------------------------------------------
+    def calibration_feeds(self, component: str, path: Path | None = None,
+                          limit: int | None = None) -> list[dict[str, np.ndarray]]:
+        from mmdeploy.demo import audio_data
+        from mmdeploy.models.audio import IMAGE_EXTENSIONS, audio_files
+
+        if component == "audio":
+            if path is None:
+                clips, _ = audio_data.make_split("calib", limit, rate=self.features.sampling_rate)
+                return [self.audio_features([c]) for c in clips]
+            path = Path(path)
+            if not path.exists():
+                raise CalibrationError(f"calibration data {path} does not exist", "pass an audio folder")
+            files = audio_files(path)
+            if not files:
+                images = [p for p in ([path] if path.is_file() else path.rglob("*"))
+                          if p.suffix.lower() in IMAGE_EXTENSIONS]
+                what = "images, not audio" if images else "no audio files"
+                raise CalibrationError(f"{path} holds {what}",
+                                       "the audio component calibrates on a folder of .wav files")
+            files = files[:limit] if limit else files
+            feeds = []
+            for file in files:
+                try:
+                    feeds.append({"input_features": self.features.files([file])})
+                except InputError as exc:
+                    raise CalibrationError(exc.message, exc.hint) from None
+            return feeds
+        if component == "text":
+            texts = audio_data.class_prompts() + [f"a {name}" for name in audio_data.CLASS_NAMES]
+            if path is not None:
+                texts = read_lines(Path(path))
+            texts = texts[:limit] if limit else texts
+            return [self.tokenize([t]) for t in texts]
+        raise CalibrationError(f"clap has no component {component!r}", "components: audio, text")
+
+    # ---- task ---------------------------------------------------------------------------
+    def task_components(self) -> tuple[str, ...]:
+        return ("audio", "text")
+
+    def evaluate(self, runners: dict, limit: int | None = None) -> TaskResult:
+        """Zero-shot top-1 on the synthetic ``eval`` split, prompts ``the sound of <class>``."""
+        from mmdeploy.demo import audio_data
+
+        missing = [c for c in self.task_components() if c not in runners]
+        if missing:
+            raise InputError(f"clap evaluation needs runners for {', '.join(missing)}")
+        text = runners["text"].run(self.tokenize(audio_data.class_prompts()))["text_embeds"]
+        clips, labels = audio_data.make_split("eval", limit, rate=self.features.sampling_rate)
+        audio = np.concatenate([
+            runners["audio"].run(self.audio_features(clips[i:i + EVAL_BATCH]))["audio_embeds"]
+            for i in range(0, len(clips), EVAL_BATCH)])
+        norm = lambda x: x / np.maximum(np.linalg.norm(x, axis=-1, keepdims=True), 1e-12)  # noqa: E731
+        scale = (self.bundle_metadata.get("head") or self.metadata()["head"])["logit_scale_audio"]
+        logits = scale * norm(audio.astype(np.float64)) @ norm(text.astype(np.float64)).T  # logits_per_audio
+        predictions = [int(p) for p in logits.argmax(axis=1)]
+        correct = sum(p == y for p, y in zip(predictions, labels))
+        return TaskResult("zero-shot-top1", correct / len(labels), len(labels), predictions,
+                          {"classes": len(audio_data.CLASS_NAMES), "dataset": "synthetic-audio/eval",
+                           "logits": logits})

@@ -1,0 +1,109 @@
+"""CLAP adapter on a tiny random checkpoint: components export and match PyTorch on ONNX Runtime,
+the zero-shot task runs from any runners, calibration data and bad input."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from mmdeploy.artifact import load_reference
+from mmdeploy.backends import load_runner
+from mmdeploy.compare import verify_runner
+from mmdeploy.errors import CalibrationError, CheckpointError
+from mmdeploy.models import adapter_for_bundle, resolve
+from tests.modalities_helpers import convert_bundle, tiny_clap_checkpoint
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory):
+    return tiny_clap_checkpoint(tmp_path_factory.mktemp("clap") / "ckpt")
+
+
+@pytest.fixture(scope="module")
+def bundle(checkpoint, tmp_path_factory):
+    return convert_bundle(checkpoint, tmp_path_factory.mktemp("clap-bundle") / "bundle")
+
+
+class TorchRunner:
+    def __init__(self, comp):
+        self.comp, self.name = comp, "torch"
+        self.input_names, self.output_names = comp.input_names, comp.output_names
+
+    def run(self, feeds):
+        import torch
+
+        with torch.no_grad():
+            out = self.comp.module(*(torch.from_numpy(feeds[n]) for n in self.input_names))
+        return {self.output_names[0]: out.numpy()}
+
+
+def test_detect_and_components(checkpoint):
+    adapter = resolve(checkpoint)
+    assert adapter.family == "clap"
+    comps = adapter.components()
+    assert set(comps) == {"audio", "text"}
+    feeds = comps["audio"].make_inputs(3, 0)
+    assert feeds["input_features"].shape == (3, 1, 101, 32)
+    assert feeds["input_features"].dtype == np.float32
+    out = TorchRunner(comps["audio"]).run(feeds)["audio_embeds"]
+    assert out.shape == (3, 16)
+    np.testing.assert_allclose(np.linalg.norm(out, axis=1), 1.0, rtol=1e-5)  # normalised like HF
+    meta = adapter.metadata()
+    assert meta["sampling_rate"] == 16000 and meta["feature_shape"] == [1, 101, 32]
+    assert meta["head"]["logit_scale_audio"] > 1
+
+
+def test_onnx_parity_and_task(bundle, checkpoint):
+    runners = {name: load_runner(bundle / name) for name in ("audio", "text")}
+    for name, runner in runners.items():
+        record = verify_runner(runner, load_reference(bundle / name), atol=1e-4, label=name)
+        assert record["passed"] and record["batch_sizes"] == [1, 3]
+    adapter = adapter_for_bundle(bundle)  # no weights: preprocess files only
+    assert adapter.family == "clap"
+    result = adapter.evaluate(runners)
+    torch_adapter = resolve(checkpoint)
+    reference = torch_adapter.evaluate({n: TorchRunner(c) for n, c in torch_adapter.components().items()})
+    assert result.n == 72 and 0.0 <= result.value <= 1.0
+    assert result.agreement(reference) == 1.0
+    assert result.value == reference.value
+
+
+def test_calibration_feeds(bundle, tmp_path):
+    from mmdeploy.demo.audio_data import write_split
+    from mmdeploy.models.audio import write_wav
+
+    adapter = adapter_for_bundle(bundle)
+    default = adapter.calibration_feeds("audio", limit=4)
+    assert len(default) == 4 and default[0]["input_features"].shape == (1, 1, 101, 32)
+    folder = tmp_path / "wavs"
+    write_split(folder, "calib", 3)
+    # a 44.1 kHz file is resampled to the extractor's rate
+    write_wav(folder / "other_rate.wav", np.sin(np.arange(44100) * 0.05), 44100)
+    feeds = adapter.calibration_feeds("audio", folder)
+    assert len(feeds) == 4
+    captions = tmp_path / "captions.txt"
+    captions.write_text("the sound of a bell\n\nwhite noise\n")
+    text = adapter.calibration_feeds("text", captions)
+    assert len(text) == 2 and text[0]["input_ids"].shape == (1, 16)
+
+    (folder / "broken.wav").write_bytes(b"RIFF not really a wav")
+    with pytest.raises(CalibrationError, match="broken.wav"):
+        adapter.calibration_feeds("audio", folder)
+    images = tmp_path / "images"
+    images.mkdir()
+    (images / "cat.png").write_bytes(b"")
+    with pytest.raises(CalibrationError, match="images, not audio"):
+        adapter.calibration_feeds("audio", images)
+    with pytest.raises(CalibrationError, match="captions file"):
+        adapter.calibration_feeds("text", folder)
+
+
+def test_pickle_only_checkpoint_refused(checkpoint, tmp_path):
+    import shutil
+
+    folder = tmp_path / "pickled"
+    shutil.copytree(checkpoint, folder)
+    (folder / "model.safetensors").unlink()
+    (folder / "pytorch_model.bin").write_bytes(b"\x80\x04not loaded")
+    with pytest.raises(CheckpointError, match="pickled"):
+        resolve(folder).components()
