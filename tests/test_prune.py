@@ -57,6 +57,16 @@ def test_heads_checkpoint_converts_with_smaller_graph(clip_dir, tmp_path):
     assert sum(map(np.prod, shapes)) < sum(map(np.prod, orig_shapes))
     assert bundle.family == original.family == "clip"
 
+    # ... and the converted pruned bundle quantizes like any other (prune → convert → quantize)
+    from mmdeploy.backends import load_runner
+    from mmdeploy.quantize import QuantizeOptions, quantize
+
+    q = quantize(tmp_path / "bundle", tmp_path / "int8", QuantizeOptions(method="ort-dynamic", latency_runs=0,
+                                                                       accuracy_aware=False), log=lambda *a: None)
+    assert q.kind == "model" and {a.component for a in q.artifacts} == {"vision", "text"}
+    runner = load_runner(tmp_path / "int8" / "vision")
+    assert runner.run({"pixel_values": np.zeros((1, 3, 32, 32), np.float32)})["image_embeds"].shape == (1, 16)
+
 
 def test_recovery_improves_the_pruned_model(clip_dir, tmp_path):
     kwargs = dict(components=["vision"], measure_latency=False, batch_size=16, calib_size=32, threads=1,
