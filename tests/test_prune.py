@@ -183,3 +183,17 @@ def test_cli_refuses_a_users_directory_before_any_work(clip_dir, tmp_path, capsy
     code, _, err = _cli(["prune", str(clip_dir), "--method", "mlp", "--amount", "0.3", "--output", str(out)], capsys)
     assert code == 2 and "not an mmdeploy artifact" in err
     assert [p.name for p in out.iterdir()] == ["notes.txt"]
+
+
+def test_calib_folder_of_images_for_the_vision_tower(clip_dir, tmp_path):
+    from PIL import Image
+
+    calib = tmp_path / "images"
+    calib.mkdir()
+    rng = np.random.default_rng(0)
+    for i in range(6):
+        Image.fromarray(rng.integers(0, 255, (40, 40, 3), dtype=np.uint8)).save(calib / f"{i}.png")
+    report = prune(clip_dir, tmp_path / "out", "heads", 0.5, components=["vision"], calib=calib,
+                   recover_steps=2, measure_latency=False, threads=1, eval_limit=4)
+    assert report["data"] == {"vision": str(calib)}
+    assert report["structure"]["vision"]["heads"] == [1, 1]
