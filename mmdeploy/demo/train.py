@@ -64,6 +64,8 @@ def build_model(vocab_size: int, text_ids: dict[str, int]):
     )
     # projection_dim also in the sub-configs so CLIP{Text,Vision}ModelWithProjection load the folder
     config = CLIPConfig(text_config=text_config, vision_config=vision_config, projection_dim=PROJECTION_DIM)
+    # tells mmdeploy's CLIP adapter to evaluate on the demo's shapes, not on real photos
+    config.mmdeploy_dataset = "demo-shapes"
     return CLIPModel(config)
 
 
