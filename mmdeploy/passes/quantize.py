@@ -7,7 +7,7 @@ Methods:
   TensorRT explicit quantization all consume (use ``activation_type="int8"`` for TensorRT:
   symmetric signed activations).
 * ``ort-dynamic``: ONNX Runtime dynamic quantization (int8 weights, activations quantized at run
-  time; no calibration needed).  The fastest on CPUs without VNNI.
+  time; no calibration needed), usually after the ``optimize`` pass (ORT-only graph).
 * ``nncf``: NNCF post-training quantization of the OpenVINO model (OpenVINO IR, int8).
 * ``inc``: Intel Neural Compressor accuracy-aware tuning (see :func:`inc_tune`).
 * ``tflite``: int8 TFLite via litert-torch / ai-edge-quantizer (needs the torch module).
@@ -153,8 +153,7 @@ def _ort_dynamic(model_path: Path, output_dir: Path, config: QuantizeConfig, con
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
     _silence_ort_warnings()
-    model = onnx.load(str(model_path), load_external_data=False)
-    # ConvInteger is slower than float Conv in ORT on x86 (measured); patch embeddings stay float
+    # ConvInteger is slower than float Conv in ORT on x86 (measured): patch embeddings stay float
     exclude = list(config.nodes_to_exclude)
     op_types = config.op_types or ["MatMul", "Gemm", "Attention"]
     out = output_dir / "model.onnx"
@@ -163,7 +162,6 @@ def _ort_dynamic(model_path: Path, output_dir: Path, config: QuantizeConfig, con
         reduce_range=config.reduce_range, op_types_to_quantize=op_types, nodes_to_exclude=exclude,
         extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT},
     )
-    del model
     report = {"format": "dynamic (MatMulInteger)", "weights": "int8" + (" per-channel" if config.per_channel else ""),
               "activations": "uint8, quantized at run time"}
     return PassResult("model.onnx", "onnx", "int8", report)
