@@ -120,7 +120,7 @@ class _TFLiteRunner:
     """Runner over a .tflite whose inputs/outputs may be int8 (quantized with their scale and
     zero point); batch 1 (litert-torch exports static shapes), larger batches one by one."""
 
-    def __init__(self, path: Path, input_names: list[str], output_names: list[str]):
+    def __init__(self, path: Path, input_names: list[str], output_names: list[str], pad: dict | None = None):
         try:
             from ai_edge_litert.interpreter import Interpreter
         except ImportError:  # pragma: no cover - tflite-runtime has the same API
@@ -128,6 +128,7 @@ class _TFLiteRunner:
         self.interpreter = Interpreter(model_path=str(path))
         self.interpreter.allocate_tensors()
         self.name = "tflite-int8"
+        self.pad = dict(pad or {})  # input -> {"axis", "length", "value"} (static sequence length)
         self.input_names, self.output_names = list(input_names), list(output_names)
         key = lambda d: int("".join(c for c in d["name"].rsplit("_", 1)[-1] if c.isdigit()) or 0)  # noqa: E731
         self.inputs = sorted(self.interpreter.get_input_details(), key=key)
@@ -152,12 +153,16 @@ class _TFLiteRunner:
         return out
 
     def run(self, feeds):
+        if self.pad:
+            from mmdeploy.backends.tflite import pad_feed
+
+            feeds = {k: pad_feed(self.pad, k, v) for k, v in feeds.items()}
         batch = int(np.shape(feeds[self.input_names[0]])[0])
         parts = [self._one({n: np.asarray(feeds[n])[i:i + 1] for n in self.input_names}) for i in range(batch)]
         return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
 
 
-def model_runner(model_file: Path, fmt: str, name: str = "", input_names=None, output_names=None):
+def model_runner(model_file: Path, fmt: str, name: str = "", input_names=None, output_names=None, pad=None):
     """A Runner over a model file (before it becomes an artifact)."""
     if fmt == "onnx":
         from mmdeploy.backends.onnxruntime import OnnxRuntimeRunner
@@ -170,7 +175,7 @@ def model_runner(model_file: Path, fmt: str, name: str = "", input_names=None, o
             return _OpenVINORunner(model_file)
         return OpenVINORunner(model_file, input_names=input_names, output_names=output_names)
     if fmt == "tflite":
-        return _TFLiteRunner(model_file, input_names or [], output_names or [])
+        return _TFLiteRunner(model_file, input_names or [], output_names or [], pad)
     raise UnsupportedError(f"no runner for format {fmt!r} in quantize")
 
 
@@ -404,7 +409,7 @@ def _attach_torch_modules(comps: list[_Component], manifest: Manifest, given: di
     if not missing:
         return
     source = (manifest.source or {}).get("path")
-    if not source or not Path(source).exists():
+    if not source or not (Path(source).exists() or str(source).startswith("demo:")):
         raise UnsupportedError(
             "--method tflite quantizes the PyTorch module, and the bundle's source checkpoint "
             f"({source or 'none recorded'}) is not available", "keep the checkpoint at its path, or use --method ort-static")
@@ -435,7 +440,8 @@ def _quantize_component(comp: _Component, options: QuantizeOptions, method: str,
         shutil.rmtree(out)
     out.mkdir()
     context = PassContext(calibration=comp.calib.feeds, work_dir=comp.work,
-                          metadata={"torch_module": comp.torch_module, "input_names": comp.input_names})
+                          metadata={"torch_module": comp.torch_module, "input_names": comp.input_names,
+                                    "manifest": comp.manifest})
     if method == "fp16":
         p = get_pass("fp16")
         config = p.config()
@@ -448,7 +454,7 @@ def _quantize_component(comp: _Component, options: QuantizeOptions, method: str,
     result.report["record"] = p.record(config, result)
     comp.result, comp.out_dir = result, out
     return result, model_runner(out / result.model_file, result.format, f"{method}-{comp.name}",
-                                comp.input_names, [t.name for t in comp.manifest.outputs])
+                                comp.input_names, [t.name for t in comp.manifest.outputs], result.report.get("pad"))
 
 
 def _accuracy_loop(comps: list[_Component], evaluator: _Evaluator, options: QuantizeOptions,
@@ -557,7 +563,8 @@ def _summary(comps, evaluator: _Evaluator, steps, float_blocks, options, method,
         if options.latency_runs:
             feeds = comp.calib.feeds[0]
             qrunner = model_runner(comp.out_dir / comp.result.model_file, comp.result.format, "",
-                                   comp.input_names, [t.name for t in comp.manifest.outputs])
+                                   comp.input_names, [t.name for t in comp.manifest.outputs],
+                                   comp.result.report.get("pad"))
             row["latency_ms_fp32"] = _latency(evaluator.fp32[comp.name], feeds, options.latency_runs)
             row["latency_ms_quantized"] = _latency(qrunner, feeds, options.latency_runs)
         rows.append(row)
@@ -593,11 +600,11 @@ def _component_manifest(comp: _Component, out_dir: Path, method: str, options, s
     if result.format == "openvino":
         m.metadata["weights_file"] = "model.bin"
     if result.format == "tflite":  # int8 inputs/outputs: runners (de)quantize with the file's params
-        m.metadata.update(io_quantized=True, static_batch=1)
+        m.metadata.update(io_quantized=True, static_batch=1, pad=result.report.get("pad", {}))
     cases = load_reference(comp.src)
     if cases:
         runner = model_runner(out_dir / result.model_file, result.format, "", comp.input_names,
-                              [t.name for t in comp.manifest.outputs])
+                              [t.name for t in comp.manifest.outputs], result.report.get("pad"))
         m.parity = verify_runner(runner, cases, atol=None, label=f"{method}/{comp.name}")
     return m
 

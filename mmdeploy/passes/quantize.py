@@ -235,6 +235,12 @@ def _tflite(model_path: Path, output_dir: Path, config: QuantizeConfig, context:
     feeds = context.calibration[: config.calibration_samples]
     if not feeds:
         raise CalibrationError("TFLite int8 needs calibration data and none was given", "pass --calib PATH")
+    pad = {}
+    if context.metadata.get("manifest") is not None:  # static shapes: text padded to one length
+        from mmdeploy.backends.tflite import pad_feed, padding_rules
+
+        pad = padding_rules(context.metadata["manifest"], feeds)
+        feeds = [{k: pad_feed(pad, k, v) for k, v in f.items()} for f in feeds]
 
     def args(feed):
         return tuple(torch.from_numpy(feed[n][:1].copy()) for n in names)
@@ -250,6 +256,6 @@ def _tflite(model_path: Path, output_dir: Path, config: QuantizeConfig, context:
         edge = litert_torch.convert(converted, args(feeds[0]), quant_config=QuantConfig(pt2e_quantizer=quantizer))
     edge.export(str(output_dir / "model.tflite"))
     report = {"format": "TFLite (litert-torch PT2E)", "weights": "int8 symmetric" + (" per-channel" if config.per_channel else ""),
-              "activations": "int8 static", "io_quantized": True, "static_batch": 1,
+              "activations": "int8 static", "io_quantized": True, "static_batch": 1, "pad": pad,
               "calibration_samples": len(feeds)}
     return PassResult("model.tflite", "tflite", "int8", report)
