@@ -224,8 +224,10 @@ class BlipAdapter(Adapter):
         settings = self.settings()
         pixels = torch.from_numpy(self.pixel_values(self.eval_images(n))["pixel_values"])
         with torch.no_grad():
+            # plain greedy search, whatever the checkpoint's generation_config asks for
             out = self.torch_model().generate(pixel_values=pixels, max_length=settings.max_length,
-                                              do_sample=False, num_beams=1)
+                                              do_sample=False, num_beams=1, repetition_penalty=1.0,
+                                              no_repeat_ngram_size=0, min_length=0)
         return [trim(row, settings) for row in out.tolist()]
 
     def metadata(self) -> dict[str, Any]:
@@ -240,9 +242,16 @@ class BlipAdapter(Adapter):
         """Runner for a component: torch when the weights are loaded, else the bundle's artifact."""
         if not self.bundle_metadata:
             return TorchComponentRunner(self.components()[component])
+        from mmdeploy.artifact import read_manifest
         from mmdeploy.backends import load_runner
 
-        return load_runner(self.source.parent / component)
+        bundle = self.source.parent
+        refs = [r for r in read_manifest(bundle).artifacts if r.component == component]
+        refs.sort(key=lambda r: (r.format != "onnx", r.precision != "fp32"))  # the fp32 ONNX first
+        if not refs:
+            raise CalibrationError(f"{bundle} has no {component} artifact to compute decoder inputs with",
+                                   "convert the checkpoint with all BLIP components")
+        return load_runner(bundle / refs[0].path)
 
     def _images_from(self, path: Path | None, limit: int | None) -> list:
         from mmdeploy.models.audio import IMAGE_EXTENSIONS
