@@ -19,6 +19,9 @@ class MMDeployError(Exception):
         self.message = message
         self.hint = hint
 
+    def __str__(self) -> str:
+        return self.one_line()
+
     def one_line(self) -> str:
         text = " ".join(self.message.split()).rstrip(".")
         return f"{text}; {self.hint}" if self.hint else text

@@ -55,8 +55,6 @@ def main(argv: list[str] | None = None) -> None:
     args = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in args or os.environ.get("MMDEPLOY_DEBUG") == "1"
     args = [a for a in args if a != "--debug"]
-    if debug:
-        os.environ["MMDEPLOY_DEBUG"] = "1"
     from mmdeploy.models.preprocess import quiet_libraries
 
     quiet_libraries()

@@ -1,9 +1,117 @@
-"""`mmdeploy bench` (not implemented yet)."""
+"""`mmdeploy bench ARTIFACT... --target NAME`: latency, size, accuracy, budgets."""
 
 from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import List, Optional
 
 import typer
 
 
 def register(app: typer.Typer) -> None:
-    pass
+    app.command("bench", no_args_is_help=True)(bench)
+
+
+def bench(
+    artifacts: Optional[List[Path]] = typer.Argument(
+        None, help="convert/quantize output directories (every component is benched) or component directories"),
+    target: str = typer.Option("cpu", "--target", "-t", help="target profile name (see --list-targets)"),
+    targets_dir: Optional[List[Path]] = typer.Option(None, "--targets-dir", help="extra folder of target *.yaml profiles"),
+    host: Optional[str] = typer.Option(None, "--host", help="user@address[:port] of a remote device (overrides the profile)"),
+    components: Optional[str] = typer.Option(None, "--components", help="comma-separated components to bench"),
+    warmup: int = typer.Option(10, "--warmup", help="untimed runs before timing"),
+    iters: int = typer.Option(100, "--iters", help="timed runs per component"),
+    duration: Optional[float] = typer.Option(None, "--duration", help="seconds of timed runs per component (instead of --iters)"),
+    batch: int = typer.Option(1, "--batch", help="batch size of the inputs"),
+    threads: Optional[int] = typer.Option(None, "--threads", help="runtime threads (default: the profile's)"),
+    blocks: int = typer.Option(1, "--blocks", help="split timed runs into N blocks interleaved across artifacts"),
+    accuracy: bool = typer.Option(False, "--accuracy", help="also measure the family's task metric"),
+    accuracy_limit: Optional[int] = typer.Option(None, "--accuracy-limit", help="evaluate at most N samples"),
+    estimate: bool = typer.Option(False, "--estimate", help="roofline ESTIMATE from FLOPs/bytes instead of running"),
+    max_p50_ms: Optional[float] = typer.Option(None, "--max-p50-ms"),
+    max_p90_ms: Optional[float] = typer.Option(None, "--max-p90-ms"),
+    max_p99_ms: Optional[float] = typer.Option(None, "--max-p99-ms"),
+    max_mean_ms: Optional[float] = typer.Option(None, "--max-mean-ms"),
+    max_size_mb: Optional[float] = typer.Option(None, "--max-size-mb"),
+    max_load_ms: Optional[float] = typer.Option(None, "--max-load-ms"),
+    max_accuracy_drop: Optional[float] = typer.Option(None, "--max-accuracy-drop", help="points vs the reference"),
+    budget: Optional[Path] = typer.Option(None, "--budget", help="YAML budgets file (docs/budgets.md)"),
+    baseline: Optional[Path] = typer.Option(None, "--baseline", help="compare with a stored bench JSON"),
+    save_baseline: Optional[Path] = typer.Option(None, "--save-baseline", help="write this run's JSON as a baseline"),
+    junit: Optional[Path] = typer.Option(None, "--junit", help="write JUnit XML (one testcase per budget)"),
+    report: Optional[Path] = typer.Option(None, "--report", "--output", help="write report.md, report.html, results.json (+ junit.xml) here"),
+    json_out: bool = typer.Option(False, "--json", help="print the JSON document (schema mmdeploy.bench v1)"),
+    list_targets: bool = typer.Option(False, "--list-targets", help="list target profiles and exit"),
+):
+    """Benchmark artifacts on a target; exit 0 when all budgets hold, 1 when one fails, 2 on bad input."""
+    from mmdeploy.cli._common import console, print_json, split_list
+    from mmdeploy.errors import BudgetExceeded, InputError
+
+    from mmdeploy import targets as tg
+
+    if list_targets:
+        profiles = tg.list_targets(targets_dir)
+        if json_out:
+            print_json({n: p.model_dump() for n, p in profiles.items()})
+        else:
+            for name, p in sorted(profiles.items()):
+                where = f"ssh {p.host or '<host not set>'}" if p.remote else "local"
+                typer.echo(f"{name:<18} {p.backend:<12} {p.precision:<5} {where:<24} {p.description}")
+        return
+    if not artifacts:
+        raise InputError("no artifact given", "pass a directory written by `mmdeploy convert` or `quantize`")
+
+    from mmdeploy.bench import BenchSettings, bench as run_bench, gate
+    from mmdeploy.bench import budgets as bd
+    from mmdeploy.bench import report as rp
+
+    profile = tg.get_target(target, targets_dir, host=host)
+    settings = BenchSettings(warmup=warmup, iters=None if duration else iters, duration=duration, batch=batch,
+                             threads=threads, blocks=blocks, accuracy=accuracy, accuracy_limit=accuracy_limit)
+    budgets = bd.load_budgets(budget) if budget else bd.BudgetFile()
+    quick = bd.quick_rules(max_p50_ms=max_p50_ms, max_p90_ms=max_p90_ms, max_p99_ms=max_p99_ms,
+                           max_mean_ms=max_mean_ms, max_size_mb=max_size_mb, max_load_ms=max_load_ms,
+                           max_accuracy_drop_pts=max_accuracy_drop)
+    budgets.budgets += quick.budgets
+    if any(r.max_accuracy_drop_pts is not None for r in budgets.budgets) and not accuracy:
+        raise InputError("an accuracy budget needs --accuracy", "add --accuracy")
+    base = bd.load_baseline(baseline) if baseline else None
+
+    progress_cb, progress_ctx = None, None
+    if sys.stderr.isatty() and not estimate:
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+
+        progress_ctx = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                                console=console(stderr=True), transient=True)
+        tasks: dict[str, int] = {}
+
+        def progress_cb(label: str, n: int, total: int) -> None:
+            if label not in tasks:
+                tasks[label] = progress_ctx.add_task(label, total=total or None)
+            progress_ctx.advance(tasks[label], n)
+
+    if progress_ctx:
+        with progress_ctx:
+            doc = run_bench(artifacts, settings, profile, components=split_list(components),
+                            estimate=estimate, progress=progress_cb)
+    else:
+        doc = run_bench(artifacts, settings, profile, components=split_list(components), estimate=estimate)
+    checks = gate(doc, budgets, base)
+
+    if save_baseline:
+        rp.write_json(doc, save_baseline)
+    if junit:
+        rp.write_junit(doc, junit)
+    if report:
+        rp.write_report(doc, report)
+    if json_out:
+        print_json(doc)
+    else:
+        typer.echo(rp.markdown(doc))
+    failed = [c for c in checks if not c["passed"]]
+    if failed:
+        first = failed[0]
+        raise BudgetExceeded(f"{len(failed)} of {len(checks)} budget(s) failed; first: {first['where']} "
+                             f"{first['check']}: {first['message']}",
+                             "see the budgets table" + (f" and {junit}" if junit else ""))

@@ -1,9 +1,36 @@
-"""`mmdeploy demo` (not implemented yet)."""
+"""`mmdeploy demo`: run the whole available pipeline on the bundled demo model."""
 
 from __future__ import annotations
 
+from dataclasses import asdict
+from pathlib import Path
+
 import typer
+
+from mmdeploy.cli._common import console, print_json
 
 
 def register(app: typer.Typer) -> None:
-    pass
+    app.command(help="Run the whole available pipeline on the bundled demo model (demo:tiny-clip).")(demo)
+
+
+def demo(
+    output: Path = typer.Option(Path("mmdeploy-demo"), "--output", "-o", help="Where the demo writes its artifacts"),
+    json_out: bool = typer.Option(False, "--json", help="Print the results as JSON"),
+):
+    from rich.table import Table
+
+    from mmdeploy.demo.pipeline import run_demo
+
+    err = console(stderr=True)
+    results = run_demo(output, progress=None if json_out else
+                       (lambda msg: err.print(f"· {msg}", markup=False, style="dim")))
+    if json_out:
+        print_json([asdict(r) for r in results])
+        return
+    table = Table(title=f"mmdeploy demo → {output}", show_edge=False)
+    for col in ("step", "status", "what happened", "s"):
+        table.add_column(col)
+    for r in results:
+        table.add_row(r.step, r.status, r.summary, f"{r.seconds:.1f}")
+    console().print(table)

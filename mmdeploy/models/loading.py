@@ -102,7 +102,11 @@ def load_hf_model(model_cls, folder: Path, allow_pickle: bool = False, **kwargs)
         check_safetensors(file)
     kwargs.setdefault("attn_implementation", "eager")
     try:
-        if safetensors:
+        if safetensors and "mmdeploy_pruning" in json.loads((folder / "config.json").read_text()):
+            from mmdeploy.passes.prune import load_pretrained  # per-layer pruned structure
+
+            model = load_pretrained(folder, model_cls, **kwargs)
+        elif safetensors:
             model = model_cls.from_pretrained(str(folder), local_files_only=True, **kwargs)
         else:
             state_dict = load_pickle_state_dict(pickles[0], allow_pickle)

@@ -1,0 +1,48 @@
+"""Full-size model checkpoints for benchmarks, built from configs with random weights (offline).
+
+Random weights are fine for timing and conversion; never for accuracy claims.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent
+CACHE = ROOT / "results" / "checkpoints"
+
+
+def clip_b32(folder: Path | None = None) -> Path:
+    """CLIP ViT-B/32 (CLIPConfig() defaults: 224 px, patch 32, 12+12 layers) saved as a local checkpoint."""
+    folder = Path(folder or CACHE / "clip-vit-b32-random")
+    if (folder / "model.safetensors").is_file():
+        return folder
+    import torch
+    from transformers import CLIPConfig, CLIPImageProcessor, CLIPModel
+
+    sys.path.insert(0, str(ROOT.parent / "tests"))
+    from checkpoints import build_tokenizer
+
+    torch.manual_seed(0)
+    config = CLIPConfig()
+    config.text_config.bos_token_id, config.text_config.eos_token_id, config.text_config.pad_token_id = 2, 3, 0
+    CLIPModel(config).save_pretrained(folder)
+    build_tokenizer(model_max_length=77).save_pretrained(folder)
+    CLIPImageProcessor(size={"shortest_edge": 224}, crop_size={"height": 224, "width": 224}).save_pretrained(folder)
+    return folder
+
+
+def machine() -> dict:
+    import os
+    import platform
+
+    cpu = "unknown"
+    try:
+        for line in open("/proc/cpuinfo"):
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return {"cpu": cpu, "cores": os.cpu_count(), "python": platform.python_version(),
+            "platform": platform.platform()}

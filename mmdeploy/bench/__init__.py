@@ -1,0 +1,89 @@
+"""Benchmarks: the harness, accuracy through adapters, budgets and the statistical gate, reports.
+
+Library entry points::
+
+    doc = bench(paths, BenchSettings(iters=200), get_target("cpu"))   # JSON document (dict)
+    checks = gate(doc, load_budgets("budgets.yaml"), baseline=None)   # records; doc["passed"]
+
+``bench`` dispatches on the target: local (the harness in this process), remote (ssh to the
+device, same harness there) or ``estimate=True`` (roofline, labelled ESTIMATE).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Callable
+
+from mmdeploy.bench.harness import BenchSettings  # noqa: F401  (light: numpy only)
+
+
+def bench(paths: list[str | Path], settings: "BenchSettings", target=None, *,
+          components: list[str] | None = None, estimate: bool = False,
+          progress: Callable[[str, int, int], None] | None = None) -> dict:
+    """Bench every component of every ARTIFACT path on ``target``; returns the JSON document."""
+    from mmdeploy.bench import harness
+
+    settings.check()
+    items = harness.collect(paths, components, target)
+    if estimate:
+        from mmdeploy.targets.estimate import estimate_item
+
+        if target is None:
+            from mmdeploy.targets import get_target
+
+            target = get_target("cpu")
+        results = []
+        for item in items:
+            record = {"artifact": item.artifact, "path": str(item.path), "model": item.model,
+                      "component": item.component, "format": item.manifest.format,
+                      "precision": item.manifest.precision}
+            record.update(estimate_item(item.path, item.manifest, target, settings.batch))
+            results.append(record)
+        return harness.document(results, settings, target, estimate=True)
+    if target is not None and target.remote:
+        from mmdeploy.targets.remote import run_remote
+
+        return run_remote(paths, settings, target, components)
+    results = harness.run_items(items, settings, target, progress=progress)
+    accuracy = None
+    if settings.accuracy:
+        from mmdeploy.bench.accuracy import measure
+
+        accuracy = measure(items, _runner_loader(settings, target), limit=settings.accuracy_limit)
+    return harness.document(results, settings, target, accuracy=accuracy)
+
+
+def _runner_loader(settings, target):
+    import shutil
+    import tempfile
+
+    from mmdeploy.backends import load_runner
+    from mmdeploy.bench import harness
+
+    def load(item, path: Path | None = None):
+        if item is None:
+            from mmdeploy.artifact import read_manifest
+
+            item = harness.Item("extra", Path(path), None, "", Path(path).name, read_manifest(path))
+        workdir = Path(tempfile.mkdtemp(prefix="mmdeploy-acc-"))
+        try:
+            run_dir = harness.prepare(item, target, workdir)
+            return load_runner(run_dir, threads=settings.threads or (target.threads if target else None))
+        finally:  # runners hold their model in memory once loaded
+            shutil.rmtree(workdir, ignore_errors=True)
+
+    return load
+
+
+def gate(doc: dict, budgets=None, baseline: dict | None = None) -> list[dict]:
+    """Evaluate budgets (and a stored baseline) on ``doc``; fills doc["budgets"] and doc["passed"]."""
+    from mmdeploy.bench.budgets import evaluate
+    from mmdeploy.errors import InputError
+
+    if doc.get("kind") == "estimate" and ((budgets and budgets.budgets) or baseline):
+        raise InputError("budgets are checked against measurements, not ESTIMATES",
+                         "drop --estimate, or drop the budgets")
+    checks = evaluate(doc, budgets, baseline)
+    doc["budgets"] = checks
+    doc["passed"] = all(c["passed"] for c in checks)
+    return checks

@@ -1,0 +1,389 @@
+"""The benchmark harness: times Runners, nothing else.
+
+Measurement hygiene:
+
+* each component is loaded through :func:`mmdeploy.backends.load_runner` (ONNX Runtime's
+  intra-op spinning is off there), warmed up, then timed with ``perf_counter_ns`` around
+  ``Runner.run`` only; raw samples are kept;
+* one artifact is timed at a time; with ``blocks > 1`` the timed runs are split into blocks
+  interleaved across artifacts (A B C A B C ...), so slow drifts of a shared machine (a
+  neighbour's job starting) hit every artifact alike -- use it for relative budgets;
+* CPU count, affinity, governor and load average are recorded with the results.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import resource
+import shutil
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+from mmdeploy.errors import BackendUnavailable, InputError
+
+SCHEMA = "mmdeploy.bench"
+SCHEMA_VERSION = 1
+
+
+@dataclass
+class BenchSettings:
+    warmup: int = 10
+    iters: int | None = 100
+    duration: float | None = None  # seconds of timed runs per artifact (instead of iters)
+    batch: int = 1
+    threads: int | None = None
+    blocks: int = 1
+    accuracy: bool = False
+    accuracy_limit: int | None = None
+
+    def check(self) -> None:
+        if self.warmup < 0:
+            raise InputError(f"--warmup {self.warmup} is negative", "pass 0 or more")
+        if self.duration is None and (self.iters is None or self.iters < 1):
+            raise InputError("--iters must be at least 1", "or pass --duration SECONDS")
+        if self.duration is not None and self.duration <= 0:
+            raise InputError(f"--duration {self.duration} must be positive", "pass seconds, e.g. 10")
+        if self.batch < 1:
+            raise InputError(f"--batch {self.batch} must be at least 1", "pass 1 or more")
+        if self.blocks < 1:
+            raise InputError(f"--blocks {self.blocks} must be at least 1", "pass 1 or more")
+        if self.threads is not None and self.threads < 1:
+            raise InputError(f"--threads {self.threads} must be at least 1", "omit it for the default")
+
+
+@dataclass
+class Item:
+    """One component artifact to time."""
+
+    artifact: str  # label of the ARTIFACT argument (its directory name, made unique)
+    path: Path  # the component directory
+    bundle: Path | None
+    model: str
+    component: str
+    manifest: Any
+    runner: Any = None
+    run_dir: Path | None = None  # the directory actually loaded (after a compile for the target)
+    feeds: dict = field(default_factory=dict)
+    input_source: str = ""
+    samples_ns: list[int] = field(default_factory=list)
+    result: dict = field(default_factory=dict)
+
+
+# --------------------------------------------------------------------------- discovery
+
+
+def _pick(refs: list, target) -> Any:
+    """Of a bundle's artifacts for one component (ONNX plus compiled ``vision-openvino``...),
+    the one the target runs, else the ONNX one (compiled for the target on the fly)."""
+    formats = target.formats() if target is not None else ("onnx",)
+    return (next((r for r in refs if r.format in formats), None)
+            or next((r for r in refs if r.format == "onnx"), None) or refs[0])
+
+
+def collect(paths: list[str | Path], components: list[str] | None = None, target=None) -> list[Item]:
+    """The component artifacts of each ARTIFACT path (a bundle or one component)."""
+    from mmdeploy.artifact import bundle_dir, read_manifest
+
+    if not paths:
+        raise InputError("no artifact given", "pass a directory written by `mmdeploy convert` or `quantize`")
+    items: list[Item] = []
+    labels: set[str] = set()
+    for raw in paths:
+        path = Path(raw)
+        if not path.exists():
+            raise InputError(f"artifact {path} does not exist", "pass a directory written by `mmdeploy convert`")
+        manifest = read_manifest(path)
+        label = path.resolve().name
+        n = 2
+        while label in labels:
+            label, n = f"{path.resolve().name}-{n}", n + 1
+        labels.add(label)
+        if manifest.kind == "model":
+            grouped: dict[str, list] = {}
+            for ref in manifest.artifacts:
+                grouped.setdefault(ref.component, []).append(ref)
+            chosen = [_pick(refs, target) for refs in grouped.values()]
+            pairs = [(path / r.path, read_manifest(path / r.path), r.component) for r in chosen]
+            bundle, model = path, manifest.name
+        else:
+            bundle = bundle_dir(path)
+            comp = manifest.metadata.get("component") or manifest.name
+            model = manifest.name
+            if bundle is not None:
+                parent = read_manifest(bundle)
+                model = parent.name
+                comp = next((r.component for r in parent.artifacts if r.path == path.resolve().name), comp)
+            pairs = [(path, manifest, comp)]
+        for comp_dir, comp_manifest, comp_name in pairs:
+            if components and comp_name not in components:
+                continue
+            items.append(Item(label, Path(comp_dir), bundle, model, comp_name, comp_manifest))
+    if not items:
+        raise InputError(f"no component {','.join(components or [])} in {', '.join(map(str, paths))}",
+                         "check --components against the bundle's manifest")
+    return items
+
+
+# --------------------------------------------------------------------------- inputs
+
+
+def make_feeds(comp_dir: Path, manifest, batch: int) -> tuple[dict[str, np.ndarray], str]:
+    """Inputs from ``reference.npz`` (first case, re-batched) or synthesized from the specs."""
+    from mmdeploy.artifact import load_reference
+
+    cases = load_reference(comp_dir)
+    if cases and cases[0][0]:
+        return {k: rebatch(v, batch) for k, v in cases[0][0].items()}, "reference.npz"
+    if not manifest.inputs:
+        raise InputError(f"{comp_dir}: no reference.npz and no input specs in the manifest",
+                         "re-create the artifact with `mmdeploy convert`")
+    rng = np.random.default_rng(0)
+    feeds = {}
+    seq = int(manifest.metadata.get("seq_len", 16))
+    for spec in manifest.inputs:
+        shape = [d if isinstance(d, int) and d > 0 else (batch if i == 0 else seq)
+                 for i, d in enumerate(spec.shape)]
+        dtype = np.dtype(spec.dtype if spec.dtype not in ("float", "int") else spec.dtype + "32")
+        if np.issubdtype(dtype, np.integer):
+            feeds[spec.name] = (np.ones(shape, dtype) if "mask" in spec.name
+                                else rng.integers(1, 50, size=shape).astype(dtype))
+        elif dtype == np.bool_:
+            feeds[spec.name] = np.ones(shape, dtype)
+        else:
+            feeds[spec.name] = rng.standard_normal(shape).astype(dtype)
+    return feeds, "synthesized"
+
+
+def rebatch(value: np.ndarray, batch: int) -> np.ndarray:
+    value = np.asarray(value)
+    if value.ndim == 0 or value.shape[0] == batch:
+        return value
+    reps = -(-batch // value.shape[0])
+    return np.concatenate([value] * reps, axis=0)[:batch]
+
+
+# --------------------------------------------------------------------------- machine
+
+
+def machine_info() -> dict[str, Any]:
+    """What the numbers were measured on: CPU model, counts, governor, load, runtimes."""
+    from mmdeploy.artifact import tool_versions
+
+    cpu_model = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.lower().startswith(("model name", "hardware")):
+                cpu_model = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    governor = "unknown"
+    gov_file = Path("/sys/devices/system/cpu/cpu0/cpufreq/scaling_governor")
+    if gov_file.is_file():
+        try:
+            governor = gov_file.read_text().strip()
+        except OSError:
+            pass
+    try:
+        affinity = len(os.sched_getaffinity(0))
+    except AttributeError:  # pragma: no cover - macOS
+        affinity = os.cpu_count()
+    try:
+        import psutil
+
+        mem_gb = round(psutil.virtual_memory().total / 2**30, 1)
+    except ImportError:  # pragma: no cover
+        mem_gb = None
+    return {
+        "hostname": platform.node(),
+        "system": f"{platform.system()} {platform.release()}",
+        "arch": platform.machine(),
+        "cpu_model": cpu_model,
+        "cpu_count": os.cpu_count(),
+        "cpu_affinity": affinity,
+        "governor": governor,
+        "loadavg": [round(x, 2) for x in os.getloadavg()],
+        "memory_gb": mem_gb,
+        "tools": tool_versions("onnxruntime", "onnx", "openvino", "ai-edge-litert", "tflite-runtime",
+                               "tensorrt", "numpy"),
+    }
+
+
+def _rss_mb() -> float:
+    try:
+        import psutil
+
+        return psutil.Process().memory_info().rss / 2**20
+    except ImportError:  # pragma: no cover
+        return float("nan")
+
+
+def _peak_rss_mb() -> float:
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak / 2**20 if platform.system() == "Darwin" else peak / 1024
+
+
+# --------------------------------------------------------------------------- running
+
+
+def prepare(item: Item, target, workdir: Path) -> Path:
+    """The directory to load for ``target``: the artifact, or one compiled from it."""
+    from mmdeploy.backends import get_backend
+
+    fmt = item.manifest.format
+    if target is None or fmt in target.formats():
+        return item.path
+    if fmt != "onnx":
+        raise InputError(f"{item.path} is a {fmt} artifact; target {target.name} runs "
+                         f"{'/'.join(target.formats())}", "pass the ONNX bundle or a matching target")
+    try:
+        backend = get_backend(target.backend)
+    except ModuleNotFoundError as exc:
+        raise BackendUnavailable(f"backend {target.backend} is not in this build ({exc.name})",
+                                 "update mmdeploy") from None
+    backend.require()
+    out = workdir / f"{item.artifact}-{item.component}-{target.backend}"
+    out.mkdir(parents=True)
+    options = {"precision": target.precision, "component": item.component, **target.compile}
+    if item.manifest.precision != "fp32":
+        # a quantized/fp16 graph compiled as-is: the compile check against the PyTorch reference
+        # must use the reduced-precision tolerance (cosine), not the fp32 atol
+        options.setdefault("atol", 1e6)
+        options.setdefault("min_cosine", 0.99)
+    if target.backend == "tflite" and item.bundle is not None:  # converts from the torch module
+        try:
+            from mmdeploy.artifact import read_manifest
+            from mmdeploy.compile import adapter_from_source
+
+            adapter = adapter_from_source(read_manifest(item.bundle))
+            if adapter is not None:
+                options["torch_component"] = adapter.components().get(item.component)
+        except ImportError:
+            pass
+    backend.compile(item.path, out, options)
+    return out
+
+
+def _load(item: Item, settings: BenchSettings, target) -> None:
+    from mmdeploy.artifact import read_manifest
+    from mmdeploy.backends import load_runner
+
+    threads = settings.threads or (target.threads if target else None)
+    rss0 = _rss_mb()
+    t0 = time.perf_counter_ns()
+    item.runner = load_runner(item.run_dir, threads=threads)
+    load_ms = (time.perf_counter_ns() - t0) / 1e6
+    item.feeds, item.input_source = make_feeds(item.path, item.manifest, settings.batch)
+    t0 = time.perf_counter_ns()
+    item.runner.run(item.feeds)
+    first_ms = (time.perf_counter_ns() - t0) / 1e6
+    run_manifest = read_manifest(item.run_dir)
+    item.result = {
+        "artifact": item.artifact, "path": str(item.path), "model": item.model,
+        "component": item.component, "format": run_manifest.format,
+        "precision": run_manifest.precision, "runner": getattr(item.runner, "name", "?"),
+        "batch": settings.batch, "threads": threads, "input_source": item.input_source,
+        "load_ms": load_ms, "first_inference_ms": first_ms, "rss_delta_mb": _rss_mb() - rss0,
+    }
+
+
+def _time_block(item: Item, iters: int | None, seconds: float | None,
+                progress: Callable[[int], None] | None) -> None:
+    run, feeds, samples = item.runner.run, item.feeds, item.samples_ns
+    clock = time.perf_counter_ns
+    end = clock() + int(seconds * 1e9) if seconds else None
+    count = 0
+    while (count < iters) if end is None else (clock() < end):
+        t0 = clock()
+        run(feeds)
+        samples.append(clock() - t0)
+        count += 1
+        if progress and count % 10 == 0:
+            progress(10)
+    if progress and count % 10:
+        progress(count % 10)
+
+
+def _finish(item: Item) -> dict:
+    from mmdeploy.artifact import artifact_size
+    from mmdeploy.bench.stats import summarize
+
+    samples_ms = [s / 1e6 for s in item.samples_ns]
+    result = dict(item.result)
+    result.update(summarize(samples_ms))
+    size = artifact_size(item.run_dir)
+    result["size_bytes"] = size
+    result["size_mb"] = size / 1e6
+    mean_s = result["mean_ms"] / 1e3
+    result["runs_per_s"] = 1.0 / mean_s if mean_s > 0 else float("inf")
+    result["throughput_per_s"] = result["batch"] / mean_s if mean_s > 0 else float("inf")
+    result["peak_rss_mb"] = _peak_rss_mb()
+    result["samples_ms"] = samples_ms
+    return result
+
+
+def run_items(items: list[Item], settings: BenchSettings, target=None,
+              progress: Callable[[str, int, int], None] | None = None) -> list[dict]:
+    """Load, warm up and time every item; returns one result dict per item (schema fields)."""
+    settings.check()
+    workdir = Path(tempfile.mkdtemp(prefix="mmdeploy-bench-"))
+    try:
+        for item in items:
+            item.run_dir = prepare(item, target, workdir)
+        per_block_iters = None if settings.iters is None else max(1, settings.iters // settings.blocks)
+        per_block_s = settings.duration / settings.blocks if settings.duration else None
+        total = None if per_block_s else per_block_iters * settings.blocks
+        ticker = (lambda it: (lambda n: progress(it.artifact + "/" + it.component, n, total or 0))) \
+            if progress else (lambda it: None)
+        if settings.blocks == 1:  # one artifact loaded and timed at a time
+            results = []
+            for item in items:
+                _load(item, settings, target)
+                for _ in range(settings.warmup):
+                    item.runner.run(item.feeds)
+                _time_block(item, per_block_iters, per_block_s, ticker(item))
+                results.append(_finish(item))
+                item.runner = None  # release before the next artifact loads
+            return results
+        for item in items:  # interleaved blocks: all loaded, timed A B C A B C ...
+            _load(item, settings, target)
+            for _ in range(settings.warmup):
+                item.runner.run(item.feeds)
+        for _ in range(settings.blocks):
+            for item in items:
+                _time_block(item, per_block_iters, per_block_s, ticker(item))
+        results = [_finish(item) for item in items]
+        for item in items:
+            item.runner = None
+        return results
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+def document(results: list[dict], settings: BenchSettings, target=None, accuracy=None,
+             estimate: bool = False, machine: dict | None = None) -> dict:
+    """The versioned JSON document (see docs/bench-json-schema.md)."""
+    from datetime import datetime, timezone
+
+    from mmdeploy import __version__
+
+    return {
+        "schema": SCHEMA,
+        "schema_version": SCHEMA_VERSION,
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "mmdeploy_version": __version__,
+        "kind": "estimate" if estimate else "measurement",
+        "machine": machine if machine is not None else machine_info(),
+        "target": target.model_dump() if target is not None else None,
+        "settings": {k: getattr(settings, k) for k in settings.__dataclass_fields__},
+        "results": results,
+        "accuracy": accuracy or [],
+        "budgets": [],
+        "passed": True,
+    }

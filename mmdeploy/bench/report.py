@@ -1,0 +1,199 @@
+"""Reports of a bench document: JSON (the versioned schema), Markdown, JUnit XML, HTML.
+
+The JSON document is the source of truth (``schema: mmdeploy.bench``, ``schema_version: 1``,
+documented in ``docs/bench-json-schema.md``); every other form is rendered from it.  Estimates
+are labelled ESTIMATE in every form.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+import json
+from pathlib import Path
+from xml.etree import ElementTree as ET
+
+
+def _estimate(doc: dict) -> bool:
+    return doc.get("kind") == "estimate"
+
+
+def _target(doc: dict) -> str:
+    return (doc.get("target") or {}).get("name") or "local"
+
+
+def write_json(doc: dict, path: str | Path) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(doc, indent=2, default=str) + "\n")
+    tmp.replace(path)
+    return path
+
+
+def markdown(doc: dict) -> str:
+    """A Markdown report for a pull-request comment."""
+    m = doc.get("machine") or {}
+    est = _estimate(doc)
+    title = "ESTIMATE (roofline, not measured)" if est else "Benchmark"
+    lines = [f"### mmdeploy {title}: target `{_target(doc)}`", ""]
+    remote = doc.get("remote")
+    where = f"{remote['host']} (ssh)" if remote else m.get("hostname", "?")
+    lines.append(f"Machine: {where}, {m.get('cpu_model', '?')}, {m.get('cpu_affinity', '?')}/"
+                 f"{m.get('cpu_count', '?')} CPUs, governor {m.get('governor', '?')}, load {m.get('loadavg', '?')}")
+    s = doc.get("settings", {})
+    lines.append(f"Settings: batch {s.get('batch')}, threads {s.get('threads') or 'default'}, warmup "
+                 f"{s.get('warmup')}, {'%ss' % s['duration'] if s.get('duration') else '%s iters' % s.get('iters')}"
+                 f", {s.get('blocks', 1)} block(s)")
+    lines.append("")
+    if est:
+        lines += ["| artifact | component | ESTIMATE p50 ms | GFLOP | weights MB | bound |",
+                  "|---|---|---:|---:|---:|---|"]
+        for r in doc["results"]:
+            lines.append(f"| {r['artifact']} | {r['component']} | {r['p50_ms']:.3f} (ESTIMATE) | "
+                         f"{r['gflops']:.3f} | {r['weight_mb']:.2f} | {r['bound']} |")
+    else:
+        lines += ["| artifact | component | format | p50 ms | p90 ms | p99 ms | mean ± std ms | per s | "
+                  "load ms | first ms | size MB | peak RSS MB |",
+                  "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+        for r in doc["results"]:
+            lines.append(
+                f"| {r['artifact']} | {r['component']} | {r['format']}/{r['precision']} | {r['p50_ms']:.3f} | "
+                f"{r['p90_ms']:.3f} | {r['p99_ms']:.3f} | {r['mean_ms']:.3f} ± {r['std_ms']:.3f} | "
+                f"{r['throughput_per_s']:.1f} | {r['load_ms']:.1f} | {r['first_inference_ms']:.1f} | "
+                f"{r['size_mb']:.2f} | {r['peak_rss_mb']:.0f} |")
+    acc = [a for a in doc.get("accuracy", [])]
+    if acc:
+        lines += ["", "| artifact | metric | value | reference | drop (pts) |", "|---|---|---:|---:|---:|"]
+        for a in acc:
+            if a.get("value") is None:
+                lines.append(f"| {a['artifact']} | – | – | – | {a.get('message', '')} |")
+            else:
+                ref = "–" if a.get("reference") is None else f"{a['reference'] * 100:.2f} %"
+                drop = "–" if a.get("drop_pts") is None else f"{a['drop_pts']:.2f}"
+                lines.append(f"| {a['artifact']} | {a['metric']} (n={a['n']}) | {a['value'] * 100:.2f} % | {ref} | {drop} |")
+    if doc.get("budgets"):
+        ok = sum(c["passed"] for c in doc["budgets"])
+        lines += ["", f"**Budgets: {ok}/{len(doc['budgets'])} hold — {'PASS' if doc['passed'] else 'FAIL'}**", "",
+                  "| | budget | where | check | result |", "|---|---|---|---|---|"]
+        for c in doc["budgets"]:
+            lines.append(f"| {'✅' if c['passed'] else '❌'} | {c['name']} | {c['where']} | {c['check']} | {c['message']} |")
+    return "\n".join(lines) + "\n"
+
+
+def junit(doc: dict) -> str:
+    """JUnit XML: one testcase per budget check, ``<failure>`` with budget vs measured."""
+    checks = doc.get("budgets", [])
+    suite = ET.Element("testsuite", name=f"mmdeploy-bench.{_target(doc)}", tests=str(len(checks)),
+                       failures=str(sum(not c["passed"] for c in checks)), errors="0",
+                       timestamp=str(doc.get("created", "")))
+    props = ET.SubElement(suite, "properties")
+    for key in ("hostname", "cpu_model", "cpu_count", "governor"):
+        ET.SubElement(props, "property", name=key, value=str((doc.get("machine") or {}).get(key, "")))
+    for c in checks:
+        case = ET.SubElement(suite, "testcase", classname=f"budgets.{c['name']}", name=f"{c['where']}:{c['check']}")
+        if not c["passed"]:
+            fail = ET.SubElement(case, "failure", message=c["message"], type="BudgetExceeded")
+            fail.text = f"budget {c['check']} limit {c['limit']} measured {c['measured']} ({c['method']})"
+        else:
+            ET.SubElement(case, "system-out").text = c["message"]
+    return ET.tostring(suite, encoding="unicode", xml_declaration=True) + "\n"
+
+
+def write_junit(doc: dict, path: str | Path) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(junit(doc))
+    return path
+
+
+def _png(fig) -> str:
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=90, bbox_inches="tight")
+    return base64.b64encode(buf.getvalue()).decode()
+
+
+def plots(doc: dict) -> list[tuple[str, str]]:
+    """(title, base64 PNG) pairs: latency distributions; accuracy vs latency when measured."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    out = []
+    results = doc["results"]
+    if _estimate(doc):
+        fig, ax = plt.subplots(figsize=(7, 0.5 + 0.45 * len(results)))
+        ax.barh([f"{r['artifact']}/{r['component']}" for r in results], [r["p50_ms"] for r in results],
+                color="#bbbbbb", hatch="//")
+        ax.set_xlabel("ESTIMATED latency, ms (roofline)")
+        ax.set_title("ESTIMATE - not measured")
+        out.append(("ESTIMATE: roofline latency", _png(fig)))
+        plt.close(fig)
+        return out
+    fig, ax = plt.subplots(figsize=(8, 0.8 + 0.6 * len(results)))
+    try:
+        ax.violinplot([r["samples_ms"] for r in results], orientation="horizontal", showmedians=True)
+    except TypeError:  # matplotlib < 3.10
+        ax.violinplot([r["samples_ms"] for r in results], vert=False, showmedians=True)
+    ax.set_yticks(range(1, len(results) + 1), [f"{r['artifact']}/{r['component']}" for r in results])
+    ax.set_xlabel("latency per run, ms")
+    ax.set_title(f"latency distributions on {_target(doc)} (batch {doc['settings'].get('batch')})")
+    out.append(("Latency distributions", _png(fig)))
+    plt.close(fig)
+    acc = {a["artifact"]: a for a in doc.get("accuracy", []) if a.get("value") is not None}
+    if acc:
+        fig, ax = plt.subplots(figsize=(6, 4))
+        for label, a in acc.items():
+            total = sum(r["p50_ms"] for r in results if r["artifact"] == label)
+            ax.scatter([total], [a["value"] * 100])
+            ax.annotate(label, (total, a["value"] * 100), textcoords="offset points", xytext=(4, 4))
+        ax.set_xlabel("p50 latency, ms (sum over benched components)")
+        ax.set_ylabel(f"{next(iter(acc.values()))['metric']}, %")
+        ax.set_title("accuracy vs latency")
+        out.append(("Accuracy vs latency", _png(fig)))
+        plt.close(fig)
+    return out
+
+
+def html_page(doc: dict) -> str:
+    import re
+
+    md = markdown(doc)
+    body = []
+    for block in md.split("\n\n"):
+        rows = [r for r in block.splitlines() if r.startswith("|")]
+        if rows and len(rows) == len(block.splitlines()):
+            table = ["<table>"]
+            for i, row in enumerate(rows):
+                if i == 1:
+                    continue
+                cells = [html.escape(c.strip()) for c in row.strip("|").split("|")]
+                tag = "th" if i == 0 else "td"
+                table.append("<tr>" + "".join(f"<{tag}>{c}</{tag}>" for c in cells) + "</tr>")
+            body.append("\n".join(table + ["</table>"]))
+        else:
+            text = html.escape(block)
+            text = re.sub(r"^### (.*)$", r"<h2>\1</h2>", text, flags=re.M)
+            text = re.sub(r"\*\*(.*?)\*\*", r"<b>\1</b>", text)
+            body.append(f"<p>{text}</p>".replace("\n", "<br>"))
+    for title, png in plots(doc):
+        body.append(f"<h3>{html.escape(title)}</h3><img alt='{html.escape(title)}' src='data:image/png;base64,{png}'>")
+    title = "mmdeploy ESTIMATE" if _estimate(doc) else "mmdeploy benchmark"
+    style = ("body{font-family:sans-serif;margin:2em}table{border-collapse:collapse}"
+             "td,th{border:1px solid #ccc;padding:3px 8px;text-align:right}th{background:#eee}")
+    return (f"<!doctype html><html><head><meta charset='utf-8'><title>{title}</title><style>{style}</style>"
+            f"</head><body>{''.join(body)}</body></html>\n")
+
+
+def write_report(doc: dict, directory: str | Path) -> Path:
+    """``DIR/report.md``, ``DIR/report.html``, ``DIR/results.json`` (and ``junit.xml`` with budgets)."""
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    (directory / "report.md").write_text(markdown(doc))
+    (directory / "report.html").write_text(html_page(doc))
+    write_json(doc, directory / "results.json")
+    if doc.get("budgets"):
+        write_junit(doc, directory / "junit.xml")
+    return directory

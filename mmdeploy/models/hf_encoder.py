@@ -1,0 +1,162 @@
+"""A generic Hugging Face encoder (BERT-family text encoders, ViT-family vision encoders).
+
+One component, ``encoder``: token or patch-level hidden states (``last_hidden_state``), plus
+``pooler_output`` when the model has a pooler.  No task metric: quantization falls back to
+embedding cosine against the fp32 model.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from mmdeploy.errors import CalibrationError
+from mmdeploy.models import preprocess as pp
+from mmdeploy.models.base import Adapter, Component
+
+# families with their own adapter, or that are not encoders
+_NOT_HERE = {"clip", "siglip", "clap", "blip", "gpt2", "llama", "t5", "bart", "whisper"}
+SENTENCES = ["a photo of a cat", "the quick brown fox jumps over the lazy dog",
+             "deploying models to the edge", "a red car parked on the street",
+             "two people walking on a beach at sunset", "an astronaut riding a horse"]
+
+
+class HFEncoderAdapter(Adapter):
+    family = "hf-encoder"
+    description = "any Hugging Face AutoModel text or vision encoder (BERT, ViT, ...)"
+
+    def __init__(self, source: Path, *, allow_pickle: bool = False, options: dict | None = None):
+        super().__init__(source, allow_pickle=allow_pickle, options=options)
+        self._model = None
+        self._config: dict | None = None
+
+    @classmethod
+    def detect(cls, source: Path, config: dict | None) -> bool:
+        config = config or {}
+        kind = config.get("model_type")
+        if not kind or kind in _NOT_HERE or config.get("is_encoder_decoder"):
+            return False
+        try:
+            from transformers.models.auto.modeling_auto import MODEL_MAPPING_NAMES
+        except ImportError:  # pragma: no cover
+            return False
+        return kind in MODEL_MAPPING_NAMES
+
+    @property
+    def config(self) -> dict:
+        if self._config is None:
+            from mmdeploy.models import read_config
+
+            self._config = self.bundle_metadata.get("config") or read_config(self.source)
+        return self._config
+
+    @property
+    def modality(self) -> str:
+        return "image" if "image_size" in self.config or "num_channels" in self.config else "text"
+
+    def torch_model(self):
+        if self._model is None:
+            from transformers import AutoModel
+
+            from mmdeploy.models.loading import load_hf_model
+
+            pp.quiet_transformers()
+            self._model = load_hf_model(AutoModel, self.source, self.allow_pickle,
+                                        attn_implementation=self.options.get("attn_implementation", "eager"))
+        return self._model
+
+    def components(self) -> dict[str, Component]:
+        import torch
+
+        model = self.torch_model()
+        has_pooler = getattr(model, "pooler", None) is not None
+        outputs = ["last_hidden_state"] + (["pooler_output"] if has_pooler else [])
+
+        class Encoder(torch.nn.Module):
+            def __init__(self):
+                super().__init__()
+                self.model = model
+
+            def forward(self, *args):
+                names = ["pixel_values"] if image else ["input_ids", "attention_mask"]
+                out = self.model(**dict(zip(names, args)))
+                return tuple(getattr(out, n) for n in outputs)
+
+        image = self.modality == "image"
+        if image:
+            inputs, axes = ["pixel_values"], {"pixel_values": {0: "batch"}}
+            seq_axes = {0: "batch"}  # patch count is fixed by the image size
+        else:
+            inputs = ["input_ids", "attention_mask"]
+            axes = {n: {0: "batch", 1: "sequence"} for n in inputs}
+            seq_axes = {0: "batch", 1: "sequence"}
+        axes["last_hidden_state"] = seq_axes
+        if has_pooler:
+            axes["pooler_output"] = {0: "batch"}
+        return {"encoder": Component(name="encoder", module=Encoder().eval(), input_names=inputs,
+                                     output_names=outputs, dynamic_axes=axes, make_inputs=self._random_inputs,
+                                     modality=self.modality)}
+
+    def metadata(self) -> dict[str, Any]:
+        if self.bundle_metadata:
+            return dict(self.bundle_metadata)
+        keep = ("model_type", "image_size", "num_channels", "vocab_size", "max_position_embeddings")
+        return {"config": {k: self.config[k] for k in keep if k in self.config},
+                "modality": self.modality, "task": None}
+
+    def preprocess_files(self) -> list[Path]:
+        names = ["config.json", "preprocessor_config.json", "tokenizer.json", "tokenizer_config.json",
+                 "special_tokens_map.json", "vocab.txt", "vocab.json", "merges.txt", "spiece.model",
+                 "sentencepiece.bpe.model"]
+        return [self.source / n for n in names if (self.source / n).is_file()]
+
+    def _random_inputs(self, batch: int, seed: int) -> dict[str, np.ndarray]:
+        rng = np.random.default_rng(seed)
+        if self.modality == "image":
+            size = int(self.config.get("image_size", 224))
+            channels = int(self.config.get("num_channels", 3))
+            return {"pixel_values": rng.standard_normal((batch, channels, size, size)).astype(np.float32)}
+        length = int(rng.integers(4, 12))
+        vocab = int(self.config.get("vocab_size", 1000))
+        ids = rng.integers(min(5, vocab - 1), vocab, size=(batch, length)).astype(np.int64)
+        mask = np.ones_like(ids)
+        mask[1:, length - 2:] = 0 if batch > 1 else 1  # some padding when batched
+        return {"input_ids": ids, "attention_mask": mask}
+
+    def calibration_feeds(self, component: str, path: Path | None = None,
+                          limit: int | None = None) -> list[dict[str, np.ndarray]]:
+        limit = limit or 64
+        if self.modality == "text":
+            if path is not None and (Path(path).is_dir() or Path(path).suffix.lower() in pp.IMAGE_SUFFIXES):
+                raise CalibrationError(f"--calib {path}: this text encoder needs captions",
+                                       "pass a .txt file with one sentence per line")
+            sentences = pp.read_captions(Path(path)) if path is not None else SENTENCES
+            tokenizer = pp.load_tokenizer(self.source)
+            feeds = []
+            for text in sentences[:limit]:
+                enc = tokenizer([text], return_tensors="np", truncation=True)
+                feeds.append({n: np.asarray(enc[n], dtype=np.int64) for n in ("input_ids", "attention_mask")})
+            return feeds
+        if path is None:
+            images = [img for _, img in pp.skimage_photos()]
+        else:
+            if not Path(path).is_dir():
+                raise CalibrationError(f"--calib {path}: this vision encoder needs a folder of images")
+            files = pp.list_images(Path(path))
+            if not files:
+                raise CalibrationError(f"--calib {path} holds no images", "add PNG/JPEG files")
+            images = [pp.open_image(f) for f in files[:limit]]
+        processor = self._image_processor()
+        return [{"pixel_values": np.asarray(processor(images=[img], return_tensors="np")["pixel_values"],
+                                            dtype=np.float32)} for img in images[:limit]]
+
+    def _image_processor(self):
+        import json
+
+        config_file = self.source / "preprocessor_config.json"
+        name = "ViTImageProcessor"
+        if config_file.is_file():
+            name = json.loads(config_file.read_text()).get("image_processor_type", name).removesuffix("Fast")
+        return pp.load_image_processor(self.source, name)

@@ -1,0 +1,523 @@
+"""`mmdeploy prune`: prune a checkpoint's towers, recover by distillation, save a checkpoint.
+
+The output is a Hugging Face checkpoint folder (safetensors, config.json, tokenizer and
+processor files) that ``mmdeploy convert`` accepts like any other, plus ``prune_report.json``
+and a ``manifest.json`` (kind "model", format "checkpoint") recording what was removed and
+the before/after parameters, FLOPs, size, ONNX Runtime batch-1 latency (same run) and task
+metric.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import shutil
+import statistics
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from mmdeploy.errors import CalibrationError, InputError, UnsupportedError
+from mmdeploy.passes import prune as P
+
+REPORT_NAME = "prune_report.json"
+WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".ckpt", ".msgpack", ".h5")
+OWN_FILES = ("config.json", "manifest.json", REPORT_NAME, "model.safetensors.index.json")
+OUTPUT_NAMES = {"vision": "image_embeds", "text": "text_embeds"}
+
+
+# --------------------------------------------------------------------------- the source
+
+
+class Source:
+    """What pruning needs from SOURCE: the torch model, its folder, family and adapter."""
+
+    def __init__(self, source: str | Path, allow_pickle: bool = False):
+        self.text = str(source)
+        self.adapter = None
+        try:
+            from mmdeploy.models import resolve
+
+            self.adapter = resolve(source, allow_pickle=allow_pickle)
+        except (UnsupportedError, ModuleNotFoundError):
+            # no adapter (not in this build, or a family resolve does not know): config.json
+            # decides below, with the list of families the pruner supports
+            pass
+        self.folder = self._folder()
+        config = _read_config(self.folder)
+        self.family = getattr(self.adapter, "family", None) or config.get("model_type")
+        if self.family not in P.SUPPORTED_FAMILIES:
+            raise UnsupportedError(f"cannot prune family {self.family!r}: the pruner does not understand its blocks",
+                                   "supported families: " + ", ".join(P.SUPPORTED_FAMILIES))
+        self.is_demo = self.text.startswith("demo:") or self._is_demo_folder()
+
+    def _folder(self) -> Path:
+        if self.adapter is not None:
+            return Path(self.adapter.source)
+        if self.text.startswith("demo:"):
+            try:
+                from mmdeploy.demo import demo_path
+
+                return Path(demo_path(self.text))
+            except (ImportError, KeyError):
+                raise InputError(f"unknown demo model {self.text!r}", "available: demo:tiny-clip") from None
+        path = Path(self.text)
+        if not path.exists():
+            raise InputError(f"{path} does not exist", "pass a local CLIP/SigLIP checkpoint folder or demo:tiny-clip")
+        if not (path / "config.json").is_file():
+            raise InputError(f"{path} is not a checkpoint folder (no config.json)",
+                             "pass a Hugging Face checkpoint folder saved with save_pretrained()")
+        return path
+
+    def _is_demo_folder(self) -> bool:
+        try:
+            from mmdeploy.demo import DEMO_MODELS
+        except ImportError:
+            return False
+        return any(self.folder.resolve() == Path(p).resolve() for p in DEMO_MODELS.values())
+
+    def torch_model(self):
+        """The transformers model (the adapter's when it has one), in eval mode."""
+        model = None
+        if self.adapter is not None:
+            try:
+                model = self.adapter.torch_model()
+            except NotImplementedError:
+                model = None
+        if model is None:
+            model = P.load_pretrained(self.folder)
+        return model.eval()
+
+    def tokenizer(self):
+        from transformers import AutoTokenizer
+
+        return AutoTokenizer.from_pretrained(str(self.folder), local_files_only=True)
+
+    def image_processor(self):
+        from transformers import AutoImageProcessor
+
+        return AutoImageProcessor.from_pretrained(str(self.folder), local_files_only=True)
+
+
+def _read_config(folder: Path) -> dict:
+    try:
+        return json.loads((folder / "config.json").read_text())
+    except (OSError, ValueError):
+        return {}
+
+
+# --------------------------------------------------------------------------- data
+
+
+def _to_torch(feeds: dict[str, np.ndarray]) -> dict:
+    import torch
+
+    return {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in feeds.items()}
+
+
+def _batched(feeds: list[dict[str, np.ndarray]], batch_size: int) -> list[dict]:
+    """Concatenate feeds of equal shapes along the batch axis and cut into torch batches."""
+    groups: dict[tuple, list[dict]] = {}
+    for f in feeds:
+        groups.setdefault(tuple((k, v.shape[1:]) for k, v in sorted(f.items())), []).append(f)
+    batches = []
+    for group in groups.values():
+        joined = {k: np.concatenate([f[k] for f in group]) for k in group[0]}
+        n = len(next(iter(joined.values())))
+        batches += [_to_torch({k: v[i:i + batch_size] for k, v in joined.items()}) for i in range(0, n, batch_size)]
+    return batches
+
+
+def _text_feeds(src: Source, texts: list[str]) -> dict[str, np.ndarray]:
+    tok = src.tokenizer()
+    kwargs = {"padding": "max_length", "truncation": True, "return_tensors": "np"}
+    if getattr(tok, "model_max_length", 0) and tok.model_max_length < 10_000:
+        kwargs["max_length"] = tok.model_max_length
+    enc = tok(list(texts), **kwargs)
+    feeds = {"input_ids": enc["input_ids"].astype(np.int64)}
+    if "attention_mask" in enc and src.family == "clip":
+        feeds["attention_mask"] = enc["attention_mask"].astype(np.int64)
+    return feeds
+
+
+def _image_feeds(src: Source, images) -> dict[str, np.ndarray]:
+    pix = src.image_processor()(images=list(images), return_tensors="np")["pixel_values"]
+    return {"pixel_values": pix.astype(np.float32)}
+
+
+def _demo_feeds(src: Source, component: str, split: str, n: int) -> dict[str, np.ndarray]:
+    import random
+
+    from mmdeploy.demo import data
+
+    images, metas = data.generate(split, n)
+    if component == "vision":
+        return _image_feeds(src, images)
+    rng = random.Random(n)
+    texts = [data.random_caption(m.label, rng, m) for m in metas] + data.class_prompts()
+    return _text_feeds(src, texts)
+
+
+def _path_feeds(src: Source, component: str, path: Path, n: int) -> dict[str, np.ndarray]:
+    """Calibration from a user path: a folder of images (vision) or a text file of captions."""
+    path = Path(path)
+    if not path.exists():
+        raise CalibrationError(f"--calib {path} does not exist", "pass a folder of images or a captions .txt file")
+    if component == "vision":
+        from PIL import Image
+
+        files = sorted(p for p in (path.iterdir() if path.is_dir() else [path])
+                       if p.suffix.lower() in (".png", ".jpg", ".jpeg", ".bmp", ".webp"))[:n]
+        if not files:
+            raise CalibrationError(f"--calib {path} holds no images (.png/.jpg)", "pass a folder of images")
+        return _image_feeds(src, [Image.open(f).convert("RGB") for f in files])
+    files = [path] if path.is_file() else sorted(path.glob("*.txt"))
+    texts = [line.strip() for f in files for line in f.read_text(errors="replace").splitlines() if line.strip()][:n]
+    if not texts:
+        raise CalibrationError(f"--calib {path} holds no captions (.txt, one per line)", "pass a captions file")
+    return _text_feeds(src, texts)
+
+
+def _random_feeds(model, component: str, n: int, seed: int) -> dict[str, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    if component == "vision":
+        cfg = model.config.vision_config
+        return {"pixel_values": rng.standard_normal((n, cfg.num_channels, cfg.image_size, cfg.image_size)).astype(np.float32)}
+    cfg = model.config.text_config
+    seq = min(int(cfg.max_position_embeddings), 77)
+    ids = rng.integers(0, cfg.vocab_size, (n, seq)).astype(np.int64)
+    return {"input_ids": ids, "attention_mask": np.ones_like(ids)} if model.config.model_type == "clip" else {"input_ids": ids}
+
+
+def feeds_for(src: Source, model, component: str, calib: Path | None, n: int, split: str, seed: int):
+    """(list of numpy feeds, where they came from) for one component: --calib, the adapter's
+    calibration data, the demo dataset, or random inputs as a last resort."""
+    if calib is not None:
+        if src.adapter is not None:
+            try:
+                return src.adapter.calibration_feeds(component, calib, limit=n), str(calib)
+            except NotImplementedError:
+                pass
+        return [_path_feeds(src, component, calib, n)], str(calib)
+    if src.is_demo:
+        return [_demo_feeds(src, component, split, n)], f"demo:{split}"
+    if src.adapter is not None:
+        try:
+            feeds = src.adapter.calibration_feeds(component, None, limit=n)
+            if feeds:
+                return feeds, "adapter"
+        except NotImplementedError:
+            pass
+    return [_random_feeds(model, component, n, seed)], "random"
+
+
+# --------------------------------------------------------------------------- runners
+
+
+class TorchTowerRunner:
+    """A Runner over one tower of a torch model (for the adapter's task metric)."""
+
+    def __init__(self, model, component: str):
+        self.model, self.component = model, component
+        self.name = f"torch-{component}"
+        self.input_names = ["pixel_values"] if component == "vision" else ["input_ids", "attention_mask"]
+        self.output_names = [OUTPUT_NAMES[component]]
+
+    def run(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        import torch
+
+        with torch.no_grad():
+            out = P._run_tower(self.model, self.component, _to_torch(feeds))
+        return {self.output_names[0]: out.float().numpy()}
+
+
+def _embed(model, component: str, batches: list[dict]) -> np.ndarray:
+    import torch
+
+    with torch.no_grad():
+        return np.concatenate([P._run_tower(model, component, b).float().numpy() for b in batches])
+
+
+def _cosine(a: np.ndarray, b: np.ndarray) -> dict[str, float]:
+    a = a / np.maximum(np.linalg.norm(a, axis=1, keepdims=True), 1e-12)
+    b = b / np.maximum(np.linalg.norm(b, axis=1, keepdims=True), 1e-12)
+    cos = (a * b).sum(axis=1)
+    return {"mean": round(float(cos.mean()), 5), "min": round(float(cos.min()), 5)}
+
+
+def task_metric(src: Source, model, limit: int | None = None) -> dict | None:
+    """The family's task metric on ``model`` (demo: zero-shot top-1), or None if it has none."""
+    if src.adapter is not None and src.adapter.task_components():
+        try:
+            runners = {c: TorchTowerRunner(model, c) for c in src.adapter.task_components()}
+            result = src.adapter.evaluate(runners, limit=limit)
+            if result is not None:
+                return {"name": result.name, "value": float(result.value), "n": result.n}
+        except NotImplementedError:
+            pass
+    if src.is_demo:
+        from mmdeploy.demo import data
+        from mmdeploy.demo.evaluate import zero_shot_logits
+
+        images, labels = data.make_split("eval", limit)
+        img = _embed(model, "vision", _batched([_image_feeds(src, images)], 64))
+        txt = _embed(model, "text", _batched([_text_feeds(src, data.class_prompts())], 64))
+        logits = zero_shot_logits(img, txt, model.logit_scale.detach().numpy())
+        return {"name": "zero-shot-top1", "value": float((logits.argmax(1) == np.asarray(labels)).mean()),
+                "n": len(labels)}
+    return None
+
+
+# --------------------------------------------------------------------------- recovery
+
+
+def distill(student, teacher, train: dict[str, list[dict]], steps: int, lr: float, seed: int = 0) -> list[float]:
+    """Recover the pruned towers: match the unpruned model's embeddings (cosine + MSE) on the
+    calibration data, training only the pruned towers' parameters.  Returns the loss curve."""
+    import torch
+
+    torch.manual_seed(seed)
+    params = [p for c in train for p in getattr(student, P.TOWERS[c]).parameters() if p.requires_grad]
+    opt = torch.optim.AdamW(params, lr=lr, weight_decay=0.0)
+    targets = {c: [P._run_tower(teacher, c, b).detach() for b in batches] for c, batches in train.items()}
+    student.train()
+    losses = []
+    for step in range(steps):
+        loss = 0.0
+        for c, batches in train.items():
+            i = step % len(batches)
+            got, want = P._run_tower(student, c, batches[i]), targets[c][i]
+            cos = torch.nn.functional.cosine_similarity(got, want, dim=-1)
+            scale = want.pow(2).mean().clamp_min(1e-8)
+            loss = loss + (1 - cos).mean() + (got - want).pow(2).mean() / scale
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(round(float(loss.detach()), 5))
+    student.eval()
+    return losses
+
+
+# --------------------------------------------------------------------------- latency
+
+
+def _tower_module(model, component: str, names: list[str]):
+    """One tower as an nn.Module taking ``names`` positionally (what torch.onnx.export needs)."""
+    import torch
+
+    class Tower(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.model = model
+
+        def forward(self, *inputs):
+            return P._run_tower(self.model, component, dict(zip(names, inputs)))
+
+    return Tower().eval()
+
+
+def export_tower(model, component: str, feeds: dict, path: Path) -> Path:
+    """torch.onnx.export of one tower (opset 17), for the same-run latency comparison."""
+    import warnings
+
+    import torch
+
+    names = list(feeds)
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # tracer warnings about shape checks turned constant
+        torch.onnx.export(_tower_module(model, component, names), tuple(feeds[n] for n in names), str(path),
+                          input_names=names, output_names=[OUTPUT_NAMES[component]], opset_version=17,
+                          dynamo=False, dynamic_axes={n: {0: "batch"} for n in names})
+    return path
+
+
+def ort_latency(models: dict[str, Path], feeds: dict[str, np.ndarray], runs: int = 20,
+                threads: int | None = None, rounds: int = 2) -> dict[str, float]:
+    """Median batch-1 latency (ms) of several ONNX files, timed in alternating blocks in one
+    process (spinning off, so an idle session does not steal cores)."""
+    from mmdeploy.backends.onnxruntime import OnnxRuntimeRunner
+
+    runners = {k: OnnxRuntimeRunner(p, threads=threads) for k, p in models.items()}
+    samples: dict[str, list[float]] = {k: [] for k in runners}
+    for r in runners.values():
+        for _ in range(3):
+            r.run(feeds)
+    for _ in range(rounds):
+        for k, r in runners.items():
+            for _ in range(max(1, runs // rounds)):
+                t0 = time.perf_counter()
+                r.run(feeds)
+                samples[k].append((time.perf_counter() - t0) * 1000)
+    return {k: round(statistics.median(v), 3) for k, v in samples.items()}
+
+
+# --------------------------------------------------------------------------- the command
+
+
+def _weights_bytes(folder: Path) -> int:
+    return sum(p.stat().st_size for p in folder.iterdir() if p.is_file() and p.suffix in WEIGHT_SUFFIXES)
+
+
+def _copy_preprocess(src: Source, out: Path) -> list[str]:
+    files = list(src.adapter.preprocess_files()) if src.adapter is not None else []
+    if not files:
+        files = [p for p in src.folder.iterdir() if p.is_file() and p.suffix not in WEIGHT_SUFFIXES
+                 and p.name not in OWN_FILES and not p.name.startswith(".")]
+    copied = []
+    for f in files:
+        f = Path(f)
+        if f.is_file() and f.name not in OWN_FILES and f.suffix not in WEIGHT_SUFFIXES:
+            shutil.copy2(f, out / f.name)
+            copied.append(f.name)
+    return sorted(copied)
+
+
+def prune(source: str | Path, output: str | Path, method: str, amount: float,
+          components: list[str] | None = None, recover_steps: int = 0, calib: str | Path | None = None,
+          scope: str = "per-layer", recover_lr: float = 1e-4, batch_size: int = 16, calib_size: int = 64,
+          measure_latency: bool = True, latency_runs: int = 20, threads: int | None = None,
+          eval_limit: int | None = None, allow_pickle: bool = False, seed: int = 0) -> dict[str, Any]:
+    """Prune SOURCE's towers (``method``: heads, mlp, heads,mlp or magnitude; ``amount`` in
+    (0, 1)), optionally recover by distillation, and write a checkpoint folder at ``output``.
+
+    Returns the report (also written to ``prune_report.json``).  ``threads`` applies to torch
+    (restored afterwards) and ONNX Runtime: on a busy machine extra OpenMP threads mostly spin.
+    """
+    import torch
+
+    options = dict(locals())
+    del options["torch"]
+    previous = torch.get_num_threads()
+    if threads:
+        torch.set_num_threads(int(threads))
+    try:
+        return _prune(**options)
+    finally:
+        torch.set_num_threads(previous)
+
+
+def _prune(source: str | Path, output: str | Path, method: str, amount: float,
+          components: list[str] | None = None, recover_steps: int = 0, calib: str | Path | None = None,
+          scope: str = "per-layer", recover_lr: float = 1e-4, batch_size: int = 16, calib_size: int = 64,
+          measure_latency: bool = True, latency_runs: int = 20, threads: int | None = None,
+          eval_limit: int | None = None, allow_pickle: bool = False, seed: int = 0) -> dict[str, Any]:
+    import torch
+
+    from mmdeploy.artifact import Manifest, PassRecord, atomic_output, sha256_path, tool_versions, write_manifest
+
+    methods = P.check_method(method)
+    P.check_amount(amount)
+    if scope not in ("per-layer", "global"):
+        raise InputError(f"unknown --scope {scope!r}", "use per-layer or global")
+    if recover_steps < 0:
+        raise InputError(f"--recover-steps {recover_steps} is negative", "give 0 or more steps")
+    config = P.PruneConfig(method=method, amount=amount, components=components, scope=scope,
+                           recover_steps=recover_steps, recover_lr=recover_lr, batch_size=batch_size, seed=seed)
+    src = Source(source, allow_pickle=allow_pickle)
+    torch.manual_seed(seed)
+
+    model = src.torch_model()
+    chosen = list(P.towers(model, components))  # validates --components
+    teacher = copy.deepcopy(model).eval()
+
+    # data: calibration for importance, a larger (train) split for recovery, held-out for cosine
+    calib_path = Path(calib) if calib else None
+    calib_feeds, origin = {}, {}
+    for c in chosen:
+        calib_feeds[c], origin[c] = feeds_for(src, model, c, calib_path, calib_size, "calib", seed)
+    calib_b = {c: _batched(f, batch_size) for c, f in calib_feeds.items()}
+    heldout = {c: _batched(feeds_for(src, model, c, None, 32, "eval", seed + 1)[0], batch_size) for c in chosen}
+    batch1 = {c: {k: v[:1] for k, v in calib_b[c][0].items()} for c in chosen}
+
+    before = {
+        "params": P.count_params(model),
+        "flops": {c: P.count_flops(model, c, batch1[c]) for c in chosen},
+        "metric": task_metric(src, model, eval_limit),
+    }
+
+    # prune
+    targets: list = []
+    if methods == ["magnitude"]:
+        targets = P.prune_magnitude(model, amount, scope, chosen)
+        details: dict[str, Any] = {"scope": scope}
+    else:
+        details = {m: P.prune_structured(model, m, amount, calib_b, chosen) for m in methods}
+    after_prune = {"metric": task_metric(src, model, eval_limit),
+                   "cosine": {c: _cosine(_embed(teacher, c, heldout[c]), _embed(model, c, heldout[c])) for c in chosen}}
+
+    losses: list[float] = []
+    if recover_steps:
+        n_train = max(calib_size, min(recover_steps * batch_size, 4096))
+        train = {c: _batched(feeds_for(src, model, c, calib_path, n_train, "train", seed + 2)[0], batch_size)
+                 for c in chosen}
+        losses = distill(model, teacher, train, recover_steps, recover_lr, seed)
+    if methods == ["magnitude"]:
+        details.update(P.finalize_magnitude(targets))
+        details["compressed_bytes"] = {"before": P.compressed_size(teacher, chosen),
+                                       "after": P.compressed_size(model, chosen)}
+    P.update_config(model)
+
+    after = {
+        "params": P.count_params(model),
+        "flops": {c: P.count_flops(model, c, batch1[c]) for c in chosen},
+        "metric": task_metric(src, model, eval_limit) if recover_steps else after_prune["metric"],
+        "cosine": {c: _cosine(_embed(teacher, c, heldout[c]), _embed(model, c, heldout[c])) for c in chosen},
+    }
+
+    latency = {}
+    if measure_latency:
+        with tempfile.TemporaryDirectory(prefix="mmdeploy-prune-") as tmp:
+            for c in chosen:
+                feeds = {k: v for k, v in batch1[c].items()}
+                files = {"before": export_tower(teacher, c, feeds, Path(tmp) / f"{c}-before.onnx"),
+                         "after": export_tower(model, c, feeds, Path(tmp) / f"{c}-after.onnx")}
+                ms = ort_latency(files, {k: v.numpy() for k, v in feeds.items()}, latency_runs, threads)
+                latency[c] = {**ms, "speedup": round(ms["before"] / ms["after"], 3), "runs": latency_runs,
+                              "threads": threads, "runtime": "onnxruntime fp32, batch 1, same run"}
+
+    def ratio(a, b):
+        return round(1 - b / a, 4) if a else 0.0
+
+    metric = None
+    if before["metric"] is not None:
+        metric = {"name": before["metric"]["name"], "n": before["metric"]["n"],
+                  "before": before["metric"]["value"], "after_prune": after_prune["metric"]["value"],
+                  "after": after["metric"]["value"],
+                  "delta_pp": round(100 * (after["metric"]["value"] - before["metric"]["value"]), 2)}
+    report: dict[str, Any] = {
+        "method": method, "amount": amount, "components": chosen, "recover_steps": recover_steps,
+        "data": origin,
+        "params": {"before": before["params"], "after": after["params"],
+                   "reduction": ratio(before["params"]["total"], after["params"]["total"])},
+        "flops": {c: {"before": before["flops"][c], "after": after["flops"][c],
+                      "reduction": ratio(before["flops"][c], after["flops"][c])} for c in chosen},
+        "latency_ms": latency,
+        "metric": metric,
+        "embedding_cosine": {c: {"after_prune": after_prune["cosine"][c], "after": after["cosine"][c]}
+                             for c in chosen},
+        "recovery_loss": {"first": losses[0], "last": losses[-1]} if losses else None,
+        "pruned": details,
+        "structure": P.structure(model),
+    }
+    if methods == ["magnitude"]:
+        report["note"] = details["note"]
+
+    with atomic_output(output) as tmp:
+        tmp = Path(tmp)
+        model.save_pretrained(str(tmp), safe_serialization=True)
+        preprocess = _copy_preprocess(src, tmp)
+        report["size_bytes"] = {"before": _weights_bytes(src.folder), "after": _weights_bytes(tmp)}
+        (tmp / REPORT_NAME).write_text(json.dumps(report, indent=2) + "\n")
+        manifest = Manifest(
+            kind="model", name=Path(output).name, family=src.family, format="checkpoint",
+            source={"path": src.text, "sha256": sha256_path(src.folder)},
+            passes=[PassRecord(name="prune", params=config.model_dump(), report=report)],
+            tools=tool_versions("torch", "transformers", "onnx", "onnxruntime"),
+            metadata={"loader": "mmdeploy.passes.prune:load_pretrained", "report": REPORT_NAME,
+                      "preprocess_files": preprocess},
+        )
+        write_manifest(tmp, manifest)
+    return report

@@ -1,0 +1,360 @@
+"""Recipes: a whole deployment declared in YAML, and YAML loading with file:line errors.
+
+A recipe lists the source checkpoint, the components, the passes with their options, the
+targets, the bench settings and the budgets; ``mmdeploy run RECIPE.yaml --output DIR``
+executes it (:func:`run_recipe`): prune (on the checkpoint) → convert → quantize / fp16 →
+compile per target → bench (fp32 and final bundles, same run) → budgets.  Example::
+
+    name: demo-tiny-clip
+    source: demo:tiny-clip
+    components: [vision, text]
+    convert: {opset: 17}
+    passes:
+      - quantize: {mode: static, calibration_limit: 64}
+    targets: [cpu, openvino-cpu]
+    bench: {iters: 100, warmup: 10, batch: 1, accuracy: true}
+    budgets:
+      - {component: vision, target: cpu, max_p50_ms: 30}
+
+Every YAML file the project reads (recipes, budgets, target profiles) goes through
+:func:`load_yaml` and :func:`validate`, so a mistake is reported as ``FILE:LINE: what``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, TypeVar
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from mmdeploy.errors import InputError
+
+T = TypeVar("T", bound=BaseModel)
+
+# pass names a recipe may list; prune works on the checkpoint so it runs before convert,
+# simplify is convert's onnxsim step, quantize/fp16 call mmdeploy.quantize.quantize
+PASSES = ("prune", "simplify", "quantize", "fp16")
+
+
+# --------------------------------------------------------------------------- YAML with lines
+
+
+class YamlDoc:
+    """Parsed YAML plus the line (1-based) of every mapping key / sequence item, by path."""
+
+    def __init__(self, path: Path, data: Any, lines: dict[tuple, int]):
+        self.path = path
+        self.data = data
+        self.lines = lines
+
+    def line(self, loc: tuple) -> int:
+        """Line of the deepest known prefix of ``loc`` (a pydantic error location)."""
+        loc = tuple(loc)
+        while loc:
+            if loc in self.lines:
+                return self.lines[loc]
+            loc = loc[:-1]
+        return self.lines.get((), 1)
+
+    def where(self, loc: tuple = ()) -> str:
+        return f"{self.path}:{self.line(loc)}"
+
+
+def load_yaml(path: str | Path, what: str = "YAML file") -> YamlDoc:
+    """Parse ``path`` keeping line marks; malformed YAML is an InputError ``FILE:LINE: ...``."""
+    import yaml
+
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"{what} {path} does not exist", "check the path")
+    text = path.read_text(errors="replace")
+    loader = yaml.SafeLoader(text)
+    try:
+        node = loader.get_single_node()
+        lines: dict[tuple, int] = {}
+        data = _construct(loader, node, (), lines) if node is not None else None
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        line = mark.line + 1 if mark else 1
+        raise InputError(f"{path}:{line}: malformed {what}: {exc.problem or exc.context}",
+                         "fix the YAML syntax") from None
+    except yaml.YAMLError as exc:
+        raise InputError(f"{path}: malformed {what}: {str(exc).splitlines()[0]}", "fix the YAML syntax") from None
+    finally:
+        loader.dispose()
+    return YamlDoc(path, data, lines)
+
+
+def _construct(loader, node, loc: tuple, lines: dict) -> Any:
+    import yaml
+
+    lines[loc] = node.start_mark.line + 1
+    if isinstance(node, yaml.MappingNode):
+        loader.flatten_mapping(node)
+        out = {}
+        for key_node, value_node in node.value:
+            key = loader.construct_object(key_node, deep=True)
+            lines[loc + (key,)] = key_node.start_mark.line + 1
+            out[key] = _construct(loader, value_node, loc + (key,), lines)
+            lines[loc + (key,)] = key_node.start_mark.line + 1
+        return out
+    if isinstance(node, yaml.SequenceNode):
+        return [_construct(loader, item, loc + (i,), lines) for i, item in enumerate(node.value)]
+    return loader.construct_object(node, deep=True)
+
+
+def validate(model: type[T], doc: YamlDoc, what: str, data: Any = None, loc: tuple = ()) -> T:
+    """``model.model_validate(data)``; the first error becomes ``FILE:LINE: field: message``."""
+    data = doc.data if data is None else data
+    if data is None:
+        raise InputError(f"{doc.path}:1: empty {what}", f"see the {what} schema in the docs")
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        err_loc = loc + tuple(err["loc"])
+        field = ".".join(str(p) for p in err["loc"]) or "document"
+        msg = err["msg"]
+        if err["type"] == "extra_forbidden":
+            msg = f"unknown key {err['loc'][-1]!r}"
+        raise InputError(f"{doc.where(err_loc)}: invalid {what}: {field}: {msg}",
+                         f"see the {what} schema in the docs") from None
+
+
+# --------------------------------------------------------------------------- recipe schema
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class ConvertStep(Strict):
+    opset: int = 17
+    atol: float | None = None
+    family: str | None = None
+    allow_pickle: bool = False
+    batch: int | None = None
+    sequence: int | None = None
+
+
+class PassStep(Strict):
+    """One pass: ``- quantize: {mode: static}`` in YAML."""
+
+    name: str
+    options: dict[str, Any] = Field(default_factory=dict)
+
+
+class BenchStep(Strict):
+    warmup: int = 10
+    iters: int | None = 100
+    duration: float | None = None
+    batch: int = 1
+    threads: int | None = None
+    blocks: int = 1
+    accuracy: bool = False
+    accuracy_limit: int | None = None
+    estimate: bool = False
+
+
+class Recipe(Strict):
+    name: str
+    source: str
+    family: str | None = None
+    components: list[str] | None = None
+    convert: ConvertStep = Field(default_factory=ConvertStep)
+    passes: list[PassStep] = Field(default_factory=list)
+    targets: list[str] = Field(default_factory=lambda: ["cpu"])
+    bench: BenchStep | None = Field(default_factory=BenchStep)
+    budgets: list[dict[str, Any]] = Field(default_factory=list)
+    host: str | None = None
+
+    @field_validator("passes", mode="before")
+    @classmethod
+    def _passes(cls, value):
+        """Accept ``- quantize: {...}``, ``- quantize`` and ``- {name: quantize, ...}``."""
+        out = []
+        for item in value or []:
+            if isinstance(item, str):
+                out.append({"name": item})
+            elif isinstance(item, dict) and "name" not in item and len(item) == 1:
+                (name, options), = item.items()
+                out.append({"name": name, "options": options or {}})
+            else:
+                out.append(item)
+        return out
+
+
+def load_recipe(path: str | Path, targets_dir: list | None = None) -> tuple[Recipe, YamlDoc]:
+    """Parse and check a recipe: schema, pass names and target names, all as FILE:LINE errors."""
+    doc = load_yaml(path, "recipe")
+    if not isinstance(doc.data, dict):
+        raise InputError(f"{doc.where()}: a recipe is a mapping (name:, source:, ...)", "see recipes/")
+    recipe = validate(Recipe, doc, "recipe")
+    for i, step in enumerate(recipe.passes):
+        if step.name not in PASSES:
+            raise InputError(f"{doc.where(('passes', i))}: unknown pass {step.name!r}",
+                             "valid passes: " + ", ".join(PASSES))
+    from mmdeploy.targets import list_targets
+
+    known = list_targets(targets_dir)
+    for i, name in enumerate(recipe.targets):
+        if name not in known:
+            raise InputError(f"{doc.where(('targets', i))}: unknown target {name!r}",
+                             "valid targets: " + ", ".join(sorted(known)))
+    if recipe.budgets:
+        from mmdeploy.bench.budgets import BudgetRule
+
+        for i, rule in enumerate(recipe.budgets):
+            validate(BudgetRule, doc, "recipe budget", data=rule, loc=("budgets", i))
+    return recipe, doc
+
+
+# --------------------------------------------------------------------------- execution
+
+
+def plan(recipe: Recipe) -> list[str]:
+    """The steps ``run_recipe`` will take, in order (for --dry-run and the run summary)."""
+    steps = [f"prune {s.options}" for s in recipe.passes if s.name == "prune"]
+    simplify = not any(s.name == "simplify" and s.options.get("enabled") is False for s in recipe.passes)
+    steps.append(f"convert {recipe.source} -> fp32 (components {recipe.components or 'all'}, "
+                 f"opset {recipe.convert.opset}, simplify {simplify})")
+    steps += [f"{s.name} {s.options}" for s in recipe.passes if s.name in ("quantize", "fp16")]
+    for t in recipe.targets:
+        steps.append(f"compile + bench on {t}" if recipe.bench else f"compile for {t}")
+    if recipe.budgets:
+        steps.append(f"check {len(recipe.budgets)} budget(s)")
+    return steps
+
+
+def _resolve_source(source: str, recipe_dir: Path) -> str:
+    if source.startswith("demo:") or ".py:" in source or Path(source).is_absolute():
+        return source
+    here = recipe_dir / source
+    return str(here) if here.exists() else source
+
+
+def _quantize(prev: Path, out: Path, options: dict, say) -> None:
+    try:
+        from mmdeploy.quantize import QuantizeOptions, quantize
+    except ImportError as exc:
+        from mmdeploy.errors import UnsupportedError
+
+        raise UnsupportedError(f"the quantize pass is not available in this build ({exc})", "update mmdeploy") from None
+    try:
+        opts = QuantizeOptions(**options)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        raise InputError(f"quantize option {'.'.join(map(str, err['loc']))}: {err['msg']}",
+                         "see `mmdeploy quantize --help`") from None
+    quantize(prev, out, opts, log=say)
+
+
+def _compile(bundle: Path, out: Path, profile, say) -> Path:
+    """The bundle compiled for a local non-ORT target (via mmdeploy.compile), or itself."""
+    if profile.remote or profile.backend == "onnxruntime":
+        return bundle  # ORT runs the ONNX; a remote device builds its own engine
+    try:
+        from mmdeploy.compile import compile_artifact
+    except ImportError:
+        say(f"mmdeploy.compile not in this build: {profile.name} compiles at bench time")
+        return bundle
+    from mmdeploy.artifact import component_dirs
+
+    options = dict(profile.compile)
+    if any(m.precision != "fp32" for _, m in component_dirs(bundle)):
+        # a quantized graph compiled as-is is checked against PyTorch by cosine, not fp32 atol
+        options.setdefault("atol", 1e6)
+        options.setdefault("min_cosine", 0.99)
+    say(f"compiling {bundle.name} for {profile.name}")
+    compile_artifact(bundle, f"{profile.backend}:{profile.precision}", out, options)
+    return out
+
+
+def run_recipe(path: str | Path, output: str | Path, *, targets_dir: list | None = None,
+               host: str | None = None, progress=None) -> dict:
+    """Execute a recipe into ``output`` (atomic); returns the run summary (also run.json).
+
+    Raises BudgetExceeded after the output is in place when a budget fails.
+    """
+    import json
+    import time
+
+    from mmdeploy.artifact import Manifest, atomic_output, write_manifest
+    from mmdeploy.errors import BudgetExceeded
+    from mmdeploy.targets import get_target
+
+    say = progress or (lambda msg: None)
+    recipe, doc = load_recipe(path, targets_dir)
+    profiles = [get_target(t, targets_dir, host=host or recipe.host) for t in recipe.targets]
+    source = _resolve_source(recipe.source, Path(path).resolve().parent)
+    summary: dict[str, Any] = {"recipe": str(path), "name": recipe.name, "source": source, "steps": [],
+                               "targets": {}, "passed": True}
+    output = Path(output)
+    with atomic_output(output) as tmp:
+        def step(name: str, started: float, **extra):
+            summary["steps"].append({"step": name, "seconds": round(time.perf_counter() - started, 2), **extra})
+
+        for s in recipe.passes:
+            if s.name == "prune":
+                from mmdeploy.prune import prune
+
+                t0 = time.perf_counter()
+                say(f"prune {s.options}")
+                prune(source, tmp / "pruned", **s.options)
+                source = str(tmp / "pruned")
+                step("prune", t0, output="pruned")
+        from mmdeploy.export.convert import convert
+
+        t0 = time.perf_counter()
+        say(f"convert {source}")
+        simplify = not any(s.name == "simplify" and s.options.get("enabled") is False for s in recipe.passes)
+        kwargs = {k: v for k, v in recipe.convert.model_dump().items() if v is not None}
+        if recipe.family:
+            kwargs.setdefault("family", recipe.family)
+        convert(source, tmp / "fp32", components=recipe.components, simplify=simplify,
+                progress=lambda m: say(f"  {m}"), **kwargs)
+        step("convert", t0, output="fp32")
+        bundles = [tmp / "fp32"]
+        for s in recipe.passes:
+            if s.name in ("quantize", "fp16"):
+                t0 = time.perf_counter()
+                out = tmp / (s.name if not (tmp / s.name).exists() else f"{s.name}-{len(bundles)}")
+                options = {"precision": "fp16", **s.options} if s.name == "fp16" else dict(s.options)
+                say(f"{s.name} {bundles[-1].name} -> {out.name}")
+                _quantize(bundles[-1], out, options, lambda m: say(f"  {m}"))
+                bundles.append(out)
+                step(s.name, t0, output=out.name)
+        to_bench = [bundles[0]] if len(bundles) == 1 else [bundles[0], bundles[-1]]
+        from mmdeploy.bench.budgets import BudgetFile, BudgetRule
+
+        budgets = BudgetFile(budgets=[BudgetRule(**b) for b in recipe.budgets])
+        for profile in profiles:
+            t0 = time.perf_counter()
+            compiled = [_compile(b, tmp / profile.name / b.name, profile, say) for b in to_bench]
+            entry: dict[str, Any] = {"artifacts": [str(c.relative_to(tmp)) for c in compiled]}
+            if recipe.bench is not None:
+                from mmdeploy.bench import BenchSettings, bench, gate
+                from mmdeploy.bench.report import write_report
+
+                say(f"bench on {profile.name}")
+                settings = BenchSettings(**{k: v for k, v in recipe.bench.model_dump().items() if k != "estimate"})
+                result = bench(compiled, settings, profile, estimate=recipe.bench.estimate)
+                checks = gate(result, budgets) if not recipe.bench.estimate else []
+                write_report(result, tmp / "bench" / profile.name)
+                entry.update(passed=result["passed"], failed=[c for c in checks if not c["passed"]],
+                             p50_ms={f"{r['artifact']}/{r['component']}": r["p50_ms"] for r in result["results"]},
+                             report=f"bench/{profile.name}/report.md")
+                summary["passed"] = summary["passed"] and result["passed"]
+            summary["targets"][profile.name] = entry
+            step(f"target {profile.name}", t0)
+        summary["plan"] = plan(recipe)
+        (tmp / "run.json").write_text(json.dumps(summary, indent=2, default=str) + "\n")
+        (tmp / "recipe.yaml").write_text(Path(path).read_text())
+        write_manifest(tmp, Manifest(kind="model", name=recipe.name, format="run",
+                                     metadata={"recipe": recipe.model_dump(), "passed": summary["passed"]}))
+    if not summary["passed"]:
+        failed = [c for t in summary["targets"].values() for c in t.get("failed", [])]
+        first = failed[0]
+        raise BudgetExceeded(f"{len(failed)} budget(s) failed; first: {first['where']} {first['check']}: "
+                             f"{first['message']}", f"see {output}/bench/*/report.md and junit.xml")
+    return summary

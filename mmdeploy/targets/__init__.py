@@ -1,0 +1,104 @@
+"""Target profiles: named YAML files saying where and how an artifact runs.
+
+A profile names its backend, precision, threads, and how to reach the device (``remote``,
+``host``, ``port``, ``python``, ``workdir``), plus roofline figures (``peak_gflops``,
+``memory_bandwidth_gbs``) for ``--estimate``.  Profiles are read, later ones overriding earlier
+ones of the same name, from:
+
+1. the profiles shipped in ``mmdeploy/targets/profiles/``;
+2. ``~/.config/mmdeploy/targets/*.yaml`` (``$XDG_CONFIG_HOME`` honoured);
+3. each directory in ``$MMDEPLOY_TARGETS_PATH`` (``os.pathsep``-separated);
+4. ``--targets-dir DIR`` on the command line.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from mmdeploy.errors import InputError
+
+SHIPPED = Path(__file__).parent / "profiles"
+BACKENDS = ("onnxruntime", "openvino", "tflite", "tensorrt")
+# manifest "format" each backend runs
+BACKEND_FORMATS = {"onnxruntime": ("onnx",), "openvino": ("openvino",), "tflite": ("tflite",),
+                   "tensorrt": ("tensorrt", "tensorrt-bundle")}
+
+
+class TargetProfile(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: str
+    description: str = ""
+    backend: str
+    precision: str = "fp32"
+    threads: int | None = None
+    remote: bool = False
+    host: str | None = None  # user@address
+    port: int = 22
+    identity_file: str | None = None
+    ssh_options: list[str] = Field(default_factory=list)  # extra `-o Key=Value` for ssh/scp
+    python: str = "python3"  # the device's interpreter (with mmdeploy installed)
+    workdir: str = "/tmp/mmdeploy-bench"
+    env: dict[str, str] = Field(default_factory=dict)  # environment on the device
+    compile: dict[str, Any] = Field(default_factory=dict)  # options for the backend's compile()
+    peak_gflops: float | None = None
+    memory_bandwidth_gbs: float | None = None
+    source: str | None = None  # file it was read from (filled in)
+
+    def formats(self) -> tuple[str, ...]:
+        return BACKEND_FORMATS.get(self.backend, ())
+
+
+def search_dirs(extra: list[str | Path] | None = None) -> list[Path]:
+    config = Path(os.environ.get("XDG_CONFIG_HOME") or Path.home() / ".config")
+    dirs = [SHIPPED, config / "mmdeploy" / "targets"]
+    dirs += [Path(p) for p in os.environ.get("MMDEPLOY_TARGETS_PATH", "").split(os.pathsep) if p]
+    dirs += [Path(p) for p in extra or []]
+    return dirs
+
+
+def load_profile(path: str | Path) -> TargetProfile:
+    from mmdeploy.recipe import load_yaml, validate
+
+    doc = load_yaml(path, "target profile")
+    if isinstance(doc.data, dict):
+        doc.data.setdefault("name", Path(path).stem)
+    profile = validate(TargetProfile, doc, "target profile")
+    if profile.backend not in BACKENDS:
+        raise InputError(f"{doc.where(('backend',))}: unknown backend {profile.backend!r}",
+                         "valid backends: " + ", ".join(BACKENDS))
+    profile.source = str(path)
+    return profile
+
+
+def list_targets(extra_dirs: list[str | Path] | None = None) -> dict[str, TargetProfile]:
+    """All profiles by name (later directories override earlier ones)."""
+    for d in extra_dirs or []:
+        if not Path(d).is_dir():
+            raise InputError(f"--targets-dir {d} is not a directory", "pass a folder of *.yaml profiles")
+    found: dict[str, TargetProfile] = {}
+    for d in search_dirs(extra_dirs):
+        if not d.is_dir():
+            continue
+        for file in sorted(list(d.glob("*.yaml")) + list(d.glob("*.yml"))):
+            profile = load_profile(file)
+            found[profile.name] = profile
+    return found
+
+
+def get_target(name: str, extra_dirs: list[str | Path] | None = None,
+               host: str | None = None) -> TargetProfile:
+    """The profile called ``name`` (``--host`` overrides its host); InputError listing names."""
+    targets = list_targets(extra_dirs)
+    if name not in targets:
+        raise InputError(f"unknown target {name!r}", "valid targets: " + ", ".join(sorted(targets))
+                         + " (add your own in ~/.config/mmdeploy/targets/ or --targets-dir)")
+    profile = targets[name].model_copy(deep=True)
+    if host:
+        profile.host = host
+        profile.remote = True
+    return profile

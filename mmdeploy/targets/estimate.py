@@ -1,0 +1,107 @@
+"""Roofline ESTIMATE of latency from an ONNX graph and a target profile's peak figures.
+
+FLOPs are counted for MatMul / Gemm / Conv (2 x multiply-adds) from shapes given by ONNX shape
+inference with the batch (and other symbolic dims) fixed; bytes are the weights plus the
+graph's inputs and outputs, read once.  latency = max(FLOPs / peak, bytes / bandwidth).
+This is a lower bound for an ideal runtime, never a measurement: every record carries
+``"estimate": true`` and every printed form says ESTIMATE.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from mmdeploy.errors import InputError
+
+LABEL = "ESTIMATE"
+
+
+def _fix_dims(model, batch: int, seq: int) -> None:
+    for value in model.graph.input:
+        dims = value.type.tensor_type.shape.dim
+        for i, dim in enumerate(dims):
+            if not dim.HasField("dim_value") or dim.dim_value <= 0:
+                dim.dim_value = batch if i == 0 else seq
+
+
+def count(onnx_path: str | Path, batch: int = 1, seq: int = 16) -> dict:
+    """{"flops", "weight_bytes", "io_bytes", "ops": {op_type: flops}} of one ONNX model."""
+    import onnx
+    from onnx import shape_inference
+
+    model = onnx.load(str(onnx_path))
+    _fix_dims(model, batch, seq)
+    inferred = shape_inference.infer_shapes(model, data_prop=True)
+    g = inferred.graph
+    shapes: dict[str, list[int]] = {}
+    itemsize: dict[str, int] = {}
+    for v in list(g.value_info) + list(g.input) + list(g.output):
+        t = v.type.tensor_type
+        shapes[v.name] = [d.dim_value if d.HasField("dim_value") else 0 for d in t.shape.dim]
+        if t.elem_type:
+            itemsize[v.name] = onnx.helper.tensor_dtype_to_np_dtype(t.elem_type).itemsize
+    weight_bytes = 0
+    for init in g.initializer:
+        dims = list(init.dims)
+        shapes[init.name] = dims
+        weight_bytes += int(np.prod(dims)) * onnx.helper.tensor_dtype_to_np_dtype(init.data_type).itemsize
+    ops: dict[str, float] = {}
+    unknown = 0
+    for node in g.node:
+        flops = None
+        if node.op_type in ("MatMul", "MatMulInteger", "QLinearMatMul", "Gemm"):
+            a_name = node.input[0]
+            out = shapes.get(node.output[0])
+            a = shapes.get(a_name)
+            if out and a and all(out) and all(a):
+                k = a[-2] if node.op_type == "Gemm" and _attr(node, "transA", 0) else a[-1]
+                flops = 2.0 * float(np.prod(out)) * k
+        elif node.op_type in ("Conv", "ConvInteger", "QLinearConv"):
+            w = shapes.get(node.input[3] if node.op_type == "QLinearConv" else node.input[1])
+            out = shapes.get(node.output[0])
+            if out and w and all(out) and all(w):
+                flops = 2.0 * float(np.prod(out)) * float(np.prod(w[1:]))
+        else:
+            continue
+        if flops is None:
+            unknown += 1
+            continue
+        ops[node.op_type] = ops.get(node.op_type, 0.0) + flops
+    io_bytes = sum(int(np.prod([max(d, 1) for d in shapes.get(v.name, [])])) * itemsize.get(v.name, 4)
+                   for v in list(g.input) + list(g.output) if v.name not in {i.name for i in g.initializer})
+    return {"flops": float(sum(ops.values())), "weight_bytes": weight_bytes, "io_bytes": io_bytes,
+            "ops": ops, "uncounted_nodes": unknown}
+
+
+def _attr(node, name, default):
+    for a in node.attribute:
+        if a.name == name:
+            return a.i
+    return default
+
+
+def estimate_item(comp_dir: Path, manifest, profile, batch: int = 1) -> dict:
+    """A result record shaped like a measurement, flagged ``estimate: true``."""
+    if manifest.format != "onnx":
+        raise InputError(f"{comp_dir}: --estimate counts FLOPs of ONNX artifacts, not {manifest.format}",
+                         "pass the ONNX bundle written by `mmdeploy convert`/`quantize`")
+    if not profile.peak_gflops or not profile.memory_bandwidth_gbs:
+        raise InputError(f"target {profile.name} has no peak_gflops / memory_bandwidth_gbs for --estimate",
+                         f"add them to its profile ({profile.source})")
+    model_file = Path(comp_dir) / manifest.metadata.get("model_file", "model.onnx")
+    seq = int(manifest.metadata.get("seq_len", 16))
+    c = count(model_file, batch=batch, seq=seq)
+    compute_ms = c["flops"] / (profile.peak_gflops * 1e9) * 1e3
+    memory_ms = (c["weight_bytes"] + c["io_bytes"]) / (profile.memory_bandwidth_gbs * 1e9) * 1e3
+    latency = max(compute_ms, memory_ms)
+    return {
+        "estimate": True, "label": LABEL, "batch": batch,
+        "gflops": c["flops"] / 1e9, "weight_mb": c["weight_bytes"] / 1e6, "io_mb": c["io_bytes"] / 1e6,
+        "compute_ms": compute_ms, "memory_ms": memory_ms,
+        "bound": "compute" if compute_ms >= memory_ms else "memory",
+        "p50_ms": latency, "throughput_per_s": batch / (latency / 1e3) if latency > 0 else None,
+        "peak_gflops": profile.peak_gflops, "memory_bandwidth_gbs": profile.memory_bandwidth_gbs,
+        "ops_gflops": {k: v / 1e9 for k, v in c["ops"].items()}, "uncounted_nodes": c["uncounted_nodes"],
+    }
