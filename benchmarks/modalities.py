@@ -7,7 +7,9 @@ ViT-B/16-384 + BERT-base decoder) with RANDOM weights: good for latency, not for
 ``--checkpoint`` takes a real or trained checkpoint instead (e.g. mmdeploy/demo/tiny_clap).
 Each artifact is timed in its own block of runs (no alternation: ORT's spinning threads
 would steal the cores), batch 1, median and p90 of ``--runs`` after 3 warm-ups.  Numbers are
-only comparable as ratios measured in the same run on the same machine.
+only comparable as ratios measured in the same run on the same machine.  ``--threads``
+defaults to 1: on the shared 2-core machine (load average 12-18 from other jobs) torch with 2
+OpenMP threads measured 10-100x slower than with 1 (its barriers spin while preempted).
 """
 
 from __future__ import annotations
@@ -93,7 +95,7 @@ def main() -> None:
     ap.add_argument("--size", choices=["tiny", "base"], default="tiny")
     ap.add_argument("--checkpoint", type=Path)
     ap.add_argument("--runs", type=int, default=20)
-    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--output", type=Path)
     args = ap.parse_args()
 

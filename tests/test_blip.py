@@ -5,8 +5,6 @@ the greedy loop over ONNX Runtime and OpenVINO runners reproduces generate() tok
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 
 import numpy as np
 import pytest
@@ -87,29 +85,24 @@ def test_token_agreement():
     assert token_agreement([[1, 2], [1, 4]], [[1, 2], [1, 4]]) == 1.0
 
 
-def _cli(*args):
-    return subprocess.run([sys.executable, "-m", "mmdeploy", *map(str, args)], capture_output=True,
-                          text=True, timeout=120)
-
-
-def test_caption_cli(bundle, tmp_path):
+def test_caption_cli(bundle, tmp_path, cli, cli_subprocess):
     adapter = adapter_for_bundle(bundle)
     image = adapter.eval_images(3)[2]
     image.save(tmp_path / "shape.png")
-    done = _cli("caption", bundle, tmp_path / "shape.png", "--json")
+    done = cli("caption", bundle, tmp_path / "shape.png", "--json")
     assert done.returncode == 0, done.stderr
     result = json.loads(done.stdout)
     assert result["tokens"] == read_manifest(bundle).metadata["reference_tokens"][2]
     assert result["caption"] == adapter.decode(result["tokens"])
-    plain = _cli("caption", bundle, tmp_path / "shape.png")
+    plain = cli("caption", bundle, tmp_path / "shape.png")
     assert plain.returncode == 0 and plain.stdout.strip() == result["caption"]
+    missing = cli("caption", tmp_path / "nowhere", tmp_path / "shape.png")
+    assert missing.returncode == 2 and missing.stderr.startswith("error: ")
 
     (tmp_path / "broken.png").write_bytes(b"\x89PNG not an image")
-    bad = _cli("caption", bundle, tmp_path / "broken.png")
+    bad = cli_subprocess("caption", bundle, tmp_path / "broken.png")  # as a user runs it
     assert bad.returncode == 2 and "Traceback" not in bad.stderr
     assert bad.stderr.strip().startswith("error: cannot read image") and len(bad.stderr.strip().splitlines()) == 1
-    missing = _cli("caption", tmp_path / "nowhere", tmp_path / "shape.png")
-    assert missing.returncode == 2 and "Traceback" not in missing.stderr
 
 
 def test_caption_rejects_other_families(tmp_path):
