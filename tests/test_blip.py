@@ -144,3 +144,11 @@ def test_calibration_feeds(bundle, tmp_path):
         adapter.calibration_feeds("vision", audio)
     with pytest.raises(CalibrationError, match="no component"):
         adapter.calibration_feeds("audio")
+
+
+def test_bench_accuracy_on_blip_bundle(bundle, cli):
+    """`mmdeploy bench --accuracy` reaches the BLIP task through the adapter."""
+    done = cli("bench", bundle, "--iters", "2", "--warmup", "1", "--accuracy", "--json")
+    assert done.returncode == 0, done.stderr
+    record = json.loads(done.stdout)["accuracy"][0]
+    assert record["metric"] == "caption-token-agreement" and record["value"] == 1.0 and record["n"] == 8

@@ -143,3 +143,13 @@ def test_shipped_tiny_clap_demo_fp32_and_int8(tmp_path):
     quantized = adapter.evaluate(int8)
     assert quantized.value >= fp32.value - 0.05
     assert quantized.agreement(fp32) >= 0.9
+
+
+def test_bench_accuracy_on_clap_bundle(bundle, cli):
+    """`mmdeploy bench --accuracy` reaches the CLAP zero-shot task through the adapter."""
+    import json
+
+    done = cli("bench", bundle, "--iters", "2", "--warmup", "1", "--accuracy", "--json")
+    assert done.returncode == 0, done.stderr
+    record = json.loads(done.stdout)["accuracy"][0]
+    assert record["metric"] == "zero-shot-top1" and record["n"] == 72 and record["drop_pts"] == 0.0
