@@ -44,6 +44,8 @@ def test_components_and_torch_loop_matches_generate(adapter):
     assert (settings.bos_token_id, settings.eos_token_id, settings.max_length, settings.num_layers) == (1, 4, 12, 2)
     feeds = comps["text_decoder_with_past"].make_inputs(2, 5)
     assert feeds["input_ids"].shape == (2, 1) and feeds["past.0.key"].shape == (2, 2, 4, 16)
+    assert feeds["cross.1.value"].shape == (2, 2, 17, 16)  # 16 patches + cls, projected once
+    assert "encoder_hidden_states" not in comps["text_decoder_with_past"].input_names
     out = TorchComponentRunner(comps["text_decoder_with_past"]).run(feeds)
     assert out["present.1.value"].shape == (2, 2, 5, 16) and out["logits"].shape[:2] == (2, 1)
 
