@@ -5,7 +5,6 @@ Random weights are fine for timing and conversion; never for accuracy claims.
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent
@@ -20,14 +19,15 @@ def clip_b32(folder: Path | None = None) -> Path:
     import torch
     from transformers import CLIPConfig, CLIPImageProcessor, CLIPModel
 
-    sys.path.insert(0, str(ROOT.parent / "tests"))
-    from checkpoints import build_tokenizer
+    from mmdeploy.demo.tokenizer import build_tokenizer, clip_text_ids, save_tokenizer
 
     torch.manual_seed(0)
+    tokenizer = build_tokenizer(max_length=77)  # a small word-level vocabulary: fine for timing
     config = CLIPConfig()
-    config.text_config.bos_token_id, config.text_config.eos_token_id, config.text_config.pad_token_id = 2, 3, 0
+    for key, value in clip_text_ids(tokenizer).items():
+        setattr(config.text_config, key, value)
     CLIPModel(config).save_pretrained(folder)
-    build_tokenizer(model_max_length=77).save_pretrained(folder)
+    save_tokenizer(tokenizer, folder)
     CLIPImageProcessor(size={"shortest_edge": 224}, crop_size={"height": 224, "width": 224}).save_pretrained(folder)
     return folder
 

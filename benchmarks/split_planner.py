@@ -2,8 +2,10 @@
 
 Model: the CLIP ViT-B/32 image tower built from ``CLIPConfig()`` defaults (random weights: fine for
 latency, never for accuracy), exported once with torch.onnx.export (opset 17, dynamo=False).
-Edge = ONNX Runtime with ``--edge-threads`` (1), cloud = ``--cloud-threads`` (2): on one machine,
-in one process, intra-op spinning off, each runner timed in its own block of runs.
+Edge = ONNX Runtime with ``--edge-threads`` (1), cloud = ``--cloud-threads`` (2), optionally with
+int8 weights (``--cloud-int8``: a stronger cloud target when extra threads do not help on a busy
+shared machine): on one machine, in one process, intra-op spinning off, each runner timed in its
+own block of runs.
 
 1. The planner profiles every segment (block) on both sides and plans each bandwidth.
 2. Every strategy (edge-only, a cut after each block, cloud-only) is then *measured* end to end:
@@ -106,7 +108,9 @@ def main(argv=None) -> int:
     ap.add_argument("--rtt", type=float, default=10.0, help="round-trip time, ms")
     ap.add_argument("--edge-threads", type=int, default=1)
     ap.add_argument("--cloud-threads", type=int, default=2)
-    ap.add_argument("--compress", default="none", choices=["none", "fp16", "int8"])
+    ap.add_argument("--compress", default="none", choices=["none", "fp16", "int8"], help="compression at the cut")
+    ap.add_argument("--cloud-int8", action="store_true",
+                    help="a stronger cloud: it runs int8 (dynamic, per-channel) weights; measured, not estimated")
     ap.add_argument("--runs", type=int, default=10, help="profiling runs per segment")
     ap.add_argument("--e2e-runs", type=int, default=3, help="measured end-to-end runs per strategy and bandwidth")
     ap.add_argument("--sweep", action="store_true", help="also plot latency vs bandwidth per strategy")
@@ -119,7 +123,9 @@ def main(argv=None) -> int:
 
     bandwidths = [float(b) for b in args.bandwidths.split(",")]
     comp = build_component(args.work, args.layers, args.image_size)
-    edge_t, cloud_t = f"cpu-{args.edge_threads}t", f"cpu-{args.cloud_threads}t"
+    edge_t = f"cpu-{args.edge_threads}t"
+    cloud_t = f"cpu-{args.cloud_threads}t" + ("-int8" if args.cloud_int8 else "")
+    cloud_model = planner.int8_dynamic if args.cloud_int8 else (lambda m: m)
     t0 = time.perf_counter()
     inputs = planner.plan_for_component(comp, None, edge_t, cloud_t, compress=args.compress, runs=args.runs)
     print(f"profiled {len(inputs['edge'].segments)} segments on both sides in {time.perf_counter() - t0:.1f} s "
@@ -137,7 +143,7 @@ def main(argv=None) -> int:
     edge_only = measure_e2e(full_edge, None, feeds, None, 0, 3 * args.e2e_runs)  # no link: same at every bandwidth
     measured["edge-only"] = {bw: edge_only for bw in bandwidths}
     del full_edge
-    full_cloud = OnnxRuntimeRunner(comp / "model.onnx", threads=args.cloud_threads)
+    full_cloud = planner._runner(cloud_model(onnx.load(str(comp / "model.onnx"))), threads=args.cloud_threads)
     measured["cloud-only"] = {bw: measure_e2e(None, full_cloud, feeds, None, link_ms(in_b, out_b, bw * 1e6, args.rtt),
                                               args.e2e_runs) for bw in bandwidths}
     del full_cloud
@@ -145,7 +151,7 @@ def main(argv=None) -> int:
         cut = partition.analyse_cut(graph, [block.tensor])
         edge_m, cloud_m, crossings = partition.extract_halves(graph, cut, args.compress)
         edge = planner._runner(edge_m, threads=args.edge_threads)
-        cloud = planner._runner(cloud_m, threads=args.cloud_threads)
+        cloud = planner._runner(cloud_model(cloud_m), threads=args.cloud_threads)
         cross = [c.as_dict() for c in crossings]
         nbytes = inputs["cut_bytes"][k]
         at = f"block:{k}"

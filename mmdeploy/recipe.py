@@ -233,26 +233,49 @@ def _resolve_source(source: str, recipe_dir: Path) -> str:
     return str(here) if here.exists() else source
 
 
-def _quantize(prev: Path, out: Path, options: dict, say) -> None:
-    try:
-        from mmdeploy.quantize import QuantizeOptions, quantize
-    except ImportError as exc:
-        from mmdeploy.errors import UnsupportedError
+def _pass_function(name: str):
+    """The library function of a pass (imported lazily: other engineers' modules)."""
+    from mmdeploy.errors import UnsupportedError
 
-        raise UnsupportedError(f"the quantize pass is not available in this build ({exc})", "update mmdeploy") from None
+    try:
+        if name == "prune":
+            from mmdeploy.prune import prune as func
+        else:
+            from mmdeploy.quantize import quantize as func
+    except ImportError as exc:
+        raise UnsupportedError(f"the {name} pass is not available in this build ({exc})", "update mmdeploy") from None
+    return func
+
+
+def _check_prune_options(options: dict, where: str) -> None:
+    import inspect
+
+    params = inspect.signature(_pass_function("prune")).parameters
+    unknown = [k for k in options if k not in params or k in ("source", "output")]
+    if unknown:
+        valid = [k for k in params if k not in ("source", "output")]
+        raise InputError(f"{where}: unknown prune option {unknown[0]!r}", "valid: " + ", ".join(valid))
+
+
+def _quantize(prev: Path, out: Path, options: dict, say, where: str) -> None:
+    quantize = _pass_function("quantize")
+    from mmdeploy.quantize import QuantizeOptions
+
     try:
         opts = QuantizeOptions(**options)
     except ValidationError as exc:
         err = exc.errors()[0]
-        raise InputError(f"quantize option {'.'.join(map(str, err['loc']))}: {err['msg']}",
+        raise InputError(f"{where}: quantize option {'.'.join(map(str, err['loc']))}: {err['msg']}",
                          "see `mmdeploy quantize --help`") from None
     quantize(prev, out, opts, log=say)
 
 
 def _compile(bundle: Path, out: Path, profile, say) -> Path:
     """The bundle compiled for a local non-ORT target (via mmdeploy.compile), or itself."""
-    if profile.remote or profile.backend == "onnxruntime":
-        return bundle  # ORT runs the ONNX; a remote device builds its own engine
+    if profile.backend == "onnxruntime" or (profile.remote and profile.backend == "tensorrt"):
+        return bundle  # ORT runs the ONNX; TensorRT engines are built on the device itself
+    # OpenVINO IR and .tflite files are portable: compiled here (tflite needs the torch
+    # module, which only this machine has), then copied to a remote device as they are
     try:
         from mmdeploy.compile import compile_artifact
     except ImportError:
@@ -294,10 +317,10 @@ def run_recipe(path: str | Path, output: str | Path, *, targets_dir: list | None
         def step(name: str, started: float, **extra):
             summary["steps"].append({"step": name, "seconds": round(time.perf_counter() - started, 2), **extra})
 
-        for s in recipe.passes:
+        for i, s in enumerate(recipe.passes):
             if s.name == "prune":
-                from mmdeploy.prune import prune
-
+                prune = _pass_function("prune")
+                _check_prune_options(s.options, doc.where(("passes", i)))
                 t0 = time.perf_counter()
                 say(f"prune {s.options}")
                 prune(source, tmp / "pruned", **s.options)
@@ -315,13 +338,13 @@ def run_recipe(path: str | Path, output: str | Path, *, targets_dir: list | None
                 progress=lambda m: say(f"  {m}"), **kwargs)
         step("convert", t0, output="fp32")
         bundles = [tmp / "fp32"]
-        for s in recipe.passes:
+        for i, s in enumerate(recipe.passes):
             if s.name in ("quantize", "fp16"):
                 t0 = time.perf_counter()
                 out = tmp / (s.name if not (tmp / s.name).exists() else f"{s.name}-{len(bundles)}")
                 options = {"precision": "fp16", **s.options} if s.name == "fp16" else dict(s.options)
                 say(f"{s.name} {bundles[-1].name} -> {out.name}")
-                _quantize(bundles[-1], out, options, lambda m: say(f"  {m}"))
+                _quantize(bundles[-1], out, options, lambda m: say(f"  {m}"), doc.where(("passes", i)))
                 bundles.append(out)
                 step(s.name, t0, output=out.name)
         to_bench = [bundles[0]] if len(bundles) == 1 else [bundles[0], bundles[-1]]

@@ -95,3 +95,20 @@ def test_bundle_with_compiled_artifacts_picks_the_targets_format(tmp_path):
     write_manifest(b, m)
     assert [i.path.name for i in harness.collect([b])] == ["vision"]
     assert [i.path.name for i in harness.collect([b], target=get_target("openvino-cpu"))] == ["vision-openvino"]
+
+
+def test_progress_reports_every_timed_run(tmp_path):
+    seen: dict[str, int] = {}
+
+    def progress(label, n, total):
+        seen[label] = seen.get(label, 0) + n
+        assert total == 25
+
+    bench([component(tmp_path / "a", 1)], BenchSettings(warmup=0, iters=25), None, progress=progress)
+    assert seen == {"a/vision": 25}
+
+
+def test_size_counts_the_model_not_the_reference(tmp_path):
+    c = component(tmp_path / "c", 2)
+    doc = bench([c], BenchSettings(warmup=0, iters=2), None)
+    assert doc["results"][0]["size_bytes"] == (c / "model.onnx").stat().st_size

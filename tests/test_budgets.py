@@ -100,10 +100,11 @@ def test_size_accuracy_and_unmatched_rules(tmp_path):
         "accuracy": [{"artifact": "int8", "metric": "top1", "value": 0.80, "reference": 0.83, "drop_pts": 3.0}]}
     rules = bd.BudgetFile(budgets=[
         bd.BudgetRule(max_size_mb=4), bd.BudgetRule(max_accuracy_drop_pts=5),
-        bd.BudgetRule(artifact="int8", max_accuracy_drop_pts=2), bd.BudgetRule(target="jetson*", max_p50_ms=1)])
+        bd.BudgetRule(artifact="int8", max_accuracy_drop_pts=2), bd.BudgetRule(target="jetson*", max_p50_ms=1),
+        bd.BudgetRule(artifact="fp16", target="cpu", max_p50_ms=1)])
     checks = bd.evaluate(doc, rules)
-    assert [c["passed"] for c in checks] == [False, True, False, False]
-    assert "no result matches" in checks[-1]["message"]
+    assert [c["passed"] for c in checks] == [False, True, False, False]  # the jetson rule does not apply
+    assert "no result matches" in checks[-1]["message"] and "fp16" in checks[-1]["message"]
 
 
 BAD = {
@@ -130,3 +131,11 @@ def test_malformed_budgets_file_cli_exit_2_one_line_no_traceback(models, tmp_pat
     assert proc.returncode == 2
     assert proc.stderr.strip().splitlines() == [proc.stderr.strip()]
     assert "b.yaml:2" in proc.stderr and "oops" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_shipped_budget_files_are_valid():
+    from pathlib import Path
+
+    repo = Path(__file__).resolve().parents[1]
+    for name in ("budgets.yaml", "budgets-jetson.yaml"):
+        assert bd.load_budgets(repo / "benchmarks" / name).budgets

@@ -48,7 +48,7 @@ def test_exported_towers_reproduce_logits_per_image(tiny_clip_dir, clip_bundle):
     img = load_runner(clip_bundle / "vision").run(pixel)["image_embeds"]
     txt = load_runner(clip_bundle / "text").run(text)["text_embeds"]
     head = read_manifest(clip_bundle).metadata["head"]
-    logits = zero_shot_logits(img, txt, head["logit_scale"], head["logit_bias"])
+    logits = zero_shot_logits(img, txt, head["logit_scale"], head["logit_bias"], scale_is_log=False)
     model = CLIPModel.from_pretrained(tiny_clip_dir).eval()
     with torch.no_grad():
         expected = model(pixel_values=torch.from_numpy(pixel["pixel_values"]),
@@ -143,7 +143,7 @@ def test_generic_hf_encoder(kind, tmp_path):
     import torch
     from transformers import BertConfig, BertModel, ViTConfig, ViTModel
 
-    from checkpoints import build_tokenizer
+    from mmdeploy.demo.tokenizer import build_tokenizer
 
     torch.manual_seed(0)
     folder = tmp_path / kind

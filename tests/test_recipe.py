@@ -105,3 +105,26 @@ budgets:
     assert cli("run", recipe, "--output", tmp_path / "out2") == 1
     assert "budget(s) failed" in capsys.readouterr().err
     assert "<failure" in (tmp_path / "out2" / "bench" / "cpu" / "junit.xml").read_text()
+
+
+@pytest.mark.slow
+def test_run_recipe_with_prune_before_convert(tiny_clip_dir, tmp_path, capsys):
+    recipe = write(tmp_path, f"""
+name: pruned
+source: {tiny_clip_dir}
+passes:
+  - prune: {{method: mlp, amount: 0.25, measure_latency: false}}
+targets: [cpu]
+bench: {{iters: 5, warmup: 1}}
+""")
+    assert cli("run", recipe, "--output", tmp_path / "out", "--json") == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert [s["step"] for s in summary["steps"]] == ["prune", "convert", "target cpu"]
+    assert (tmp_path / "out" / "pruned" / "config.json").is_file()
+
+
+def test_unknown_pass_option_names_the_line(tiny_clip_dir, tmp_path, capsys):
+    recipe = write(tmp_path, f"name: r\nsource: {tiny_clip_dir}\npasses:\n  - prune: {{metod: mlp}}\n")
+    assert cli("run", recipe, "--output", tmp_path / "out") == 2
+    err = capsys.readouterr().err
+    assert "r.yaml:4: unknown prune option 'metod'" in err and not (tmp_path / "out").exists()

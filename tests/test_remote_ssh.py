@@ -125,3 +125,22 @@ def test_jetson_like_target_reports_the_devices_error(sshd, tmp_path):
         bench([b], BenchSettings(iters=1), profile)
     line = exc.value.one_line()
     assert "127.0.0.1" in line and "tensorrt" in line.lower()
+
+
+@pytest.mark.slow
+def test_recipe_compiles_here_and_benches_on_the_device(sshd, tiny_clip_dir, tmp_path):
+    """OpenVINO IR is portable: `run` compiles it locally, copies it, benches it over SSH."""
+    from mmdeploy.recipe import run_recipe
+
+    profile = json.loads((sshd["targets"] / "loopback.yaml").read_text())
+    profile.update(name="loopback-ov", backend="openvino")
+    targets = tmp_path / "targets"
+    targets.mkdir()
+    (targets / "loopback-ov.yaml").write_text(json.dumps(profile))
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text(f"name: r\nsource: {tiny_clip_dir}\ncomponents: [vision]\ntargets: [loopback-ov]\n"
+                      "bench: {iters: 5, warmup: 1}\nbudgets:\n  - {component: vision, max_p50_ms: 10000}\n")
+    summary = run_recipe(recipe, tmp_path / "out", targets_dir=[targets])
+    assert summary["passed"] and summary["targets"]["loopback-ov"]["artifacts"] == ["loopback-ov/fp32"]
+    doc = json.loads((tmp_path / "out" / "bench" / "loopback-ov" / "results.json").read_text())
+    assert doc["remote"]["port"] == sshd["port"] and doc["results"][0]["format"] == "openvino"

@@ -99,3 +99,14 @@ def test_splits_a_real_convert_bundle(tmp_path):
                 assert metrics["cosine"] > 0.99999
         assert all(r["max_abs"] <= 1e-5 for r in m.parity["vs_unsplit"]["outputs"].values())
         assert m.metadata["cut"]["crossing"][-1]["shape"][0] == "batch"
+
+
+def test_whole_component_in_the_cloud(tmp_path_factory):
+    """Dual-tower placement: `--at cloud` serves the whole text tower; the edge only forwards inputs."""
+    d = cached_split(tmp_path_factory, "text", "cloud")
+    m = read_split(d)
+    crossing = m.metadata["cut"]["crossing"]
+    assert [c["tensor"] for c in crossing] == ["input_ids", "attention_mask"]
+    assert [c["dtype"] for c in crossing] == ["int64", "int64"]
+    assert m.parity["vs_unsplit"]["outputs"]["text_embeds"]["max_abs"] <= 1e-5
+    assert read_manifest(d / "edge").inputs[0].name == "input_ids"

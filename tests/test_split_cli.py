@@ -58,20 +58,20 @@ def test_list_and_plan(capsys, bundle):
     code, out, _ = run(capsys, "split", bundle, "-c", "text", "--list", "--json")
     rows = json.loads(out)
     assert code == 0 and [r["at"] for r in rows] == ["block:0", "block:1"] and len(rows[0]["crossing"]) >= 2
-    code, out, _ = run(capsys, "split", bundle, "-c", "vision", "--plan", "--edge", "rpi4", "--cloud", "cloud-t4",
+    code, out, _ = run(capsys, "split", bundle, "-c", "vision", "--plan", "--edge", "rpi5", "--cloud", "jetson-agx-orin",
                        "--bandwidth", "5Mbps", "--rtt", "30ms", "--json")
     plan = json.loads(out)
-    assert code == 0 and plan["estimated"] == ["rpi4", "cloud-t4"] and plan["rtt_ms"] == 30
+    assert code == 0 and plan["estimated"] == ["rpi5", "jetson-agx-orin"] and plan["rtt_ms"] == 30
     assert plan["choice"]["total_ms"] == min(r["total_ms"] for r in plan["rows"])
 
 
 def test_auto_and_sweep(capsys, bundle, tmp_path):
-    code, out, _ = run(capsys, "split", bundle, "-c", "vision", "--at", "auto", "--edge", "rpi4", "--cloud",
+    code, out, _ = run(capsys, "split", bundle, "-c", "vision", "--at", "auto", "--edge", "rpi5", "--cloud",
                        "cpu-1t", "--runs", "2", "--output", tmp_path / "auto", "--json")
     data = json.loads(out)
     assert code == 0 and data["metadata"]["plan"]["best_split"]["at"] == data["metadata"]["at"]
-    code, out, _ = run(capsys, "split", bundle, "-c", "vision", "--sweep", "1,100", "--edge", "rpi4",
-                       "--cloud", "cloud-t4", "--output", tmp_path / "sweep")
+    code, out, _ = run(capsys, "split", bundle, "-c", "vision", "--sweep", "1,100", "--edge", "rpi5",
+                       "--cloud", "jetson-agx-orin", "--output", tmp_path / "sweep")
     assert code == 0
     assert {p.name for p in (tmp_path / "sweep").iterdir()} == {"sweep.md", "sweep.json", "sweep.png"}
     code, _, err = run(capsys, "split", bundle, "-c", "vision", "--sweep", "1,x", "--output", tmp_path / "s2")

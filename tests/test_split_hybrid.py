@@ -154,3 +154,23 @@ def test_cooldown_skips_the_dead_cloud(split_dir, cases):
         _check(runner.run(feeds), ref)
     m = runner.metrics()
     assert m["fallback"] == 4 and m["failures"] == 1 and m["skipped"] == 3
+
+
+def test_cache_serves_repeated_inputs_without_the_cloud(tmp_path_factory):
+    split_dir = cached_split(tmp_path_factory, "text", "cloud")
+    cases = load_reference(split_dir / "full")
+    srv = make_server(split_dir, port=0)
+    start_in_thread(srv)
+    try:
+        runner = HybridRunner(split_dir, srv.url, cache_size=8, fallback=False)
+        routes = [runner.run_with_route(feeds)[1] for feeds, _ in cases * 3]
+        for feeds, ref in cases:
+            out = runner.run(feeds)
+            assert np.abs(out["text_embeds"] - ref["text_embeds"]).max() < 1e-5
+    finally:
+        srv.shutdown()
+        srv.server_close()
+    assert routes == ["remote"] * len(cases) + ["cache"] * 2 * len(cases)
+    m = runner.metrics()
+    assert m["remote"] == len(cases) and m["cached"] == 3 * len(cases)
+    assert srv.stats == {200: len(cases)}

@@ -140,3 +140,13 @@ def test_unusable_port_is_an_input_error(split_dir, server):
         make_server(split_dir, port=70000)
     with pytest.raises(InputError, match="does not exist"):
         make_server(split_dir.parent / "missing", port=0)
+
+
+def test_versioned_paths(server):
+    assert _request(server, "GET", "/v2/models/vision_cloud/versions/1")[0] == 200
+    assert _infer_path(server, "/v2/models/vision_cloud/versions/1/infer")[0] == 200
+    assert _infer_path(server, "/v2/models/vision_cloud/versions/2/infer")[0] == 404
+
+
+def _infer_path(srv, path):
+    return _request(srv, "POST", path, body=json.dumps({"inputs": [GOOD]}))

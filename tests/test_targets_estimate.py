@@ -51,3 +51,22 @@ def test_estimate_cli_and_budget_refused(tmp_path, capsys):
         main(["bench", str(c), "--target", "rpi5", "--estimate", "--max-p50-ms", "3"])
     assert exc.value.code == 2
     assert "not ESTIMATES" in capsys.readouterr().err
+
+
+def test_integer_ops_use_the_int8_peak(tmp_path):
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    from mmdeploy.artifact import read_manifest
+    from mmdeploy.targets.estimate import estimate_item
+
+    c = component(tmp_path / "c", 2, width=128)
+    q = tmp_path / "q"
+    q.mkdir()
+    quantize_dynamic(str(c / "model.onnx"), str(q / "model.onnx"), weight_type=QuantType.QInt8)
+    assert count(q / "model.onnx")["flops"] == count(c / "model.onnx")["flops"]
+    profile = get_target("jetson-orin-nano")
+    fp = estimate_item(c, read_manifest(c), profile)
+    manifest = read_manifest(c)
+    int8 = estimate_item(q, manifest, profile)
+    assert int8["int8_gops"] == fp["gflops"] and fp["int8_gops"] == 0
+    assert int8["compute_ms"] < fp["compute_ms"]

@@ -79,10 +79,39 @@ class OnnxRuntimeBackend(Backend):
         return True, f"onnxruntime {onnxruntime.__version__}"
 
     def compile(self, onnx_artifact: Path, output_dir: Path, options: dict[str, Any]):
-        """An ORT artifact is the ONNX plus session settings; optionally the optimized model."""
-        from mmdeploy.backends.compile_common import copy_onnx_artifact
+        """An ORT artifact is the ONNX plus session settings; optionally the optimized model.
 
-        return copy_onnx_artifact(self, onnx_artifact, output_dir, options)
+        Options: ``threads`` (recorded as the session default), ``optimization`` (disable,
+        basic, extended, all), ``ort_save_optimized`` (save the graph ORT optimizes at that level
+        as ``model.optimized.onnx`` and run that one; "extended" keeps it portable across CPUs).
+        """
+        from mmdeploy.backends.compile_common import (child_manifest, copy_onnx_files, finalize,
+                                                      read_onnx_artifact)
+
+        parent, model = read_onnx_artifact(onnx_artifact)
+        optimization = options.get("optimization", "all")
+        if optimization not in ("disable", "basic", "extended", "all"):
+            from mmdeploy.errors import InputError
+
+            raise InputError(f"unknown ONNX Runtime optimization level {optimization!r}",
+                             "use one of disable, basic, extended, all")
+        copy_onnx_files(onnx_artifact, output_dir)
+        model_file = model.name
+        if options.get("ort_save_optimized"):
+            import onnxruntime as ort
+
+            model_file = "model.optimized.onnx"
+            opts = session_options(optimization=optimization,
+                                   optimized_path=str(Path(output_dir) / model_file))
+            ort.InferenceSession(str(Path(output_dir) / model.name), sess_options=opts,
+                                 providers=["CPUExecutionProvider"])
+        session = {"threads": options.get("threads"), "optimization": optimization,
+                   "spinning": False, "providers": ["CPUExecutionProvider"]}
+        manifest = child_manifest(self, onnx_artifact, parent, precision=parent.precision,
+                                  metadata={"model_file": model_file, "session": session},
+                                  params={"optimization": optimization,
+                                          "save_optimized": bool(options.get("ort_save_optimized"))})
+        return finalize(self, onnx_artifact, output_dir, manifest, options)
 
     def load(self, artifact_dir: Path, threads: int | None = None, **options) -> OnnxRuntimeRunner:
         from mmdeploy.artifact import read_manifest

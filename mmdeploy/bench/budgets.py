@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import fnmatch
 from pathlib import Path
-from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
@@ -149,6 +148,7 @@ def evaluate(doc: dict, budgets: BudgetFile | None = None, baseline: dict | None
     target = (doc.get("target") or {}).get("name") or "local"
     results = doc["results"]
     checks: list[dict] = []
+    accuracy_done: set[tuple[int, str]] = set()
     for i, rule in enumerate(budgets.budgets):
         rule_name = rule.name or f"budget[{i}]"
         matched = [r for r in results if rule.matches(r, target)]
@@ -165,8 +165,9 @@ def evaluate(doc: dict, budgets: BudgetFile | None = None, baseline: dict | None
                     checks.append(_record(rule_name, where, r, key, limit, value,
                                           value is not None and value <= limit, "direct",
                                           f"{field} {_fmt(value)} vs limit {limit:g}"))
-            if rule.max_accuracy_drop_pts is not None:
-                checks.append(_accuracy(rule_name, where, r, rule.max_accuracy_drop_pts, doc))
+            if rule.max_accuracy_drop_pts is not None and (i, r["artifact"]) not in accuracy_done:
+                accuracy_done.add((i, r["artifact"]))  # a bundle-level metric: once per artifact
+                checks.append(_accuracy(rule_name, f"{r['artifact']}@{target}", r, rule.max_accuracy_drop_pts, doc))
             for rel in rule.relative:
                 comp = rel.component or r["component"]
                 refs = [x for x in results if x is not r and x["component"] == comp
@@ -178,7 +179,7 @@ def evaluate(doc: dict, budgets: BudgetFile | None = None, baseline: dict | None
                     continue
                 checks.append(_relative(rule_name, where, r, refs[0], rel.statistic, rel.max_ratio,
                                         conf, alpha, kind="relative"))
-        if not matched:
+        if not matched and fnmatch.fnmatchcase(target, rule.target):  # rules of other targets don't apply
             checks.append({"name": rule_name, "where": f"{rule.artifact}/{rule.component}@{rule.target}",
                            "check": "match", "passed": False, "method": "match",
                            "limit": None, "measured": None,

@@ -310,14 +310,20 @@ def _time_block(item: Item, iters: int | None, seconds: float | None,
         progress(count % 10)
 
 
+def model_bytes(directory: Path) -> int:
+    """Bytes of what is deployed: the artifact's files except its manifest and reference.npz."""
+    from mmdeploy.artifact import REFERENCE_NAME, read_manifest
+
+    return sum(e.bytes for rel, e in read_manifest(directory).files.items() if rel != REFERENCE_NAME)
+
+
 def _finish(item: Item) -> dict:
-    from mmdeploy.artifact import artifact_size
     from mmdeploy.bench.stats import summarize
 
     samples_ms = [s / 1e6 for s in item.samples_ns]
     result = dict(item.result)
     result.update(summarize(samples_ms))
-    size = artifact_size(item.run_dir)
+    size = model_bytes(item.run_dir)
     result["size_bytes"] = size
     result["size_mb"] = size / 1e6
     mean_s = result["mean_ms"] / 1e3
@@ -339,8 +345,12 @@ def run_items(items: list[Item], settings: BenchSettings, target=None,
         per_block_iters = None if settings.iters is None else max(1, settings.iters // settings.blocks)
         per_block_s = settings.duration / settings.blocks if settings.duration else None
         total = None if per_block_s else per_block_iters * settings.blocks
-        ticker = (lambda it: (lambda n: progress(it.artifact + "/" + it.component, n, total or 0))) \
-            if progress else (lambda it: None)
+
+        def ticker(item: Item):
+            if progress is None:
+                return None
+            return lambda n: progress(f"{item.artifact}/{item.component}", n, total or 0)
+
         if settings.blocks == 1:  # one artifact loaded and timed at a time
             results = []
             for item in items:

@@ -116,8 +116,13 @@ def _png(fig) -> str:
 
 def plots(doc: dict) -> list[tuple[str, str]]:
     """(title, base64 PNG) pairs: latency distributions; accuracy vs latency when measured."""
-    import matplotlib
+    try:
+        import matplotlib
+    except ImportError:
+        from mmdeploy.errors import BackendUnavailable
 
+        raise BackendUnavailable("the HTML report draws its plots with matplotlib, which is not installed",
+                                 'pip install "mmdeploy[report]"') from None
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 

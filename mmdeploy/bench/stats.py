@@ -76,7 +76,13 @@ def ratio_ci(candidate: Sequence[float], reference: Sequence[float], name: str =
 
 def mann_whitney_greater(candidate: Sequence[float], reference: Sequence[float]) -> float:
     """One-sided p-value of 'candidate is stochastically greater than reference'."""
-    from scipy.stats import mannwhitneyu
+    try:
+        from scipy.stats import mannwhitneyu
+    except ImportError:
+        from mmdeploy.errors import BackendUnavailable
+
+        raise BackendUnavailable("relative budgets use scipy's Mann-Whitney U test, and scipy is not installed",
+                                 'pip install "mmdeploy[stats]"') from None
 
     c = np.asarray(candidate, dtype=np.float64)
     r = np.asarray(reference, dtype=np.float64)

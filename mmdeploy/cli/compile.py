@@ -1,9 +1,111 @@
-"""`mmdeploy compile` (not implemented yet)."""
+"""`mmdeploy compile` (ONNX artifact → backend artifacts) and `mmdeploy targets`."""
 
 from __future__ import annotations
+
+from pathlib import Path
+from typing import List, Optional
 
 import typer
 
 
+def _shapes(values: list[str] | None) -> dict:
+    """['batch=1,8,32', 'sequence=1,77,77'] -> {'batch': [1, 8, 32], ...}"""
+    from mmdeploy.errors import InputError
+
+    shapes = {}
+    for value in values or []:
+        name, _, dims = value.partition("=")
+        try:
+            triple = [int(d) for d in dims.split(",")]
+        except ValueError:
+            triple = []
+        if not name or len(triple) != 3:
+            raise InputError(f"bad --trt-shape {value!r}", "write DIM=MIN,OPT,MAX, e.g. batch=1,8,32")
+        shapes[name.strip()] = triple
+    return shapes
+
+
+def artifact_rows(bundle_dir: Path, refs) -> list[dict]:
+    from mmdeploy.artifact import read_manifest
+
+    rows = []
+    for ref in refs:
+        manifest = read_manifest(bundle_dir / ref.path)
+        outputs = manifest.parity.get("outputs", {})
+        rows.append({
+            "path": ref.path, "component": ref.component, "target": ref.target, "format": ref.format,
+            "precision": ref.precision,
+            "max_abs": max((m["max_abs"] for m in outputs.values()), default=None),
+            "min_cosine": min((m["cosine"] for m in outputs.values()), default=None),
+            "parity": "passed" if manifest.parity.get("passed") else manifest.parity.get("status", "-"),
+            "task": manifest.parity.get("task"),
+        })
+    return rows
+
+
 def register(app: typer.Typer) -> None:
-    pass
+    @app.command("compile")
+    def compile_cmd(
+        artifact: Path = typer.Argument(..., help="A bundle from `mmdeploy convert`, or one ONNX component."),
+        target: str = typer.Option(..., "--target", "-t",
+                                   help="Comma list: onnxruntime, openvino, tflite, tensorrt "
+                                        "(optionally :fp32/:fp16/:int8)."),
+        output: Path = typer.Option(..., "--output", "-o", help="Output bundle directory."),
+        threads: Optional[int] = typer.Option(None, "--threads", help="Runtime threads for verification."),
+        atol: Optional[float] = typer.Option(None, "--atol", help="Max abs error allowed for fp32 artifacts."),
+        ort_optimized: bool = typer.Option(False, "--ort-optimized",
+                                           help="Save ONNX Runtime's optimized graph in the ORT artifact."),
+        trt_shape: Optional[List[str]] = typer.Option(None, "--trt-shape",
+                                                      help="TensorRT profile for a dynamic dim: DIM=MIN,OPT,MAX."),
+        trt_max_batch: Optional[int] = typer.Option(None, "--trt-max-batch", help="TensorRT profile max batch."),
+        trt_workspace_mb: Optional[int] = typer.Option(None, "--trt-workspace-mb"),
+        trt_allow_unsupported: bool = typer.Option(False, "--trt-allow-unsupported",
+                                                   help="Write the TensorRT bundle and report despite unsupported ops."),
+        json_out: bool = typer.Option(False, "--json", help="Machine-readable output."),
+    ):
+        """Compile ONNX components into backend artifacts, each verified against PyTorch."""
+        from mmdeploy.cli._common import console, print_json
+        from mmdeploy.compile import compile_artifact
+
+        options = {"threads": threads, "atol": atol, "ort_save_optimized": ort_optimized,
+                   "trt_shapes": _shapes(trt_shape), "trt_max_batch": trt_max_batch,
+                   "trt_workspace_mb": trt_workspace_mb, "trt_allow_unsupported": trt_allow_unsupported}
+        bundle = compile_artifact(artifact, target, output, options)
+        refs = [a for a in bundle.artifacts if a.target]
+        rows = artifact_rows(output, refs)
+        if json_out:
+            print_json({"output": str(output), "artifacts": rows})
+            return
+        from rich.table import Table
+
+        table = Table(title=f"compiled into {output}")
+        for col in ("artifact", "format", "max abs", "min cosine", "parity", "task agreement"):
+            table.add_column(col)
+        for r in rows:
+            task = r["task"]
+            table.add_row(r["path"], r["format"],
+                          "-" if r["max_abs"] is None else f"{r['max_abs']:.2e}",
+                          "-" if r["min_cosine"] is None else f"{r['min_cosine']:.6f}", r["parity"],
+                          "-" if not task else f"{task['agreement_with_pytorch']:.1%} ({task['name']} {task['value']:.3f})")
+        console().print(table)
+
+    @app.command("targets")
+    def targets_cmd(json_out: bool = typer.Option(False, "--json", help="Machine-readable output.")):
+        """List compile targets: available here or not, and what to install."""
+        from mmdeploy.cli._common import console, print_json
+        from mmdeploy.compile import list_targets
+
+        rows = list_targets()
+        if json_out:
+            print_json(rows)
+            return
+        from rich.table import Table
+
+        table = Table(title="targets")
+        for col in ("target", "status", "precisions", "why / install"):
+            table.add_column(col)
+        for r in rows:
+            why = r["reason"] if r["available"] else f"{r['reason']}; {r['install']}"
+            table.add_row(r["target"], "[green]available[/]" if r["available"] else "[red]unavailable[/]",
+                          ",".join(r["precisions"]), why)
+        console().print(table)

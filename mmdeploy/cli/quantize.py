@@ -1,9 +1,104 @@
-"""`mmdeploy quantize` (not implemented yet)."""
+"""`mmdeploy quantize ARTIFACT --int8|--fp16 --output DIR`: calibrated int8 that keeps accuracy."""
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import Optional
+
 import typer
+
+from mmdeploy.cli._common import console, print_json, split_list
+
+METHODS = ["auto", "ort-static", "ort-dynamic", "nncf", "inc", "tflite"]
 
 
 def register(app: typer.Typer) -> None:
-    pass
+    @app.command("quantize")
+    def quantize_cmd(
+        artifact: Path = typer.Argument(..., help="A `convert` output (every component is quantized) "
+                                        "or one component's directory."),
+        output: Path = typer.Option(..., "--output", "-o", help="Directory for the new artifact."),
+        int8: bool = typer.Option(False, "--int8", help="Calibrated int8 (the default)."),
+        fp16: bool = typer.Option(False, "--fp16", help="float16 weights and compute, float32 I/O."),
+        method: str = typer.Option("auto", "--method", help="auto (ort-dynamic with ORT fusions: fastest "
+                                   "on ONNX Runtime), ort-static (QDQ for ORT/OpenVINO/TensorRT), ort-dynamic, "
+                                   "nncf (OpenVINO IR), inc (Neural Compressor tuning), tflite."),
+        calibrate_method: str = typer.Option("minmax", "--calibrate-method",
+                                             help="ort-static: minmax, entropy or percentile."),
+        calib: Optional[Path] = typer.Option(None, "--calib", help="Folder of images, captions .txt file or "
+                                             "folder of audio clips (default: the family's bundled set)."),
+        calib_limit: int = typer.Option(32, "--calib-limit", help="At most this many calibration samples."),
+        components: Optional[str] = typer.Option(None, "--components", help="Only these components, e.g. vision."),
+        accuracy_budget: Optional[float] = typer.Option(
+            None, "--accuracy-budget", help="Task points of drop allowed (default 0.5 pp zero-shot top-1), "
+            "or, without a task metric, the minimum embedding cosine (default 0.99)."),
+        metric: str = typer.Option("auto", "--metric", help="auto, task or cosine."),
+        no_accuracy_aware: bool = typer.Option(False, "--no-accuracy-aware",
+                                               help="Quantize everything; fail if the budget does not hold."),
+        max_float_blocks: int = typer.Option(8, "--max-float-blocks", help="Most blocks kept in float."),
+        exclude: Optional[str] = typer.Option(None, "--exclude", help="Node names always kept in float."),
+        per_channel: bool = typer.Option(True, "--per-channel/--per-tensor"),
+        activation_type: str = typer.Option("uint8", "--activation-type",
+                                            help="uint8 (CPU) or int8 (symmetric, for TensorRT)."),
+        optimize: Optional[bool] = typer.Option(None, "--optimize/--no-optimize",
+                                                help="ORT transformer fusions (ONNX Runtime only; default: "
+                                                "on for ort-dynamic)."),
+        latency_runs: int = typer.Option(10, "--latency-runs", help="Runs for the latency column (0: skip)."),
+        json_out: bool = typer.Option(False, "--json", help="Machine-readable output."),
+    ):
+        """Quantize a converted model (int8 or fp16); sensitive blocks stay float until the budget holds."""
+        from mmdeploy.errors import InputError
+        from mmdeploy.quantize import QuantizeOptions, quantize
+
+        if int8 and fp16:
+            raise InputError("--int8 and --fp16 are exclusive", "pick one")
+        for name, value, allowed in (("--method", method, METHODS),
+                                     ("--calibrate-method", calibrate_method, ["minmax", "entropy", "percentile"]),
+                                     ("--metric", metric, ["auto", "task", "cosine"]),
+                                     ("--activation-type", activation_type, ["uint8", "int8"])):
+            if value not in allowed:
+                raise InputError(f"{name} {value!r} is not valid", "choose one of: " + ", ".join(allowed))
+        if calib_limit < 1:
+            raise InputError("--calib-limit must be at least 1")
+        options = QuantizeOptions(
+            precision="fp16" if fp16 else "int8", method=method, calibrate_method=calibrate_method,
+            per_channel=per_channel, activation_type=activation_type, optimize=optimize, calib=calib,
+            calib_limit=calib_limit, components=split_list(components), metric=metric,
+            accuracy_budget=accuracy_budget, accuracy_aware=not no_accuracy_aware,
+            max_float_blocks=max_float_blocks, nodes_to_exclude=split_list(exclude) or [],
+            latency_runs=latency_runs,
+        )
+        err = console(stderr=True)
+        log = (lambda msg: None) if json_out else (lambda msg: err.print(msg, markup=False))
+        manifest = quantize(artifact, output, options, log=log)
+        summary = manifest.metadata.get("quantize_summary") or manifest.metadata.get("quantize")
+        if json_out:
+            print_json({"output": str(output), "precision": manifest.precision, "summary": summary})
+            return
+        _print_summary(summary, output)
+
+
+def _print_summary(summary: dict, output: Path) -> None:
+    from rich.table import Table
+
+    out = console()
+    table = Table(title=f"quantize ({summary['method']}) → {output}")
+    for col in ("component", "size fp32", "size quantized", "cosine", "latency fp32", "latency quantized"):
+        table.add_column(col, justify="left" if col == "component" else "right")
+    for row in summary["components"]:
+        lat = lambda k: f"{row[k]:.2f} ms" if k in row else "-"  # noqa: E731
+        table.add_row(row["component"], f"{row['size_fp32'] / 1e6:.2f} MB", f"{row['size_quantized'] / 1e6:.2f} MB",
+                      f"{row['cosine']:.5f}", lat("latency_ms_fp32"), lat("latency_ms_quantized"))
+    out.print(table)
+    acc = summary["accuracy"]
+    if acc["metric"] == "task":
+        out.print(f"{acc['task']}: fp32 {acc['fp32']:.2f} % → {acc['value']:.2f} % "
+                  f"(drop {acc['drop']:.2f} pp, budget {acc['budget']:g} pp)")
+    else:
+        out.print(f"embedding cosine {acc['value']:.5f} (budget ≥ {acc['budget']:g})")
+    fmt = (lambda v: f"{v:.2f} %") if acc["metric"] == "task" else (lambda v: f"cosine {v:.6f}")  # noqa: E731
+    for block in summary["float_blocks"]:
+        out.print(f"kept in float: {block['component']}:{block['block']} ({len(block['nodes'])} nodes): "
+                  f"{fmt(block['metric_before'])} → {fmt(block['metric_after'])}", soft_wrap=True)
+    if not summary["float_blocks"]:
+        out.print("kept in float: nothing (the budget held with every block quantized)")

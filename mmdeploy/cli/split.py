@@ -48,7 +48,7 @@ def split_command(
     artifact: Path = typer.Argument(..., help="A `mmdeploy convert` output (or one ONNX component directory)."),
     component: Optional[str] = typer.Option(None, "--component", "-c", help="Component to split, e.g. vision."),
     at: Optional[str] = typer.Option(None, "--at", help="block:K, a tensor name (comma-separated for several), "
-                                     "or auto (the planner's best cut)."),
+                                     "cloud (the whole component served remotely) or auto (the planner's best cut)."),
     output: Optional[Path] = typer.Option(None, "--output", "-o", help="Split directory to write (or the sweep report)."),
     compress: str = typer.Option("none", "--compress", help="Compress the cut tensors: none, fp16 or int8."),
     name: Optional[str] = typer.Option(None, "--name", help="Model name for serve/Triton (default COMPONENT_cloud)."),
@@ -57,7 +57,7 @@ def split_command(
     bandwidth: str = typer.Option("20Mbps", "--bandwidth", help="Link bandwidth, e.g. 20Mbps."),
     rtt: str = typer.Option("20ms", "--rtt", help="Round-trip time, e.g. 20ms."),
     edge: str = typer.Option("cpu-1t", "--edge", help="Edge target: cpu-Nt (measured here), a profile .json, "
-                             "or an estimated device (rpi4, jetson-orin-nano, ...)."),
+                             "or a target profile (cpu; rpi5, jetson-orin-nano... are estimated)."),
     cloud: str = typer.Option("cpu-2t", "--cloud", help="Cloud target (same forms as --edge)."),
     runs: int = typer.Option(10, "--runs", help="Timed runs per segment when profiling."),
     save_profiles: Optional[Path] = typer.Option(None, "--save-profiles", help="Write edge.json/cloud.json here."),
@@ -192,6 +192,9 @@ def serve_command(
     server = make_server(split_dir, host=host, port=port, token=token,
                          max_request_bytes=int(max_request_mb * (1 << 20)), max_concurrency=concurrency,
                          threads=threads, verbose=verbose)
+    if host not in ("127.0.0.1", "localhost", "::1") and not server.token:
+        print(f"warning: listening on {host} without a token: anyone who can reach it can run the model "
+              "(pass --token or set MMDEPLOY_SERVE_TOKEN)", file=sys.stderr)
     print(f"serving {server.model.name} at {server.url}/v2/models/{server.model.name}"
           + (" (bearer token required)" if server.token else ""), flush=True)
     try:

@@ -1,8 +1,7 @@
 """Zero-shot evaluation of the ``demo:tiny-clip`` checkpoint.
 
-* :func:`zero_shot_logits` is a pure numpy helper (no torch) shared by every
-  backend: L2-normalise the embeddings, multiply by ``exp(logit_scale)``, add
-  the optional ``logit_bias`` (SigLIP).
+* :func:`zero_shot_logits` (from :mod:`mmdeploy.models.clip`) is the pure numpy helper
+  shared by every backend.
 * :func:`zero_shot_top1` is the PyTorch reference: it loads a local Hugging Face
   CLIP folder offline and measures top-1 accuracy on the held-out ``eval`` split
   of :mod:`mmdeploy.demo.data`.
@@ -17,30 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-
-def zero_shot_logits(image_emb, text_emb, logit_scale, logit_bias=None, *, scale_is_log: bool = True) -> np.ndarray:
-    """Image-to-text logits, shape ``(n_images, n_texts)``.
-
-    ``image_emb`` ``(n_images, d)`` and ``text_emb`` ``(n_texts, d)`` are the
-    *projected* embeddings (not necessarily normalised); both are L2-normalised
-    here. ``logit_scale`` is the checkpoint's stored parameter, i.e. the *log*
-    of the temperature multiplier as in ``CLIPModel.logit_scale`` /
-    ``SiglipModel.logit_scale``; pass ``scale_is_log=False`` to give the
-    multiplier itself. ``logit_bias`` (SigLIP) is added after scaling.
-    """
-    img = np.asarray(image_emb, dtype=np.float64)
-    txt = np.asarray(text_emb, dtype=np.float64)
-    if img.ndim != 2 or txt.ndim != 2 or img.shape[1] != txt.shape[1]:
-        raise ValueError(f"expected (n, d) and (m, d) embeddings, got {img.shape} and {txt.shape}")
-    img = img / np.maximum(np.linalg.norm(img, axis=-1, keepdims=True), 1e-12)
-    txt = txt / np.maximum(np.linalg.norm(txt, axis=-1, keepdims=True), 1e-12)
-    scale = float(np.asarray(logit_scale, dtype=np.float64).reshape(-1)[0])
-    if scale_is_log:
-        scale = float(np.exp(scale))
-    logits = scale * (img @ txt.T)
-    if logit_bias is not None:
-        logits = logits + float(np.asarray(logit_bias, dtype=np.float64).reshape(-1)[0])
-    return logits.astype(np.float32)
+from mmdeploy.models.clip import zero_shot_logits  # noqa: F401  (re-exported)
 
 
 def _features(out):

@@ -12,7 +12,8 @@ special tokens::
 (the highest token id) instead of the first ``eos``. With :func:`clip_text_ids`
 copied into ``CLIPTextConfig`` the text model pools at the first ``<eos>``.
 
-Saved with ``save_pretrained(folder)`` it loads offline with
+Saved with :func:`save_tokenizer` (``save_pretrained`` + a portable
+``tokenizer_class``) it loads offline with
 ``transformers.AutoTokenizer.from_pretrained(folder)``. Encode fixed-length
 batches with ``tok(texts, padding="max_length", max_length=tok.model_max_length,
 truncation=True)``; truncation keeps the final ``<eos>``.
@@ -30,7 +31,7 @@ DEFAULT_WORDS: list[str] = (
     "a an the of on in at with and or is are this that photo picture image drawing "
     "shape small large big left right top bottom middle cat dog bird car person "
     "red green blue yellow purple orange black white circle square triangle star "
-    "cross diamond sound music speech"
+    "cross diamond sound music speech , . ! ? ' -"
 ).split()
 """Generic vocabulary for tiny random test checkpoints (CLIP/SigLIP/...)."""
 
@@ -80,3 +81,19 @@ def build_tokenizer(words: Iterable[str] | None = None, max_length: int = DEFAUL
         padding_side="right",
         model_input_names=["input_ids", "attention_mask"],
     )
+
+
+def save_tokenizer(tokenizer, folder) -> None:
+    """``tokenizer.save_pretrained(folder)`` with ``tokenizer_class = "PreTrainedTokenizerFast"``.
+
+    transformers 5.x writes its internal class name ``TokenizersBackend``, which
+    transformers 4.x cannot resolve; ``PreTrainedTokenizerFast`` loads in both.
+    """
+    import json
+    from pathlib import Path
+
+    tokenizer.save_pretrained(folder)
+    cfg_path = Path(folder) / "tokenizer_config.json"
+    cfg = json.loads(cfg_path.read_text())
+    cfg["tokenizer_class"] = "PreTrainedTokenizerFast"
+    cfg_path.write_text(json.dumps(cfg, indent=2, ensure_ascii=False) + "\n")

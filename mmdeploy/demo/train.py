@@ -23,7 +23,6 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import os
 import random
 import time
 from pathlib import Path
@@ -31,12 +30,13 @@ from pathlib import Path
 import numpy as np
 
 from mmdeploy.demo import data
-from mmdeploy.demo.tokenizer import build_tokenizer, clip_text_ids
+from mmdeploy.demo.tokenizer import build_tokenizer, clip_text_ids, save_tokenizer
 
 # CLIP (OpenAI) normalisation constants, also written to preprocessor_config.json
 IMAGE_MEAN = [0.48145466, 0.4578275, 0.40821073]
 IMAGE_STD = [0.26862954, 0.26130258, 0.27577711]
 MAX_TEXT_LENGTH = 16
+PROJECTION_DIM = 64
 
 
 def build_model(vocab_size: int, text_ids: dict[str, int]):
@@ -49,6 +49,7 @@ def build_model(vocab_size: int, text_ids: dict[str, int]):
         num_hidden_layers=2,
         num_attention_heads=4,
         max_position_embeddings=MAX_TEXT_LENGTH,
+        projection_dim=PROJECTION_DIM,
         **text_ids,
     )
     vision_config = dict(
@@ -59,8 +60,12 @@ def build_model(vocab_size: int, text_ids: dict[str, int]):
         intermediate_size=384,
         num_hidden_layers=3,
         num_attention_heads=4,
+        projection_dim=PROJECTION_DIM,
     )
-    config = CLIPConfig(text_config=text_config, vision_config=vision_config, projection_dim=64)
+    # projection_dim also in the sub-configs so CLIP{Text,Vision}ModelWithProjection load the folder
+    config = CLIPConfig(text_config=text_config, vision_config=vision_config, projection_dim=PROJECTION_DIM)
+    # tells mmdeploy's CLIP adapter to evaluate on the demo's shapes, not on real photos
+    config.mmdeploy_dataset = "demo-shapes"
     return CLIPModel(config)
 
 
@@ -189,7 +194,7 @@ def train(output: Path, steps: int, batch_size: int, lr: float, seed: int, n_tra
     output.mkdir(parents=True, exist_ok=True)
     model.eval()
     model.save_pretrained(output, safe_serialization=True)
-    tokenizer.save_pretrained(output)
+    save_tokenizer(tokenizer, output)
     build_image_processor().save_pretrained(output)
 
     from mmdeploy.demo.evaluate import zero_shot_top1
@@ -227,7 +232,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--lr", type=float, default=2e-3)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--n-train", type=int, default=None, help="train split size (default: data.SPLIT_SIZES)")
-    p.add_argument("--threads", type=int, default=min(4, os.cpu_count() or 1))
+    # one thread by default: it is what the committed checkpoint used (float reductions
+    # depend on the thread count) and it degrades gracefully on a busy machine, where
+    # multi-threaded OpenMP spinning can make every step several times slower
+    p.add_argument("--threads", type=int, default=1)
     args = p.parse_args(argv)
     train(args.output, args.steps, args.batch_size, args.lr, args.seed, args.n_train, args.threads)
     return 0

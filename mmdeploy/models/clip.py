@@ -23,13 +23,27 @@ CAPTION_WORDS = ["cat", "dog", "car", "tree", "house", "person", "bird", "boat",
                  "red", "green", "blue", "small", "large", "circle", "square", "photo", "drawing"]
 
 
-def zero_shot_logits(image_embeds: np.ndarray, text_embeds: np.ndarray, logit_scale: float,
-                     logit_bias: float | None = None) -> np.ndarray:
-    """logits_per_image from the towers' embeddings, as CLIPModel/SiglipModel compute it."""
-    img = image_embeds / np.linalg.norm(image_embeds, axis=-1, keepdims=True)
-    txt = text_embeds / np.linalg.norm(text_embeds, axis=-1, keepdims=True)
-    logits = logit_scale * img @ txt.T
-    return logits + logit_bias if logit_bias is not None else logits
+def zero_shot_logits(image_emb, text_emb, logit_scale, logit_bias=None, *,
+                     scale_is_log: bool = True) -> np.ndarray:
+    """logits_per_image, shape (n_images, n_texts), as CLIPModel/SiglipModel compute it.
+
+    Both embeddings are L2-normalised here.  ``logit_scale`` is the checkpoint's stored (log)
+    parameter unless ``scale_is_log=False`` gives the multiplier itself (as bundles record it);
+    ``logit_bias`` (SigLIP) is added after scaling.
+    """
+    img = np.asarray(image_emb, dtype=np.float64)
+    txt = np.asarray(text_emb, dtype=np.float64)
+    if img.ndim != 2 or txt.ndim != 2 or img.shape[1] != txt.shape[1]:
+        raise ValueError(f"expected (n, d) and (m, d) embeddings, got {img.shape} and {txt.shape}")
+    img = img / np.maximum(np.linalg.norm(img, axis=-1, keepdims=True), 1e-12)
+    txt = txt / np.maximum(np.linalg.norm(txt, axis=-1, keepdims=True), 1e-12)
+    scale = float(np.asarray(logit_scale, dtype=np.float64).reshape(-1)[0])
+    if scale_is_log:
+        scale = float(np.exp(scale))
+    logits = scale * (img @ txt.T)
+    if logit_bias is not None:
+        logits = logits + float(np.asarray(logit_bias, dtype=np.float64).reshape(-1)[0])
+    return logits.astype(np.float32)
 
 
 def _first_output(outputs: dict[str, np.ndarray]) -> np.ndarray:
@@ -286,7 +300,8 @@ class ClipAdapter(Adapter):
             for i in range(0, len(images), batch)])
         text_embeds = _first_output(runners["text"].run(self.text_feeds(prompts)))
         head = self.metadata()["head"] if self.bundle_metadata else self.head()
-        logits = zero_shot_logits(image_embeds, text_embeds, head["logit_scale"], head.get("logit_bias"))
+        logits = zero_shot_logits(image_embeds, text_embeds, head["logit_scale"], head.get("logit_bias"),
+                                  scale_is_log=False)
         predictions = logits.argmax(axis=1).tolist()
         top1 = float(np.mean(np.asarray(predictions) == np.asarray(labels)))
         return TaskResult(name="zero-shot-top1", value=top1, n=len(labels), predictions=predictions,

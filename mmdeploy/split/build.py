@@ -79,7 +79,11 @@ def _component_manifest(name, role, component, model, parent, report, precision=
 def split_component(artifact: str | Path, output: str | Path, *, component: str | None = None,
                     at: str, compress: str = "none", name: str | None = None,
                     atol: float = EXACT_ATOL, plan: dict | None = None):
-    """Cut ``component`` of ``artifact`` at ``at`` (``block:K`` or tensor names); return the manifest."""
+    """Cut ``component`` of ``artifact`` at ``at``; return the manifest.
+
+    ``at``: ``block:K``, tensor names (comma-separated), or ``cloud`` (the whole component served,
+    the edge half only forwarding its inputs).
+    """
     import onnx
 
     from mmdeploy.artifact import (ArtifactRef, Manifest, PassRecord, TensorSpec, atomic_output,
@@ -93,8 +97,7 @@ def split_component(artifact: str | Path, output: str | Path, *, component: str 
     comp_name = comp.metadata.get("component") or comp_dir.name
     model_path = comp_dir / comp.metadata.get("model_file", "model.onnx")
     graph = partition.Graph(onnx.load(str(model_path)))
-    tensors, block = partition.resolve_at(graph, at)
-    cut = partition.analyse_cut(graph, tensors)
+    cut, block = partition.cut_for(graph, at)
     edge_model, cloud_model, crossings = partition.extract_halves(graph, cut, compress)
     crossing_dicts = [c.as_dict() for c in crossings]
     name = triton.model_name(name or f"{comp_name}_cloud")
@@ -113,7 +116,7 @@ def split_component(artifact: str | Path, output: str | Path, *, component: str 
         cloud = OnnxRuntimeRunner(tmp / "cloud" / "model.onnx")
         full = OnnxRuntimeRunner(model_path)
         vs_full, vs_ref, edge_cases, cloud_cases = [], [], [], []
-        bytes_wire = 0
+        bytes_wire = bytes_raw = 0
         for feeds, ref in cases:
             feeds = {k: v for k, v in feeds.items() if k in full.input_names}
             edge_out = edge.run({k: v for k, v in feeds.items() if k in edge.input_names})
@@ -126,6 +129,7 @@ def split_component(artifact: str | Path, output: str | Path, *, component: str 
             edge_cases.append((feeds, edge_out))
             cloud_cases.append((c_feeds, ref or want))
             bytes_wire = max(bytes_wire, partition.crossing_bytes(crossings, edge_out, feeds))
+            bytes_raw = max(bytes_raw, partition.crossing_bytes(crossings, edge_out, feeds, uncompressed=True))
         metrics_full = merge_metrics(vs_full)
         metrics_ref = merge_metrics(vs_ref) if vs_ref else {}
         if compress == "none":
@@ -135,8 +139,6 @@ def split_component(artifact: str | Path, output: str | Path, *, component: str 
                     f"edge+cloud differ from the unsplit graph at {', '.join(bad)} beyond {atol:g}",
                     "report this cut; pick another block",
                     details=parity_table(metrics_full, atol, title="split vs unsplit"))
-        bytes_raw = sum(int(np.prod([d if isinstance(d, int) and d > 0 else 1 for d in c.shape[1:]]))
-                        * np.dtype(c.dtype).itemsize for c in crossings)
         save_reference(tmp / "edge", edge_cases)
         save_reference(tmp / "cloud", cloud_cases)
         report = {"crossing": [c.name for c in crossings], "bytes_per_inference": bytes_wire}

@@ -5,13 +5,17 @@ send the cut tensors to the server (binary-data extension), retry up to ``retrie
 the cloud is unreachable, slow (``timeout``) or answering errors, run the whole component
 locally (``DIR/full``) and count it as a fallback.  After a failed request the remote path is
 skipped for ``cooldown`` seconds so a dead server costs one timeout, not one per request.
+``cache_size`` keeps the last results by input content (e.g. a text tower placed in the cloud
+with ``--at cloud``: prompt embeddings are fetched once, then served from the cache).
 :class:`LocalChain` runs both halves in-process (for checks and profiling).
 """
 
 from __future__ import annotations
 
+import hashlib
 import threading
 import time
+from collections import OrderedDict
 from pathlib import Path
 from typing import Any
 
@@ -33,7 +37,7 @@ def _runner(directory: Path, threads: int | None, name: str):
 class _Metrics:
     def __init__(self):
         self.lock = threading.Lock()
-        self.counts = {"requests": 0, "remote": 0, "fallback": 0, "failures": 0, "skipped": 0}
+        self.counts = {"requests": 0, "remote": 0, "fallback": 0, "failures": 0, "skipped": 0, "cached": 0}
         self.samples: dict[str, list[float]] = {"edge_ms": [], "remote_ms": [], "fallback_ms": [], "total_ms": []}
         self.last_error: str | None = None
 
@@ -62,7 +66,7 @@ class HybridRunner:
 
     def __init__(self, split_dir: str | Path, server: str, *, token: str | None = None, timeout: float = 2.0,
                  retries: int = 1, fallback: bool = True, cooldown: float = 0.5, threads: int | None = None,
-                 binary: bool = True):
+                 binary: bool = True, cache_size: int = 0):
         self.dir = Path(split_dir)
         self.manifest = read_split(self.dir)
         meta = self.manifest.metadata
@@ -79,6 +83,9 @@ class HybridRunner:
         self.output_names = [s.name for s in self.manifest.outputs]
         self._metrics = _Metrics()
         self._down_until = 0.0
+        self.cache_size = max(0, int(cache_size))
+        self._cache: OrderedDict[str, dict[str, np.ndarray]] = OrderedDict()
+        self._cache_lock = threading.Lock()
 
     def metrics(self) -> dict[str, Any]:
         return self._metrics.summary()
@@ -105,10 +112,37 @@ class HybridRunner:
         assert error is not None
         raise error
 
+    @staticmethod
+    def _key(feeds: dict[str, np.ndarray]) -> str:
+        digest = hashlib.sha1()
+        for name in sorted(feeds):
+            value = np.ascontiguousarray(feeds[name])
+            digest.update(f"{name}:{value.dtype}:{value.shape}".encode())
+            digest.update(value.tobytes())
+        return digest.hexdigest()
+
     def run_with_route(self, feeds: dict[str, np.ndarray]) -> tuple[dict[str, np.ndarray], str]:
-        """(outputs, "remote" | "fallback")."""
-        start = time.perf_counter()
+        """(outputs, "remote" | "fallback" | "cache")."""
         self._metrics.add(requests=1)
+        key = self._key(feeds) if self.cache_size else None
+        if key is not None:
+            with self._cache_lock:
+                hit = self._cache.get(key)
+                if hit is not None:
+                    self._cache.move_to_end(key)
+            if hit is not None:
+                self._metrics.add(cached=1)
+                return {k: v.copy() for k, v in hit.items()}, "cache"
+        out, route = self._run(feeds)
+        if key is not None:
+            with self._cache_lock:
+                self._cache[key] = {k: v.copy() for k, v in out.items()}
+                while len(self._cache) > self.cache_size:
+                    self._cache.popitem(last=False)
+        return out, route
+
+    def _run(self, feeds: dict[str, np.ndarray]) -> tuple[dict[str, np.ndarray], str]:
+        start = time.perf_counter()
         if time.monotonic() >= self._down_until:
             try:
                 out = self._remote(feeds)

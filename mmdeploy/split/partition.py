@@ -181,6 +181,22 @@ def analyse_cut(graph: Graph, tensors: list[str]) -> CutAnalysis:
                        extra=[t for t in ordered if t not in tensors])
 
 
+def whole_component(graph: Graph) -> CutAnalysis:
+    """Placement of the whole component in the cloud (``--at cloud``): the edge half only forwards
+    (and optionally compresses) the inputs, e.g. a text tower served remotely beside an on-device
+    image tower."""
+    return CutAnalysis(requested=list(graph.inputs), crossing=list(graph.inputs), from_inputs=[],
+                       edge_nodes=0, cloud_nodes=len(graph.nodes))
+
+
+def cut_for(graph: Graph, at: str) -> tuple[CutAnalysis, Block | None]:
+    """The analysed cut for ``--at`` (``block:K``, tensor names, or ``cloud``)."""
+    if at.strip() == "cloud":
+        return whole_component(graph), None
+    tensors, block = resolve_at(graph, at)
+    return analyse_cut(graph, tensors), block
+
+
 def resolve_at(graph: Graph, at: str) -> tuple[list[str], Block | None]:
     """``block:K`` or a tensor name (or several, comma-separated) → cut tensors."""
     text = at.strip()
@@ -243,7 +259,8 @@ def extract_halves(graph: Graph, cut: CutAnalysis, compress: str = "none"):
     extractor = Extractor(graph.model)
     edge_tensors = [t for t in cut.crossing if t not in cut.from_inputs]
     edge_inputs = sorted({n for i in graph.ancestors(edge_tensors) for n in graph.nodes[i].input
-                          if n in graph.inputs} | set(cut.from_inputs), key=graph.inputs.index)
+                          if n in graph.inputs} | set(cut.from_inputs)
+                         | {t for t in edge_tensors if t in graph.inputs}, key=graph.inputs.index)
     edge = extractor.extract_model(edge_inputs, edge_tensors)
     cloud = extractor.extract_model(cut.crossing, graph.outputs)
 
@@ -300,15 +317,19 @@ def extract_halves(graph: Graph, cut: CutAnalysis, compress: str = "none"):
 
 
 def crossing_bytes(crossings: list[Crossing], edge_outputs: dict[str, np.ndarray],
-                   feeds: dict[str, np.ndarray]) -> int:
-    """Bytes that cross per inference (per sample), measured on one batch of real outputs."""
+                   feeds: dict[str, np.ndarray], uncompressed: bool = False) -> int:
+    """Bytes that cross per inference (per sample), measured on one batch of real outputs.
+
+    ``uncompressed``: what the same tensors would weigh in their original dtype.
+    """
     total = 0
     batch = max(1, int(next(iter(feeds.values())).shape[0])) if feeds else 1
     for c in crossings:
-        for w in c.wire:
-            value = feeds[w["name"]] if c.source == "input" else edge_outputs[w["name"]]
-            value = np.asarray(value)
-            total += value.nbytes // batch if value.ndim else value.nbytes
+        wire = c.wire[:1] if uncompressed else c.wire
+        for w in wire:
+            value = np.asarray(feeds[w["name"]] if c.source == "input" else edge_outputs[w["name"]])
+            nbytes = value.size * np.dtype(c.dtype).itemsize if uncompressed else value.nbytes
+            total += nbytes // batch if value.ndim else nbytes
     return int(total)
 
 

@@ -2,9 +2,9 @@
 
 The component is cut into segments at its block boundaries (segment 0: inputs → block 0,
 segment k: block k-1 → block k, the last: block N-1 → outputs).  A **profile** holds each
-segment's time on one target: measured here with ONNX Runtime at the target's thread count, or
-estimated from the segment's FLOPs and a target's nominal throughput when the target cannot be
-measured here (labelled ``estimated``).  Profiles are JSON files and can be saved and reused.
+segment's time on one target: measured here with ONNX Runtime at the target's thread count, or,
+when the target cannot be measured here, a roofline estimate from its target profile
+(``mmdeploy/targets/profiles/*.yaml``: peak GFLOP/s and memory bandwidth), labelled ``estimated``.  Profiles are JSON files and can be saved and reused.
 
 For a cut after block k::
 
@@ -32,19 +32,7 @@ from pydantic import BaseModel, Field
 from mmdeploy.errors import InputError
 from mmdeploy.split import partition
 
-# Nominal sustained fp32/fp16 throughput for targets that cannot be measured here.  Rough by
-# design (order of magnitude, from public benchmarks of transformer inference); every plan that
-# uses them says "estimated".  Measure on the device and pass the saved profile when possible.
-ESTIMATED_TARGETS: dict[str, dict[str, float]] = {
-    "rpi4": {"gflops": 6.0, "overhead_ms": 1.0},
-    "rpi5": {"gflops": 20.0, "overhead_ms": 1.0},
-    "jetson-orin-nano": {"gflops": 400.0, "overhead_ms": 1.0},
-    "jetson-agx-orin": {"gflops": 1500.0, "overhead_ms": 0.5},
-    "cloud-cpu-16c": {"gflops": 600.0, "overhead_ms": 0.2},
-    "cloud-t4": {"gflops": 4000.0, "overhead_ms": 0.5},
-    "cloud-a10": {"gflops": 10000.0, "overhead_ms": 0.3},
-}
-_CPU_RE = re.compile(r"^(?:cpu|local)(?:-(\d+)t)?$")
+_CPU_RE = re.compile(r"^(?:cpu|local)(?:-(\d+)t)?(-int8)?$")
 
 
 class SegmentTime(BaseModel):
@@ -276,12 +264,28 @@ def machine() -> str:
     return f"{cpu}, {os.cpu_count()} cpus, {platform.system()}"
 
 
+def int8_dynamic(model):
+    """The model with int8 weights (onnxruntime.quantization.quantize_dynamic, per-channel QInt8):
+    the "-int8" targets, e.g. a cloud that serves the quantized artifact."""
+    import os
+    import tempfile
+
+    import onnx
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    with tempfile.TemporaryDirectory(prefix="mmdeploy-split-q-") as tmp:
+        src, dst = os.path.join(tmp, "in.onnx"), os.path.join(tmp, "out.onnx")
+        onnx.save(model, src)
+        quantize_dynamic(src, dst, weight_type=QuantType.QInt8, per_channel=True)
+        return onnx.load(dst)
+
+
 def measure_profile(seg: Segmentation, values: dict[str, np.ndarray], target: str, threads: int | None,
-                    runs: int = 10, gflops: list[float] | None = None) -> Profile:
+                    runs: int = 10, gflops: list[float] | None = None, int8: bool = False) -> Profile:
     """Time each segment alone with ONNX Runtime (``threads`` intra-op threads, no spinning)."""
     times = []
     for s in seg.segments:
-        runner = _runner(s.model, threads=threads, name=s.name)
+        runner = _runner(int8_dynamic(s.model) if int8 else s.model, threads=threads, name=s.name)
         feeds = {k: values[k] for k in runner.input_names}
         times.append(float(np.median(time_runner(runner, feeds, runs=runs))))
         del runner
@@ -290,24 +294,48 @@ def measure_profile(seg: Segmentation, values: dict[str, np.ndarray], target: st
                    segments=[SegmentTime(name=s.name, ms=t, gflop=g) for s, t, g in zip(seg.segments, times, gflops)])
 
 
-def estimate_profile(seg: Segmentation, target: str, gflops: list[float]) -> Profile:
-    spec = ESTIMATED_TARGETS[target]
-    segments = [SegmentTime(name=s.name, ms=g / spec["gflops"] * 1e3, gflop=g) for s, g in zip(seg.segments, gflops)]
-    segments[0].ms += spec["overhead_ms"]
-    return Profile(target=target, kind="estimated", machine=f"nominal {spec['gflops']:g} GFLOP/s", segments=segments)
+def segment_weight_bytes(seg: Segmentation) -> list[int]:
+    return [sum(int(np.prod(t.dims)) * onnx_itemsize(t.data_type) for t in s.model.graph.initializer)
+            for s in seg.segments]
 
 
-def target_threads(target: str) -> int | None | bool:
-    """Threads for a locally measured target (``cpu``, ``cpu-2t``); False if not measurable here."""
+def onnx_itemsize(elem_type: int) -> int:
+    import onnx
+
+    return onnx.helper.tensor_dtype_to_np_dtype(elem_type).itemsize
+
+
+def estimate_profile(seg: Segmentation, target, gflops: list[float]) -> Profile:
+    """Roofline estimate per segment from a target profile (``mmdeploy/targets``): the larger of
+    FLOPs / peak_gflops and weight bytes / memory bandwidth, as ``mmdeploy.targets.estimate`` does
+    for whole models.  A lower bound for an ideal runtime, labelled ``estimated``."""
+    from mmdeploy.targets.estimate import LABEL
+
+    if not target.peak_gflops or not target.memory_bandwidth_gbs:
+        raise InputError(f"target {target.name} has no peak_gflops / memory_bandwidth_gbs to estimate from",
+                         f"add them to its profile ({target.source}) or measure it and pass the saved .json")
+    segments = []
+    for s, g, nbytes in zip(seg.segments, gflops, segment_weight_bytes(seg)):
+        ms = max(g / target.peak_gflops * 1e3, nbytes / (target.memory_bandwidth_gbs * 1e9) * 1e3)
+        segments.append(SegmentTime(name=s.name, ms=ms, gflop=g))
+    return Profile(target=target.name, kind="estimated", threads=target.threads,
+                   machine=f"{LABEL}: {target.peak_gflops:g} GFLOP/s, {target.memory_bandwidth_gbs:g} GB/s "
+                           f"({target.description or target.backend})", segments=segments)
+
+
+def local_target(target: str) -> tuple[int | None, bool] | None:
+    """(threads, int8) for a target measured here (``cpu``, ``cpu-2t``, ``cpu-4t-int8``), else None."""
     match = _CPU_RE.match(target.strip().lower())
     if not match:
-        return False
-    return int(match.group(1)) if match.group(1) else None
+        return None
+    return (int(match.group(1)) if match.group(1) else None), bool(match.group(2))
 
 
 def get_profile(target: str, seg: Segmentation, values: dict[str, np.ndarray], gflops: list[float],
                 runs: int = 10) -> Profile:
-    """A profile for ``target``: a saved JSON file, a local CPU measurement, or an estimate."""
+    """A profile for ``target``: a saved JSON file, a local CPU measurement (``cpu-Nt[-int8]`` or a
+    local onnxruntime target profile), or a roofline estimate from a target profile (remote or
+    other backends: ``rpi5``, ``jetson-orin-nano``...)."""
     path = Path(target)
     if target.endswith(".json"):
         if not path.is_file():
@@ -322,14 +350,21 @@ def get_profile(target: str, seg: Segmentation, values: dict[str, np.ndarray], g
             raise InputError(f"profile {target} has segments {[s.name for s in profile.segments]} "
                              f"but this component has {names}", "re-profile this component")
         return profile
-    threads = target_threads(target)
-    if threads is not False:
-        return measure_profile(seg, values, target, threads, runs=runs, gflops=gflops)
-    if target in ESTIMATED_TARGETS:
-        return estimate_profile(seg, target, gflops)
-    raise InputError(f"unknown target {target!r}",
-                     "use cpu, cpu-Nt (measured here with N threads), a saved profile .json, or one of "
-                     + ", ".join(ESTIMATED_TARGETS) + " (estimated)")
+    local = local_target(target)
+    if local is not None:
+        return measure_profile(seg, values, target, local[0], runs=runs, gflops=gflops, int8=local[1])
+    from mmdeploy.targets import get_target, list_targets
+
+    try:
+        profile = get_target(target)
+    except InputError:
+        raise InputError(f"unknown target {target!r}",
+                         "use cpu-Nt or cpu-Nt-int8 (measured here with N threads), a saved profile .json, "
+                         "or a target profile: " + ", ".join(sorted(list_targets()))) from None
+    if profile.backend == "onnxruntime" and not profile.remote:  # runs here: measure it
+        return measure_profile(seg, values, target, profile.threads, runs=runs, gflops=gflops,
+                               int8=profile.precision == "int8")
+    return estimate_profile(seg, profile, gflops)
 
 
 # --------------------------------------------------------------------------- planning
@@ -402,7 +437,9 @@ def sweep_plot(rows: list[dict[str, Any]], path: str | Path, title: str = "") ->
     ax.set_yscale("log")
     ax.set_xlabel("bandwidth (Mbit/s)")
     ax.set_ylabel("end-to-end latency (ms)")
-    ax.set_title(title or "split planner")
+    import textwrap
+
+    ax.set_title("\n".join(textwrap.wrap(title or "split planner", 70)), fontsize=8)
     ax.grid(True, which="both", alpha=0.3)
     ax.legend()
     fig.tight_layout()

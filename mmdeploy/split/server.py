@@ -1,7 +1,8 @@
 """Serving the cloud half over the KServe v2 / Open Inference Protocol (standard library only).
 
 Endpoints: ``GET /v2/health/live``, ``GET /v2/health/ready``, ``GET /v2``,
-``GET /v2/models/{name}``, ``GET /v2/models/{name}/ready``, ``POST /v2/models/{name}/infer``.
+``GET /v2/models/{name}``, ``GET /v2/models/{name}/ready``, ``POST /v2/models/{name}/infer``
+(also under ``/v2/models/{name}/versions/1/``).
 The server binds 127.0.0.1 unless told otherwise.  With a token every endpoint except the health
 checks needs ``Authorization: Bearer <token>``.  Every malformed request gets a 4xx with
 ``{"error": "..."}``; a request larger than ``max_request_bytes`` gets 413 before its body is read.
@@ -148,7 +149,13 @@ class _Handler(BaseHTTPRequestHandler):
             self._error(400, f"bad Content-Length {length!r}")
             return None
         if n > self.server.max_request_bytes:
-            self.close_connection = True  # the body is not read: the connection cannot be reused
+            # Discard a moderately oversized body before answering, so the client (still sending)
+            # reads the 413 instead of a broken pipe; beyond that, answer and drop the connection.
+            if n <= 16 * self.server.max_request_bytes:
+                remaining = n
+                while remaining > 0 and (chunk := self.rfile.read(min(remaining, 1 << 16))):
+                    remaining -= len(chunk)
+            self.close_connection = True
             self._error(413, f"request of {n} bytes exceeds the limit of {self.server.max_request_bytes}")
             return None
         return self.rfile.read(n)
@@ -156,7 +163,12 @@ class _Handler(BaseHTTPRequestHandler):
     def _route(self) -> tuple[str, str | None]:
         parts = [p for p in self.path.split("?", 1)[0].split("/") if p]
         if parts[:2] == ["v2", "models"] and len(parts) >= 3:
-            return "/".join(["models", "{name}"] + parts[3:]), parts[2]
+            rest = parts[3:]
+            if rest[:1] == ["versions"] and len(rest) >= 2:  # /versions/{v}/...: one version, "1"
+                if rest[1] != "1":
+                    return "unknown-version", parts[2]
+                rest = rest[2:]
+            return "/".join(["models", "{name}"] + rest), parts[2]
         return "/".join(parts), None
 
     # --------------------------------------------------------------- methods

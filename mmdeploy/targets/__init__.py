@@ -46,6 +46,7 @@ class TargetProfile(BaseModel):
     env: dict[str, str] = Field(default_factory=dict)  # environment on the device
     compile: dict[str, Any] = Field(default_factory=dict)  # options for the backend's compile()
     peak_gflops: float | None = None
+    peak_int8_gops: float | None = None  # for integer MatMul/Conv in --estimate (None: peak_gflops)
     memory_bandwidth_gbs: float | None = None
     source: str | None = None  # file it was read from (filled in)
 

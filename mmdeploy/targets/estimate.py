@@ -33,7 +33,14 @@ def count(onnx_path: str | Path, batch: int = 1, seq: int = 16) -> dict:
 
     model = onnx.load(str(onnx_path))
     _fix_dims(model, batch, seq)
-    inferred = shape_inference.infer_shapes(model, data_prop=True)
+    try:  # ORT's symbolic inference also knows its contrib ops (quantized/optimized graphs)
+        from onnxruntime.tools.symbolic_shape_infer import SymbolicShapeInference
+
+        inferred = SymbolicShapeInference.infer_shapes(model, auto_merge=True)
+    except Exception:  # noqa: BLE001 - fall back to the standard inference
+        inferred = None
+    if inferred is None:
+        inferred = shape_inference.infer_shapes(model, data_prop=True)
     g = inferred.graph
     shapes: dict[str, list[int]] = {}
     itemsize: dict[str, int] = {}
@@ -93,7 +100,9 @@ def estimate_item(comp_dir: Path, manifest, profile, batch: int = 1) -> dict:
     model_file = Path(comp_dir) / manifest.metadata.get("model_file", "model.onnx")
     seq = int(manifest.metadata.get("seq_len", 16))
     c = count(model_file, batch=batch, seq=seq)
-    compute_ms = c["flops"] / (profile.peak_gflops * 1e9) * 1e3
+    int_ops = sum(v for k, v in c["ops"].items() if "Integer" in k or k.startswith("QLinear"))
+    int_peak = profile.peak_int8_gops or profile.peak_gflops
+    compute_ms = ((c["flops"] - int_ops) / (profile.peak_gflops * 1e9) + int_ops / (int_peak * 1e9)) * 1e3
     memory_ms = (c["weight_bytes"] + c["io_bytes"]) / (profile.memory_bandwidth_gbs * 1e9) * 1e3
     latency = max(compute_ms, memory_ms)
     return {
@@ -102,6 +111,7 @@ def estimate_item(comp_dir: Path, manifest, profile, batch: int = 1) -> dict:
         "compute_ms": compute_ms, "memory_ms": memory_ms,
         "bound": "compute" if compute_ms >= memory_ms else "memory",
         "p50_ms": latency, "throughput_per_s": batch / (latency / 1e3) if latency > 0 else None,
-        "peak_gflops": profile.peak_gflops, "memory_bandwidth_gbs": profile.memory_bandwidth_gbs,
+        "int8_gops": int_ops / 1e9, "peak_gflops": profile.peak_gflops, "peak_int8_gops": int_peak,
+        "memory_bandwidth_gbs": profile.memory_bandwidth_gbs,
         "ops_gflops": {k: v / 1e9 for k, v in c["ops"].items()}, "uncounted_nodes": c["uncounted_nodes"],
     }

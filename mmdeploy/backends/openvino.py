@@ -1,0 +1,144 @@
+"""OpenVINO: IR (``model.xml`` + ``model.bin``) through ``openvino.convert_model``, fp32 or with
+fp16-compressed weights, run on the CPU device."""
+
+from __future__ import annotations
+
+import re
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from mmdeploy.backends.base import Backend
+from mmdeploy.errors import InputError, UnsupportedError
+
+PRECISIONS = ("fp32", "fp16")
+
+
+def _numpy_dtype(element_type) -> np.dtype:
+    return np.dtype(element_type.to_dtype())
+
+
+class OpenVINORunner:
+    """Runs an IR on the CPU device.  fp32 inference precision is forced (a CPU with bf16
+    support would otherwise pick bf16 and drift from the reference)."""
+
+    def __init__(self, xml_path: str | Path, threads: int | None = None, name: str = "openvino",
+                 device: str = "CPU", inference_precision: str = "f32",
+                 input_names: list[str] | None = None, output_names: list[str] | None = None):
+        import openvino as ov
+
+        self.name = name
+        config: dict[str, Any] = {"INFERENCE_PRECISION_HINT": inference_precision,
+                                  "PERFORMANCE_HINT": "LATENCY"}
+        if threads:
+            config["INFERENCE_NUM_THREADS"] = int(threads)
+        core = ov.Core()
+        self.compiled = core.compile_model(core.read_model(str(xml_path)), device, config)
+        self.request = self.compiled.create_infer_request()
+        # a port may carry several tensor names (OpenVINO merges e.g. an input with a Cast's
+        # output): pick the ONNX name the manifest knows
+        self._in_ports = {_port_name(p, input_names): p for p in self.compiled.inputs}
+        self._out_ports = {_port_name(p, output_names): p for p in self.compiled.outputs}
+        self._dtypes = {n: _numpy_dtype(p.get_element_type()) for n, p in self._in_ports.items()}
+        self.input_names = list(self._in_ports)
+        self.output_names = list(self._out_ports)
+
+    def run(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        inputs = {self._in_ports[k]: np.ascontiguousarray(v, dtype=self._dtypes[k])
+                  for k, v in feeds.items() if k in self._in_ports}
+        result = self.request.infer(inputs)
+        return {name: np.array(result[port]) for name, port in self._out_ports.items()}
+
+
+def _port_name(port, known: list[str] | None) -> str:
+    names = port.get_names()
+    for name in known or []:
+        if name in names:
+            return name
+    return port.get_any_name()
+
+
+def unconverted_ops(message: str) -> list[str]:
+    """Op types named in an OpenVINO conversion failure ("No conversion rule found for ...")."""
+    found: list[str] = []
+    for pattern in (r"No conversion rule found for operations?:\s*(.+)",
+                    r"Conversion failed for operations?:\s*(.+)"):
+        for match in re.finditer(pattern, message):
+            found += [op.strip() for op in match.group(1).split(",") if op.strip()]
+    return found
+
+
+def describe_nodes(onnx_path: Path, op_types: list[str], limit: int = 3) -> str:
+    """'FancyOp (node my_node)' for the ONNX nodes whose (domain.)op_type is listed."""
+    import onnx
+
+    graph = onnx.load(str(onnx_path), load_external_data=False).graph
+    parts = []
+    for op in op_types:
+        nodes = [n.name or f"#{i}" for i, n in enumerate(graph.node)
+                 if op in (n.op_type, f"{n.domain}.{n.op_type}")]
+        shown = ", ".join(nodes[:limit]) + (f" and {len(nodes) - limit} more" if len(nodes) > limit else "")
+        parts.append(f"{op} (node {shown})" if nodes else op)
+    return "; ".join(parts)
+
+
+class OpenVINOBackend(Backend):
+    name = "openvino"
+    format = "openvino"
+    extra = "openvino"
+    packages = ("openvino",)
+    precisions = PRECISIONS
+
+    def available(self) -> tuple[bool, str]:
+        try:
+            import openvino
+        except ImportError:
+            return False, "package openvino is not installed"
+        return True, f"openvino {openvino.get_version().split('-')[0]}"
+
+    def compile(self, onnx_artifact: Path, output_dir: Path, options: dict[str, Any]):
+        """``options``: precision (fp32 | fp16: weights compressed to fp16, computed in fp32 on
+        CPU), threads, atol."""
+        from mmdeploy.backends.compile_common import child_manifest, finalize, read_onnx_artifact
+
+        self.require()
+        import openvino as ov
+
+        precision = options.get("precision", "fp32")
+        if precision not in PRECISIONS:
+            raise InputError(f"openvino has no precision {precision!r}", "use fp32 or fp16")
+        parent, model_path = read_onnx_artifact(onnx_artifact)
+        start = time.perf_counter()
+        try:
+            model = ov.convert_model(str(model_path))
+        except Exception as exc:  # OpConversionFailure / GeneralFailure from the frontend
+            ops = unconverted_ops(str(exc))
+            label = options.get("component") or parent.name
+            if ops:
+                raise UnsupportedError(
+                    f"openvino cannot convert {label}: {describe_nodes(model_path, ops)}",
+                    "remove or replace that op before export (or use another --target)") from None
+            first = next((line for line in str(exc).splitlines() if line.strip()), exc.__class__.__name__)
+            raise UnsupportedError(f"openvino cannot convert {label}: {first}",
+                                   "rerun with --debug for OpenVINO's full message") from None
+        ov.save_model(model, str(Path(output_dir) / "model.xml"), compress_to_fp16=precision == "fp16")
+        seconds = round(time.perf_counter() - start, 3)
+        manifest = child_manifest(
+            self, onnx_artifact, parent, precision=precision,
+            metadata={"model_file": "model.xml", "weights_file": "model.bin", "device": "CPU",
+                      "inference_precision": "f32", "compressed_weights": precision == "fp16"},
+            params={"compress_to_fp16": precision == "fp16"}, report={"convert_s": seconds})
+        return finalize(self, onnx_artifact, output_dir, manifest, options)
+
+    def load(self, artifact_dir: Path, threads: int | None = None, **options) -> OpenVINORunner:
+        from mmdeploy.artifact import read_manifest
+
+        self.require()
+        manifest = read_manifest(artifact_dir)
+        name = "openvino" + ("" if manifest.precision == "fp32" else f"-{manifest.precision}")
+        return OpenVINORunner(Path(artifact_dir) / manifest.metadata.get("model_file", "model.xml"),
+                              threads=threads, name=name, device=options.get("device", "CPU"),
+                              input_names=[i.name for i in manifest.inputs],
+                              output_names=[o.name for o in manifest.outputs])

@@ -1,0 +1,260 @@
+"""Compile ONNX component artifacts into backend artifacts (the `--target` of convert/compile).
+
+Target syntax: ``onnxruntime,openvino,tflite,tensorrt``; a precision may be named
+(``openvino:fp16`` or ``openvino-fp16``).  A bare backend name gives its default precisions
+(OpenVINO and TFLite: fp32 and fp16; ONNX Runtime and TensorRT: fp32).  Each component gets one
+directory per target and precision inside the bundle: ``<component>-<backend>[-<precision>]``
+(``vision-openvino``, ``vision-openvino-fp16``, ``text-tflite``, ``vision-tensorrt``), each verified
+against the PyTorch reference kept with the ONNX parent.
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+from typing import Any, Iterable
+
+from mmdeploy.artifact import (MANIFEST_NAME, ArtifactRef, Manifest, atomic_output, read_manifest,
+                               write_manifest)
+from mmdeploy.errors import InputError, UnsupportedError
+
+# valid precisions per backend (first = what a bare name gives, with the rest of DEFAULTS)
+PRECISIONS: dict[str, tuple[str, ...]] = {
+    "onnxruntime": ("fp32",),
+    "openvino": ("fp32", "fp16"),
+    "tflite": ("fp32", "fp16"),
+    "tensorrt": ("fp32", "fp16", "int8"),
+}
+DEFAULTS: dict[str, tuple[str, ...]] = {
+    "onnxruntime": ("fp32",), "openvino": ("fp32", "fp16"), "tflite": ("fp32", "fp16"), "tensorrt": ("fp32",),
+}
+INSTALL = {
+    "onnxruntime": "core dependency (pip install mmdeploy)",
+    "openvino": 'pip install "mmdeploy[openvino]"',
+    "tflite": 'pip install "mmdeploy[tflite]"',
+    "tensorrt": "pip install tensorrt on a machine with an NVIDIA GPU",
+}
+NEEDS_TORCH = {"tflite"}  # litert-torch converts from the PyTorch module
+
+
+class TargetSpec(str):
+    """A backend and precision; as a string, the artifact suffix ("openvino", "openvino-fp16")."""
+
+    backend: str
+    precision: str
+
+    def __new__(cls, backend: str, precision: str = "fp32"):
+        spec = super().__new__(cls, backend if precision == "fp32" else f"{backend}-{precision}")
+        spec.backend, spec.precision = backend, precision
+        return spec
+
+    @property
+    def suffix(self) -> str:
+        return str(self)
+
+    def __repr__(self) -> str:
+        return f"TargetSpec({self.backend!r}, {self.precision!r})"
+
+
+def _valid_names() -> str:
+    return ", ".join(PRECISIONS) + " (optionally with :precision, e.g. openvino:fp16)"
+
+
+def parse_targets(value: str | Iterable[str] | None) -> list[TargetSpec]:
+    """'openvino,tflite:fp16' -> TargetSpecs; InputError listing the valid names."""
+    from mmdeploy.backends import ALIASES
+
+    if value is None:
+        raise InputError("no --target given", "valid targets: " + _valid_names())
+    items = value.split(",") if isinstance(value, str) else [i for v in value for i in str(v).split(",")]
+    specs: list[TargetSpec] = []
+    for raw in (i.strip().lower() for i in items):
+        if not raw:
+            continue
+        name, _, precision = raw.partition(":")
+        if not precision and "-" in name and name.rsplit("-", 1)[1] in ("fp32", "fp16", "int8"):
+            name, precision = name.rsplit("-", 1)
+        backend = ALIASES.get(name, name)
+        if backend not in PRECISIONS:
+            raise InputError(f"unknown target {raw!r}", "valid targets: " + _valid_names())
+        if precision and precision not in PRECISIONS[backend]:
+            raise InputError(f"target {backend} has no precision {precision!r}",
+                             f"{backend} precisions: {', '.join(PRECISIONS[backend])}")
+        for p in [precision] if precision else DEFAULTS[backend]:
+            spec = TargetSpec(backend, p)
+            if spec not in specs:
+                specs.append(spec)
+    if not specs:
+        raise InputError("empty --target", "valid targets: " + _valid_names())
+    return specs
+
+
+def list_targets() -> list[dict[str, Any]]:
+    """Every backend: available or not, and why (what to install)."""
+    from mmdeploy.backends import get_backend
+
+    rows = []
+    for name in PRECISIONS:
+        backend = get_backend(name)
+        ok, reason = backend.available()
+        rows.append({"target": name, "available": ok, "reason": reason, "format": backend.format,
+                     "precisions": list(PRECISIONS[name]), "install": INSTALL[name],
+                     "extra": backend.extra,
+                     "note": "off-device: writes a TensorRT-ready bundle" if name == "tensorrt" else ""})
+    return rows
+
+
+def onnx_components(bundle_dir: Path) -> list[tuple[str, Path, Manifest]]:
+    """(component name, directory, manifest) of the ONNX components of a bundle (being built)."""
+    bundle_dir = Path(bundle_dir)
+    found = []
+    if (bundle_dir / MANIFEST_NAME).is_file() and read_manifest(bundle_dir).kind == "model":
+        for ref in read_manifest(bundle_dir).artifacts:
+            if ref.format == "onnx" and ref.target in (None, "onnx"):
+                found.append((ref.component, bundle_dir / ref.path, read_manifest(bundle_dir / ref.path)))
+        return found
+    for sub in sorted(p for p in bundle_dir.iterdir() if (p / MANIFEST_NAME).is_file()):
+        manifest = read_manifest(sub)
+        if manifest.kind == "component" and manifest.format == "onnx" and manifest.target in (None, "onnx"):
+            found.append((manifest.metadata.get("component", sub.name), sub, manifest))
+    return found
+
+
+def compile_bundle(bundle_dir: Path, targets: list[str] | list[TargetSpec] | str, options: dict[str, Any] | None = None,
+                   adapter=None) -> list[ArtifactRef]:
+    """Write ``<component>-<target>`` artifacts next to the bundle's ONNX components.
+
+    Called by ``convert --target`` (on the bundle being built, adapter given) and by
+    ``mmdeploy compile`` (on a copy).  Returns the refs to add to the bundle manifest.
+    """
+    from mmdeploy.backends import get_backend
+
+    bundle_dir = Path(bundle_dir)
+    options = dict(options or {})
+    if isinstance(targets, list) and targets and all(isinstance(t, TargetSpec) for t in targets):
+        specs = list(targets)
+    else:
+        specs = parse_targets(targets)
+    components = onnx_components(bundle_dir)
+    if not components:
+        raise InputError(f"{bundle_dir} holds no ONNX component", "pass a bundle written by `mmdeploy convert`")
+    wanted = options.get("components")
+    if wanted:
+        unknown = sorted(set(wanted) - {c for c, _, _ in components})
+        if unknown:
+            raise InputError(f"no component {', '.join(unknown)} in {bundle_dir}",
+                             "components: " + ", ".join(c for c, _, _ in components))
+        components = [c for c in components if c[0] in wanted]
+
+    backends = {s.backend: get_backend(s.backend) for s in specs}
+    for name, backend in backends.items():  # fail before writing anything
+        if name != "tensorrt":
+            backend.require()
+    torch_components = {}
+    if NEEDS_TORCH & set(backends):
+        if adapter is None:
+            raise UnsupportedError(
+                "tflite converts from the PyTorch module, and no checkpoint is available for this bundle",
+                "run `mmdeploy convert SOURCE --target tflite`, or keep the checkpoint at the bundle's source.path")
+        torch_components = adapter.components()
+        try:  # static text length for TFLite: the model's max, not just the reference's longest
+            meta = adapter.metadata() or {}
+        except Exception:  # noqa: BLE001 - metadata is a nicety here
+            meta = {}
+        if meta.get("text_max_length") and not options.get("sequence_length"):
+            options["sequence_length"] = int(meta["text_max_length"])
+
+    refs: list[ArtifactRef] = []
+    for component, onnx_dir, _ in components:
+        for spec in specs:
+            out = bundle_dir / f"{component}-{spec.suffix}"
+            if out.exists():
+                shutil.rmtree(out)
+            out.mkdir(parents=True)
+            opts = {**options, "precision": spec.precision, "component": component,
+                    "torch_component": torch_components.get(component)}
+            try:
+                manifest = backends[spec.backend].compile(onnx_dir, out, opts)
+            except BaseException:
+                shutil.rmtree(out, ignore_errors=True)
+                raise
+            refs.append(ArtifactRef(path=out.name, component=component, format=manifest.format or spec.backend,
+                                    precision=spec.precision, target=spec.backend))
+    if adapter is not None and options.get("evaluate", True):
+        record_task_agreement(bundle_dir, refs, adapter, options.get("eval_limit"))
+    return refs
+
+
+def record_task_agreement(bundle_dir: Path, refs: list[ArtifactRef], adapter, limit: int | None = None) -> dict:
+    """For families with a task (zero-shot top-1...): each target's task metric and its agreement
+    with PyTorch, written into the parity of that target's component manifests."""
+    from mmdeploy.backends import load_runner
+    from mmdeploy.backends.torch import TorchRunner
+
+    try:
+        needed = tuple(adapter.task_components())
+        if not needed:
+            return {}
+        torch_components = adapter.components()
+        reference = adapter.evaluate({c: TorchRunner(torch_components[c]) for c in needed}, limit=limit)
+    except NotImplementedError:
+        return {}
+    if reference is None:
+        return {}
+    results = {}
+    by_target: dict[tuple[str, str], dict[str, ArtifactRef]] = {}
+    for ref in refs:
+        by_target.setdefault((ref.target or "", ref.precision), {})[ref.component] = ref
+    for key, group in by_target.items():
+        if not set(needed) <= set(group) or group[needed[0]].format == "tensorrt-bundle":
+            continue
+        result = adapter.evaluate({c: load_runner(bundle_dir / group[c].path) for c in needed}, limit=limit)
+        task = {"name": result.name, "value": result.value, "n": result.n,
+                "pytorch_value": reference.value, "agreement_with_pytorch": result.agreement(reference)}
+        results["-".join(k for k in key if k)] = task
+        for c in needed:
+            directory = bundle_dir / group[c].path
+            manifest = read_manifest(directory)
+            manifest.parity = {**manifest.parity, "task": task}
+            write_manifest(directory, manifest)
+    return results
+
+
+def adapter_from_source(manifest: Manifest):
+    """The torch-capable adapter for a bundle, re-resolved from its source if it still exists."""
+    from mmdeploy.models import resolve
+
+    path = (manifest.source or {}).get("path")
+    if not path or not (str(path).startswith("demo:") or Path(path).exists()):
+        return None
+    return resolve(path, family=manifest.family, options=(manifest.metadata or {}).get("options"))
+
+
+def compile_artifact(artifact: str | Path, targets: str | list[str], output: str | Path,
+                     options: dict[str, Any] | None = None, adapter=None) -> Manifest:
+    """`mmdeploy compile`: copy a bundle (or wrap one ONNX component) into ``output`` and add
+    the backend artifacts; atomic, so a failure leaves nothing at ``output``."""
+    source = Path(artifact)
+    manifest = read_manifest(source)
+    specs = parse_targets(targets)
+    if manifest.kind == "component" and manifest.format != "onnx":
+        raise InputError(f"{source} is a {manifest.format} artifact; compile starts from ONNX",
+                         "pass the bundle or its ONNX component")
+    if adapter is None and NEEDS_TORCH & {s.backend for s in specs}:
+        adapter = adapter_from_source(manifest)
+    with atomic_output(output) as tmp:
+        if manifest.kind == "model":
+            shutil.copytree(source, tmp, dirs_exist_ok=True)
+            bundle = manifest
+        else:
+            name = manifest.metadata.get("component", source.name)
+            shutil.copytree(source, tmp / name)
+            bundle = Manifest(kind="model", name=manifest.name, family=manifest.family, source=manifest.source,
+                              tools=manifest.tools, metadata={"from_component": str(source)},
+                              artifacts=[ArtifactRef(path=name, component=name, format="onnx",
+                                                     precision=manifest.precision)])
+        refs = compile_bundle(tmp, specs, options, adapter)
+        new = {r.path for r in refs}
+        bundle.artifacts = [a for a in bundle.artifacts if a.path not in new] + refs
+        write_manifest(tmp, bundle)
+    return bundle

@@ -1,0 +1,211 @@
+"""Calibration data: reading ``--calib PATH``, checking it, hashing it, feeding quantizers.
+
+``--calib`` is a folder of images, a ``.txt`` file of captions (one per line) or a folder of
+audio clips.  The model family's adapter turns it into feeds (its image processor, tokenizer,
+feature extractor); when an adapter has no ``calibration_feeds`` yet, images and captions are
+preprocessed here from the bundle's ``preprocess/`` files.  Every failure is a one-line
+:class:`~mmdeploy.errors.CalibrationError`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from mmdeploy.errors import CalibrationError
+
+IMAGE_EXTENSIONS = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm"}
+AUDIO_EXTENSIONS = {".wav", ".flac", ".mp3", ".ogg"}
+TEXT_EXTENSIONS = {".txt"}
+# component input names -> the modality of data that feeds it
+INPUT_MODALITIES = {"pixel_values": "image", "input_ids": "text", "input_features": "audio",
+                    "input_values": "audio"}
+
+
+@dataclass
+class CalibrationSet:
+    feeds: list[dict[str, np.ndarray]]  # batch-1 feeds
+    source: str  # the --calib path, "adapter-default" or "reference.npz"
+    sha256: str
+    kind: str  # image | text | audio | tensor
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def record(self) -> dict[str, Any]:
+        return {"source": self.source, "sha256": self.sha256, "kind": self.kind,
+                "samples": len(self.feeds), **self.extra}
+
+
+def component_modality(input_names: list[str]) -> str:
+    for name in input_names:
+        if name in INPUT_MODALITIES:
+            return INPUT_MODALITIES[name]
+    return "tensor"
+
+
+def data_kind(path: Path) -> str:
+    """image | text | audio for a --calib path; CalibrationError if empty, unreadable or mixed."""
+    path = Path(path)
+    if not path.exists():
+        raise CalibrationError(f"--calib {path} does not exist",
+                               "pass a folder of images, a captions .txt file or a folder of audio clips")
+    if path.is_file():
+        if path.suffix.lower() in TEXT_EXTENSIONS:
+            return "text"
+        if path.suffix.lower() in IMAGE_EXTENSIONS | AUDIO_EXTENSIONS:
+            raise CalibrationError(f"--calib {path} is a single file",
+                                   "pass the folder that holds the calibration images or clips")
+        raise CalibrationError(f"--calib {path} is not a captions .txt file",
+                               "pass a folder of images, a captions .txt file or a folder of audio clips")
+    try:
+        files = sorted(p for p in path.iterdir() if p.is_file() and not p.name.startswith("."))
+    except OSError as exc:
+        raise CalibrationError(f"--calib {path} cannot be read ({exc.strerror})",
+                               "check the folder's permissions") from None
+    if not files and any(p.is_dir() for p in path.iterdir()):
+        raise CalibrationError(f"--calib folder {path} holds only sub-folders",
+                               "pass the folder that holds the calibration files themselves")
+    if not files:
+        raise CalibrationError(f"--calib folder {path} is empty",
+                               "put calibration images (or audio clips) in it, or omit --calib")
+    kinds = {("image" if f.suffix.lower() in IMAGE_EXTENSIONS else
+              "audio" if f.suffix.lower() in AUDIO_EXTENSIONS else
+              "text" if f.suffix.lower() in TEXT_EXTENSIONS else "other") for f in files}
+    kinds.discard("other")
+    if not kinds:
+        raise CalibrationError(f"--calib folder {path} holds no images or audio clips",
+                               "supported: " + ", ".join(sorted(IMAGE_EXTENSIONS | AUDIO_EXTENSIONS)))
+    if kinds == {"text"}:
+        raise CalibrationError(f"--calib folder {path} holds only text files",
+                               "pass the captions .txt file itself")
+    kinds.discard("text")
+    if len(kinds) > 1:
+        raise CalibrationError(f"--calib folder {path} mixes images and audio clips",
+                               "use one folder per modality")
+    return kinds.pop()
+
+
+def check_modality(kind: str, modality: str, component: str) -> None:
+    if modality != "tensor" and kind != modality:
+        what = {"image": "images", "text": "captions", "audio": "audio clips"}
+        raise CalibrationError(
+            f"--calib holds {what.get(kind, kind)} but component {component!r} takes {what.get(modality, modality)}",
+            f"pass {what.get(modality, modality)} for {component!r}, or quantize only matching components "
+            "with --components")
+
+
+def read_images(path: Path, limit: int | None = None) -> list:
+    """RGB PIL images of a folder; CalibrationError naming the first file that fails to decode."""
+    from PIL import Image, UnidentifiedImageError
+
+    files = sorted(p for p in Path(path).iterdir()
+                   if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS and not p.name.startswith("."))
+    images = []
+    for file in files[:limit]:
+        try:
+            with Image.open(file) as img:
+                images.append(img.convert("RGB"))
+        except (UnidentifiedImageError, OSError, ValueError) as exc:
+            raise CalibrationError(f"calibration image {file} cannot be decoded ({exc.__class__.__name__})",
+                                   "remove or replace the file") from None
+    return images
+
+
+def read_captions(path: Path, limit: int | None = None) -> list[str]:
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        raise CalibrationError(f"--calib {path} is not UTF-8 text", "pass a captions file, one per line") from None
+    except OSError as exc:
+        raise CalibrationError(f"--calib {path} cannot be read ({exc.strerror})", "check the file") from None
+    captions = [line.strip() for line in text.splitlines() if line.strip()]
+    if not captions:
+        raise CalibrationError(f"--calib {path} holds no captions", "write one caption per line")
+    return captions[:limit]
+
+
+def split_batch(feeds: list[dict[str, np.ndarray]]) -> list[dict[str, np.ndarray]]:
+    """Batch-1 feeds from feeds of any batch size."""
+    out = []
+    for feed in feeds:
+        n = int(next(iter(feed.values())).shape[0]) if feed else 0
+        out.extend({k: np.asarray(v)[i:i + 1] for k, v in feed.items()} for i in range(n))
+    return out
+
+
+def feeds_sha256(feeds: list[dict[str, np.ndarray]]) -> str:
+    digest = hashlib.sha256()
+    for feed in feeds:
+        for name in sorted(feed):
+            value = np.ascontiguousarray(feed[name])
+            digest.update(f"{name}:{value.dtype}:{value.shape}".encode())
+            digest.update(value.tobytes())
+    return digest.hexdigest()
+
+
+def _static_dim(shape: list, index: int) -> int | None:
+    return shape[index] if len(shape) > index and isinstance(shape[index], int) and shape[index] > 0 else None
+
+
+def preprocess_images(images: list, preprocess_dir: Path | None, input_shape: list) -> list[dict]:
+    """pixel_values from PIL images with the bundle's image processor (or a plain resize)."""
+    if preprocess_dir and (Path(preprocess_dir) / "preprocessor_config.json").is_file():
+        from transformers import AutoImageProcessor
+
+        processor = AutoImageProcessor.from_pretrained(str(preprocess_dir))
+        return [{"pixel_values": processor(images=img, return_tensors="np")["pixel_values"].astype(np.float32)}
+                for img in images]
+    height, width = _static_dim(input_shape, 2) or 224, _static_dim(input_shape, 3) or 224
+    feeds = []
+    for img in images:
+        arr = np.asarray(img.resize((width, height)), dtype=np.float32) / 255.0
+        arr = (arr - 0.5) / 0.5
+        feeds.append({"pixel_values": arr.transpose(2, 0, 1)[None]})
+    return feeds
+
+
+def tokenize(captions: list[str], preprocess_dir: Path | None, input_names: list[str],
+             input_shape: list) -> list[dict]:
+    """input_ids (+ attention_mask) with the bundle's tokenizer."""
+    if not preprocess_dir or not Path(preprocess_dir).is_dir():
+        raise CalibrationError("the artifact has no tokenizer (no preprocess/ folder) to read captions with",
+                               "quantize the whole bundle written by `mmdeploy convert`")
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(str(preprocess_dir))
+    length = _static_dim(input_shape, 1)
+    kwargs = {"padding": "max_length", "max_length": length} if length else {"padding": True}
+    feeds = []
+    for caption in captions:
+        enc = tokenizer([caption], truncation=True, return_tensors="np", **kwargs)
+        feeds.append({k: np.asarray(enc[k], dtype=np.int64) for k in input_names if k in enc})
+    return feeds
+
+
+def feeds_reader(feeds: list[dict[str, np.ndarray]], input_names: list[str] | None = None):
+    """An onnxruntime CalibrationDataReader over a list of feeds."""
+    from onnxruntime.quantization import CalibrationDataReader
+
+    class _Reader(CalibrationDataReader):
+        def __init__(self):
+            self.items = [{k: v for k, v in f.items() if input_names is None or k in input_names}
+                          for f in feeds]
+            self.index = 0
+
+        def get_next(self):
+            if self.index >= len(self.items):
+                return None
+            self.index += 1
+            return self.items[self.index - 1]
+
+        def __len__(self):
+            return len(self.items)
+
+        def set_range(self, start_index: int, end_index: int):
+            self.items = self.items[start_index:end_index]
+            self.index = 0
+
+    return _Reader()

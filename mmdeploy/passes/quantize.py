@@ -1,0 +1,257 @@
+"""``quantize``: int8 through the libraries that do it well, with nodes kept in float on request.
+
+Methods:
+
+* ``ort-static``: ONNX Runtime static quantization to QDQ (per-channel int8 weights, calibrated
+  activations: minmax / entropy / percentile).  One QDQ ONNX that ONNX Runtime, OpenVINO and
+  TensorRT explicit quantization all consume (use ``activation_type="int8"`` for TensorRT:
+  symmetric signed activations).
+* ``ort-dynamic``: ONNX Runtime dynamic quantization (int8 weights, activations quantized at run
+  time; no calibration needed).  The fastest on CPUs without VNNI.
+* ``nncf``: NNCF post-training quantization of the OpenVINO model (OpenVINO IR, int8).
+* ``inc``: Intel Neural Compressor accuracy-aware tuning (see :func:`inc_tune`).
+* ``tflite``: int8 TFLite via litert-torch / ai-edge-quantizer (needs the torch module).
+
+The accuracy-aware loop (which nodes stay float) lives in :mod:`mmdeploy.quantize`; this pass
+quantizes once, excluding ``nodes_to_exclude``; :func:`quantizable_groups` names the blocks the
+loop can keep in float.
+"""
+
+from __future__ import annotations
+
+import re
+from collections import OrderedDict
+from pathlib import Path
+from typing import Any, Literal
+
+from mmdeploy.errors import BackendUnavailable, CalibrationError, UnsupportedError
+from mmdeploy.passes.base import Pass, PassConfig, PassContext, PassResult, op_counts
+
+METHODS = ("ort-static", "ort-dynamic", "nncf", "inc", "tflite")
+# ops whose int8 versions do the work; elementwise ops are left to ORT's QDQ propagation
+WEIGHT_OPS = ("MatMul", "Gemm", "Conv", "Attention")
+STATIC_OPS = ["MatMul", "Gemm", "Conv"]
+
+
+class QuantizeConfig(PassConfig):
+    method: Literal["ort-static", "ort-dynamic", "nncf", "inc", "tflite"] = "ort-static"
+    calibrate_method: Literal["minmax", "entropy", "percentile"] = "minmax"
+    per_channel: bool = True
+    activation_type: Literal["uint8", "int8"] = "uint8"  # int8: symmetric (TensorRT)
+    reduce_range: bool = False
+    op_types: list[str] | None = None  # None: the method's default
+    nodes_to_exclude: list[str] = []
+    percentile: float = 99.999
+    calibration_samples: int | None = None  # None: all
+
+
+class QuantizePass(Pass):
+    name = "quantize"
+    Config = QuantizeConfig
+
+    def run(self, model_path: Path, output_dir: Path, config: QuantizeConfig,
+            context: PassContext) -> PassResult:
+        import onnx
+
+        before = op_counts(onnx.load(str(model_path), load_external_data=False))
+        runner = {"ort-static": _ort_static, "ort-dynamic": _ort_dynamic, "nncf": _nncf,
+                  "inc": _ort_static, "tflite": _tflite}[config.method]
+        result = runner(Path(model_path), Path(output_dir), config, context)
+        result.report.setdefault("nodes_excluded", list(config.nodes_to_exclude))
+        if result.format == "onnx":
+            after = op_counts(onnx.load(str(Path(output_dir) / result.model_file), load_external_data=False))
+            result.report["quantized_ops"] = {k: v for k, v in after.items()
+                                              if k in ("QuantizeLinear", "DequantizeLinear", "MatMulInteger",
+                                                       "ConvInteger", "QAttention", "DynamicQuantizeLinear",
+                                                       "DynamicQuantizeMatMul", "QLinearMatMul")}
+            result.report["quantizable_nodes"] = sum(before.get(op, 0) for op in WEIGHT_OPS)
+        return result
+
+
+# --------------------------------------------------------------------------- groups
+
+
+_BLOCK = re.compile(r"^(.*?(?:layers?|blocks?|h)[._/]\d+)[/.]([^/.]+)")
+
+
+def node_group(name: str) -> str:
+    """The block a node belongs to: ``.../layers.3/self_attn`` or ``.../layers.3/mlp``; other
+    nodes by their module path (``/vision_model/embeddings/patch_embedding``)."""
+    match = _BLOCK.match(name)
+    if match:
+        return f"{match.group(1)}/{match.group(2)}".lstrip("/")
+    return (name.rsplit("/", 1)[0] if "/" in name else name).lstrip("/") or name
+
+
+def quantizable_groups(model_path: Path, op_types: tuple[str, ...] = WEIGHT_OPS) -> "OrderedDict[str, list[str]]":
+    """Groups of quantizable nodes (by block), in graph order: the unit kept in float."""
+    import onnx
+
+    model = onnx.load(str(model_path), load_external_data=False)
+    groups: OrderedDict[str, list[str]] = OrderedDict()
+    for node in model.graph.node:
+        if node.op_type in op_types and node.name:
+            groups.setdefault(node_group(node.name), []).append(node.name)
+    return groups
+
+
+# --------------------------------------------------------------------------- onnxruntime
+
+
+def _qtypes(config: QuantizeConfig):
+    from onnxruntime.quantization import QuantType
+
+    return QuantType.QInt8, (QuantType.QInt8 if config.activation_type == "int8" else QuantType.QUInt8)
+
+
+def _silence_ort_warnings():
+    import logging
+
+    logging.getLogger().setLevel(logging.ERROR)  # ORT quantization logs through the root logger
+
+
+def _ort_static(model_path: Path, output_dir: Path, config: QuantizeConfig, context: PassContext) -> PassResult:
+    import onnx
+    from onnxruntime.quantization import CalibrationMethod, QuantFormat, quantize_static
+
+    from mmdeploy.passes.calibration import feeds_reader
+
+    feeds = context.calibration[: config.calibration_samples]
+    if not feeds:
+        raise CalibrationError("static quantization needs calibration data and none was given",
+                               "pass --calib PATH, or --method ort-dynamic")
+    _silence_ort_warnings()
+    weight_type, activation_type = _qtypes(config)
+    method = {"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy,
+              "percentile": CalibrationMethod.Percentile}[config.calibrate_method]
+    model = onnx.load(str(model_path), load_external_data=False)
+    inputs = [i.name for i in model.graph.input]
+    extra: dict[str, Any] = {"DefaultTensorType": onnx.TensorProto.FLOAT}
+    if config.activation_type == "int8":
+        extra["ActivationSymmetric"] = True
+    if config.calibrate_method == "percentile":
+        extra["CalibPercentile"] = config.percentile
+    cache = None
+    if context.work_dir is not None:  # ranges reused when the accuracy loop re-quantizes
+        cache = Path(context.work_dir) / f"calibration-{config.calibrate_method}-{len(feeds)}.json"
+    out = output_dir / "model.onnx"
+    quantize_static(
+        str(model_path), str(out), feeds_reader(feeds, inputs),
+        quant_format=QuantFormat.QDQ, per_channel=config.per_channel, reduce_range=config.reduce_range,
+        weight_type=weight_type, activation_type=activation_type, calibrate_method=method,
+        op_types_to_quantize=config.op_types or STATIC_OPS, nodes_to_exclude=config.nodes_to_exclude,
+        extra_options=extra, calibration_cache_path=str(cache) if cache else None,
+    )
+    report = {"format": "QDQ", "calibration_samples": len(feeds),
+              "weights": "int8 per-channel" if config.per_channel else "int8 per-tensor",
+              "activations": config.activation_type + (" symmetric" if config.activation_type == "int8" else "")}
+    return PassResult("model.onnx", "onnx", "int8", report)
+
+
+def _ort_dynamic(model_path: Path, output_dir: Path, config: QuantizeConfig, context: PassContext) -> PassResult:
+    import onnx
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    _silence_ort_warnings()
+    model = onnx.load(str(model_path), load_external_data=False)
+    # ConvInteger is slower than float Conv in ORT on x86 (measured); patch embeddings stay float
+    exclude = list(config.nodes_to_exclude)
+    op_types = config.op_types or ["MatMul", "Gemm", "Attention"]
+    out = output_dir / "model.onnx"
+    quantize_dynamic(
+        str(model_path), str(out), weight_type=QuantType.QInt8, per_channel=config.per_channel,
+        reduce_range=config.reduce_range, op_types_to_quantize=op_types, nodes_to_exclude=exclude,
+        extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT},
+    )
+    del model
+    report = {"format": "dynamic (MatMulInteger)", "weights": "int8" + (" per-channel" if config.per_channel else ""),
+              "activations": "uint8, quantized at run time"}
+    return PassResult("model.onnx", "onnx", "int8", report)
+
+
+# --------------------------------------------------------------------------- nncf / openvino
+
+
+def _nncf(model_path: Path, output_dir: Path, config: QuantizeConfig, context: PassContext) -> PassResult:
+    try:
+        import nncf
+        import openvino as ov
+    except ImportError as exc:
+        raise BackendUnavailable(f"--method nncf needs nncf and openvino ({exc.name} is missing)",
+                                 'pip install "mmdeploy[nncf]"') from None
+    feeds = context.calibration[: config.calibration_samples]
+    if not feeds:
+        raise CalibrationError("NNCF quantization needs calibration data and none was given", "pass --calib PATH")
+    ov_model = ov.convert_model(str(model_path))
+    inputs = {name for port in ov_model.inputs for name in port.get_names()}
+    dataset = nncf.Dataset([{k: v for k, v in f.items() if k in inputs} for f in feeds])
+    ignored = None
+    if config.nodes_to_exclude:
+        ignored = nncf.IgnoredScope(names=_ov_names(ov_model, config.nodes_to_exclude), validate=False)
+    quantized = nncf.quantize(
+        ov_model, dataset, subset_size=len(feeds), model_type=nncf.ModelType.TRANSFORMER,
+        preset=nncf.QuantizationPreset.MIXED if config.activation_type == "uint8" else nncf.QuantizationPreset.PERFORMANCE,
+        ignored_scope=ignored,
+    )
+    ov.save_model(quantized, str(output_dir / "model.xml"), compress_to_fp16=False)
+    fq = sum(1 for op in quantized.get_ops() if op.get_type_name() == "FakeQuantize")
+    report = {"format": "OpenVINO IR", "fake_quantize_nodes": fq, "calibration_samples": len(feeds),
+              "model_type": "transformer"}
+    return PassResult("model.xml", "openvino", "int8", report)
+
+
+def _ov_names(ov_model, onnx_names: list[str]) -> list[str]:
+    """OpenVINO op names for ONNX node names (the frontend keeps them as op names or prefixes)."""
+    wanted = set(onnx_names)
+    found = [op.get_friendly_name() for op in ov_model.get_ops()
+             if op.get_friendly_name() in wanted or op.get_friendly_name().split("/WithoutBiases")[0] in wanted]
+    return found or list(onnx_names)
+
+
+# --------------------------------------------------------------------------- tflite
+
+
+def _tflite(model_path: Path, output_dir: Path, config: QuantizeConfig, context: PassContext) -> PassResult:
+    """int8 TFLite through litert-torch's PT2E quantizer on the component's PyTorch module
+    (``context.metadata["torch_module"]``, inputs positional in ``input_names`` order).
+
+    Per-channel symmetric int8 weights, static int8 activations calibrated on the feeds; the
+    graph's inputs and outputs are int8 too (scale/zero point in the .tflite, recorded in the
+    manifest as ``io_quantized``): runners quantize feeds and dequantize outputs.
+    """
+    module = context.metadata.get("torch_module")
+    names = context.metadata.get("input_names") or []
+    if module is None:
+        raise UnsupportedError(
+            "--method tflite quantizes the component's PyTorch module, and none is available",
+            "keep the checkpoint named in the bundle's source.path (or pass torch_modules= to the API)")
+    try:
+        import litert_torch
+        import torch
+        from litert_torch.quantize.pt2e_quantizer import PT2EQuantizer, get_symmetric_quantization_config
+        from litert_torch.quantize.quant_config import QuantConfig
+        from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
+    except ImportError as exc:
+        raise BackendUnavailable(f"--method tflite needs litert-torch ({exc.name} is missing)",
+                                 'pip install "mmdeploy[tflite]"') from None
+    feeds = context.calibration[: config.calibration_samples]
+    if not feeds:
+        raise CalibrationError("TFLite int8 needs calibration data and none was given", "pass --calib PATH")
+
+    def args(feed):
+        return tuple(torch.from_numpy(feed[n][:1].copy()) for n in names)
+
+    quantizer = PT2EQuantizer().set_global(
+        get_symmetric_quantization_config(is_per_channel=config.per_channel, is_dynamic=False))
+    with torch.no_grad():
+        exported = torch.export.export(module.eval(), args(feeds[0])).module()
+        prepared = prepare_pt2e(exported, quantizer)
+        for feed in feeds:
+            prepared(*args(feed))
+        converted = convert_pt2e(prepared, fold_quantize=False)
+        edge = litert_torch.convert(converted, args(feeds[0]), quant_config=QuantConfig(pt2e_quantizer=quantizer))
+    edge.export(str(output_dir / "model.tflite"))
+    report = {"format": "TFLite (litert-torch PT2E)", "weights": "int8 symmetric" + (" per-channel" if config.per_channel else ""),
+              "activations": "int8 static", "io_quantized": True, "static_batch": 1,
+              "calibration_samples": len(feeds)}
+    return PassResult("model.tflite", "tflite", "int8", report)

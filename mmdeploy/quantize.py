@@ -1,0 +1,645 @@
+"""Quantize a converted bundle (or one component): int8 that keeps accuracy, or fp16.
+
+The flow, per component: calibration feeds (``--calib`` through the family's adapter, else the
+adapter's bundled set, else the stored reference inputs) → optional ``optimize`` pass (ORT
+fusions) → ``quantize`` pass → accuracy check against the fp32 model.  Accuracy-aware by
+default: when the budget does not hold, each block's sensitivity is measured (leave-one-out:
+the gain from keeping only that block in float) and the most sensitive blocks are kept in float
+one at a time until it holds.  The budget is the family task (``--accuracy-budget`` in points of
+zero-shot top-1 drop, default 0.5) when the adapter has one, else embedding cosine to the fp32
+model on the calibration data (default 0.99).  If no choice meets it: an error naming the best
+reached, and nothing is written.
+"""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict
+
+from mmdeploy.artifact import (
+    MANIFEST_NAME, REFERENCE_NAME, ArtifactRef, Manifest, PassRecord, atomic_output, bundle_dir,
+    load_reference, read_manifest, sha256_file, sha256_path, tool_versions, write_manifest,
+)
+from mmdeploy.errors import (
+    CalibrationError, InputError, MMDeployError, UnsupportedError,
+)
+from mmdeploy.passes.base import PassContext
+from mmdeploy.passes.calibration import (
+    CalibrationSet, check_modality, component_modality, data_kind, feeds_sha256, preprocess_images,
+    read_captions, read_images, split_batch, tokenize,
+)
+
+DEFAULT_TASK_BUDGET = 0.5  # points of task metric (zero-shot top-1) drop
+DEFAULT_COSINE_BUDGET = 0.99  # minimum mean embedding cosine to fp32
+
+
+class AccuracyBudgetError(MMDeployError):
+    """The accuracy budget cannot be met by any choice of nodes kept in float (exit 2)."""
+
+
+class QuantizeOptions(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    precision: Literal["int8", "fp16"] = "int8"
+    method: Literal["auto", "ort-static", "ort-dynamic", "nncf", "inc", "tflite"] = "auto"
+    calibrate_method: Literal["minmax", "entropy", "percentile"] = "minmax"
+    per_channel: bool = True
+    activation_type: Literal["uint8", "int8"] = "uint8"
+    optimize: bool | None = None  # ORT fusions; None: on for ort-dynamic (ORT-only graph)
+    calib: Path | None = None
+    calib_limit: int = 32
+    components: list[str] | None = None
+    metric: Literal["auto", "task", "cosine"] = "auto"
+    accuracy_budget: float | None = None  # pp drop (task) or min cosine; None: the default
+    accuracy_aware: bool = True
+    max_float_blocks: int = 8
+    nodes_to_exclude: list[str] = []
+    eval_limit: int | None = None  # task samples (None: the adapter's default)
+    latency_runs: int = 10  # 0: skip the latency columns
+
+    def resolved_method(self) -> str:
+        if self.method != "auto":
+            return self.method
+        return "ort-dynamic"
+
+
+@dataclass
+class _Component:
+    name: str
+    src: Path  # input component dir
+    manifest: Manifest
+    ref_path: str | None  # path in the bundle
+    calib: CalibrationSet | None = None
+    base_model: Path | None = None  # model the quantizer reads (after optimize)
+    passes: list[PassRecord] = field(default_factory=list)
+    work: Path | None = None
+    excluded: list[str] = field(default_factory=list)
+    groups: dict[str, list[str]] = field(default_factory=dict)
+    result: Any = None  # PassResult of the current quantization
+    out_dir: Path | None = None
+    torch_module: Any = None  # for --method tflite
+
+    @property
+    def input_names(self) -> list[str]:
+        return [t.name for t in self.manifest.inputs]
+
+
+# --------------------------------------------------------------------------- runners
+
+
+class _OpenVINORunner:
+    """Minimal OpenVINO runner used when the openvino backend module is not in this build."""
+
+    def __init__(self, xml: Path):
+        import openvino as ov
+
+        core = ov.Core()
+        self.compiled = core.compile_model(core.read_model(str(xml)), "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
+        self.name = "openvino"
+        self.ports = {name: port for port in self.compiled.inputs for name in port.get_names()}
+        self.input_names = [p.get_any_name() for p in self.compiled.inputs]
+        self.output_names = [p.get_any_name() for p in self.compiled.outputs]
+
+    def run(self, feeds):
+        result = self.compiled({self.ports[k]: v for k, v in feeds.items() if k in self.ports})
+        return {name: np.asarray(result[port]) for name, port in zip(self.output_names, self.compiled.outputs)}
+
+
+class _TFLiteRunner:
+    """Runner over a .tflite whose inputs/outputs may be int8 (quantized with their scale and
+    zero point); batch 1 (litert-torch exports static shapes), larger batches one by one."""
+
+    def __init__(self, path: Path, input_names: list[str], output_names: list[str]):
+        try:
+            from ai_edge_litert.interpreter import Interpreter
+        except ImportError:  # pragma: no cover - tflite-runtime has the same API
+            from tflite_runtime.interpreter import Interpreter
+        self.interpreter = Interpreter(model_path=str(path))
+        self.interpreter.allocate_tensors()
+        self.name = "tflite-int8"
+        self.input_names, self.output_names = list(input_names), list(output_names)
+        key = lambda d: int("".join(c for c in d["name"].rsplit("_", 1)[-1] if c.isdigit()) or 0)  # noqa: E731
+        self.inputs = sorted(self.interpreter.get_input_details(), key=key)
+        self.outputs = sorted(self.interpreter.get_output_details(), key=key)
+
+    def _one(self, feeds):
+        for name, d in zip(self.input_names, self.inputs):
+            value = np.asarray(feeds[name])
+            scale, zero = d["quantization"]
+            if d["dtype"] in (np.int8, np.uint8) and value.dtype.kind == "f" and scale:
+                info = np.iinfo(d["dtype"])
+                value = np.clip(np.round(value / scale) + zero, info.min, info.max)
+            self.interpreter.set_tensor(d["index"], value.astype(d["dtype"]))
+        self.interpreter.invoke()
+        out = {}
+        for name, d in zip(self.output_names, self.outputs):
+            value = self.interpreter.get_tensor(d["index"])
+            scale, zero = d["quantization"]
+            if d["dtype"] in (np.int8, np.uint8) and scale:
+                value = (value.astype(np.float32) - zero) * scale
+            out[name] = np.array(value)
+        return out
+
+    def run(self, feeds):
+        batch = int(np.shape(feeds[self.input_names[0]])[0])
+        parts = [self._one({n: np.asarray(feeds[n])[i:i + 1] for n in self.input_names}) for i in range(batch)]
+        return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
+
+
+def model_runner(model_file: Path, fmt: str, name: str = "", input_names=None, output_names=None):
+    """A Runner over a model file (before it becomes an artifact)."""
+    if fmt == "onnx":
+        from mmdeploy.backends.onnxruntime import OnnxRuntimeRunner
+
+        return OnnxRuntimeRunner(model_file, name=name or "onnxruntime")
+    if fmt == "openvino":
+        try:
+            from mmdeploy.backends.openvino import OpenVINORunner  # noqa: F401
+        except ImportError:
+            return _OpenVINORunner(model_file)
+        from mmdeploy.backends.openvino import OpenVINORunner
+
+        return OpenVINORunner(model_file)
+    if fmt == "tflite":
+        return _TFLiteRunner(model_file, input_names or [], output_names or [])
+    raise UnsupportedError(f"no runner for format {fmt!r} in quantize")
+
+
+def _model_file(comp_dir: Path, manifest: Manifest) -> Path:
+    return Path(comp_dir) / manifest.metadata.get("model_file", "model.onnx")
+
+
+# --------------------------------------------------------------------------- calibration
+
+
+def _adapter(bundle: Path | None):
+    if bundle is None:
+        return None
+    from mmdeploy.models import adapter_for_bundle
+
+    try:
+        return adapter_for_bundle(bundle)
+    except (UnsupportedError, ImportError, NotImplementedError):
+        return None
+
+
+def calibration_set(comp: _Component, adapter, bundle: Path | None, path: Path | None,
+                    kind: str | None, limit: int) -> CalibrationSet:
+    """Feeds for one component: --calib via the adapter (or preprocess/), else the bundled set,
+    else the stored reference inputs."""
+    inputs = [t.name for t in comp.manifest.inputs]
+    shapes = {t.name: t.shape for t in comp.manifest.inputs}
+    modality = component_modality(inputs)
+    feeds = None
+    if adapter is not None:
+        try:
+            feeds = adapter.calibration_feeds(comp.name, path, limit)
+        except (NotImplementedError, AttributeError):
+            feeds = None
+    if path is not None:
+        if feeds is None:
+            preprocess = bundle / "preprocess" if bundle else None
+            if kind == "image":
+                feeds = preprocess_images(read_images(path, limit), preprocess, shapes.get("pixel_values", []))
+            elif kind == "text":
+                feeds = tokenize(read_captions(path, limit), preprocess, inputs, shapes.get(inputs[0], []))
+            else:
+                raise UnsupportedError(f"{kind} calibration data needs the model family's adapter",
+                                       "quantize the bundle written by `mmdeploy convert`")
+        feeds = split_batch(feeds)[:limit]
+        if not feeds:
+            raise CalibrationError(f"--calib {path} gave no calibration samples", "add data to it")
+        return CalibrationSet(feeds, str(path), sha256_path(path), kind or modality)
+    if feeds:
+        feeds = split_batch(feeds)[:limit]
+        return CalibrationSet(feeds, "adapter-default", feeds_sha256(feeds), modality)
+    cases = load_reference(comp.src)
+    feeds = split_batch([f for f, _ in cases])[:limit]
+    if not feeds:
+        raise CalibrationError(f"component {comp.name!r} has no calibration data (no --calib, no bundled set, "
+                               "no reference.npz)", "pass --calib PATH")
+    return CalibrationSet(feeds, REFERENCE_NAME, feeds_sha256(feeds), modality,
+                          {"note": "reference inputs: pass --calib for representative data"})
+
+
+# --------------------------------------------------------------------------- accuracy
+
+
+def _cosine(ref: np.ndarray, got: np.ndarray) -> float:
+    a = np.asarray(ref, np.float64).reshape(len(ref), -1)
+    b = np.asarray(got, np.float64).reshape(len(got), -1)
+    den = np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1)
+    return float(np.mean(np.where(den > 0, (a * b).sum(1) / np.maximum(den, 1e-30), 1.0)))
+
+
+def embedding_cosine(ref_runner, runner, feeds) -> float:
+    """Mean cosine of every float output to the fp32 model's, the worst output reported."""
+    worst = 1.0
+    refs, gots = [ref_runner.run(f) for f in feeds], [runner.run(f) for f in feeds]
+    for name in refs[0]:
+        if refs[0][name].dtype.kind != "f":
+            continue
+        worst = min(worst, _cosine(np.concatenate([r[name] for r in refs]),
+                                   np.concatenate([g[name] for g in gots])))
+    return worst
+
+
+class _Evaluator:
+    """Scores a set of quantized components: task points (higher is better) or worst cosine."""
+
+    def __init__(self, comps: list[_Component], adapter, bundle: Path | None, options: QuantizeOptions):
+        self.comps = {c.name: c for c in comps}
+        self.adapter = adapter
+        self.options = options
+        self.fp32 = {c.name: model_runner(_model_file(c.src, c.manifest), "onnx", "onnxruntime-fp32") for c in comps}
+        self.metric = "cosine"
+        self.baseline: float | None = None
+        self.task_name = None
+        if options.metric in ("auto", "task") and adapter is not None:
+            self._try_task(bundle)
+        if options.metric == "task" and self.metric != "task":
+            raise UnsupportedError("--metric task: this model family has no task metric here",
+                                   "use --metric cosine")
+        default = DEFAULT_TASK_BUDGET if self.metric == "task" else DEFAULT_COSINE_BUDGET
+        self.budget = options.accuracy_budget if options.accuracy_budget is not None else default
+        if self.metric == "cosine" and not 0 < self.budget <= 1:
+            raise InputError(f"--accuracy-budget {self.budget:g} is not a cosine in (0, 1]",
+                             "without a task metric the budget is the minimum embedding cosine, e.g. 0.99")
+        if self.metric == "task" and self.budget < 0:
+            raise InputError(f"--accuracy-budget {self.budget:g} is negative", "give the allowed drop in points, e.g. 0.5")
+
+    def _try_task(self, bundle: Path | None):
+        try:
+            needed = tuple(self.adapter.task_components())
+        except NotImplementedError:
+            return
+        if not needed or bundle is None:
+            return
+        runners = {}
+        for name in needed:
+            if name in self.fp32:
+                runners[name] = self.fp32[name]
+            else:
+                src = bundle / name
+                if not (src / MANIFEST_NAME).is_file():
+                    return
+                m = read_manifest(src)
+                runners[name] = model_runner(_model_file(src, m), m.format or "onnx")
+        self.task_runners = runners
+        try:
+            result = self.adapter.evaluate(runners, limit=self.options.eval_limit)
+        except NotImplementedError:
+            return
+        if result is None:
+            return
+        self.metric, self.task_name = "task", result.name
+        self.baseline = 100.0 * result.value
+        self.baseline_result = result
+
+    def score(self, runners: dict[str, Any]) -> dict[str, Any]:
+        """{"value", "ok", ...} for quantized runners (fp32 runners stand in for the others)."""
+        cosines = {name: embedding_cosine(self.fp32[name], r, self.comps[name].calib.feeds[:16])
+                   for name, r in runners.items()}
+        out: dict[str, Any] = {"cosine": cosines}
+        if self.metric == "task":
+            result = self.adapter.evaluate({**self.task_runners, **runners}, limit=self.options.eval_limit)
+            value = 100.0 * result.value
+            out.update(value=value, drop=self.baseline - value, ok=self.baseline - value <= self.budget + 1e-9,
+                       agreement=result.agreement(self.baseline_result))
+        else:
+            value = min(cosines.values())
+            out.update(value=value, ok=value >= self.budget)
+        return out
+
+    def describe(self) -> str:
+        if self.metric == "task":
+            return f"{self.task_name} drop <= {self.budget:g} pp (fp32 {self.baseline:.2f} %)"
+        return f"embedding cosine >= {self.budget:g}"
+
+
+# --------------------------------------------------------------------------- main entry
+
+
+def quantize(artifact: str | Path, output: str | Path, options: QuantizeOptions | None = None,
+             log=print, torch_modules: dict[str, Any] | None = None) -> Manifest:
+    """Quantize every component of a bundle (or one component dir) into a new artifact at ``output``."""
+    options = options or QuantizeOptions()
+    artifact = Path(artifact)
+    manifest = read_manifest(artifact)
+    if Path(output).absolute() == artifact.absolute():
+        raise InputError("--output is the input artifact", "write to a new directory; artifacts are never modified")
+    if manifest.kind == "model":
+        bundle, refs = artifact, list(manifest.artifacts)
+        comps = [_Component(r.component, artifact / r.path, read_manifest(artifact / r.path), r.path) for r in refs]
+    else:
+        bundle = bundle_dir(artifact)
+        comps = [_Component(manifest.name, artifact, manifest, None)]
+    if options.components:
+        unknown = sorted(set(options.components) - {c.name for c in comps})
+        if unknown:
+            raise InputError(f"no component {', '.join(unknown)} in {artifact}",
+                             "components: " + ", ".join(c.name for c in comps))
+    selected = [c for c in comps if not options.components or c.name in options.components]
+    for comp in selected:
+        if comp.manifest.format != "onnx" or comp.manifest.precision != "fp32":
+            raise UnsupportedError(
+                f"component {comp.name!r} is {comp.manifest.precision} {comp.manifest.format}; quantize takes fp32 ONNX",
+                "quantize the output of `mmdeploy convert`, then compile the result")
+
+    method = options.resolved_method() if options.precision == "int8" else "fp16"
+    if method == "tflite":
+        _attach_torch_modules(selected, manifest if manifest.kind == "model" else (
+            read_manifest(bundle) if bundle else manifest), torch_modules)
+    adapter = _adapter(bundle)
+
+    # calibration data: one --calib path serves the components of its modality
+    kind = data_kind(options.calib) if options.calib is not None else None
+    if kind is not None:
+        modalities = {c.name: component_modality([t.name for t in c.manifest.inputs]) for c in selected}
+        matching = [c for c in selected if modalities[c.name] in (kind, "tensor")]
+        if not matching or options.components:
+            for c in selected:
+                check_modality(kind, modalities[c.name], c.name)
+    for comp in selected:
+        modality = component_modality([t.name for t in comp.manifest.inputs])
+        use_path = options.calib if kind is not None and modality in (kind, "tensor") else None
+        comp.calib = calibration_set(comp, adapter, bundle, use_path, kind if use_path else None,
+                                     options.calib_limit)
+        log(f"calibration {comp.name}: {len(comp.calib.feeds)} samples from {comp.calib.source}")
+
+    with tempfile.TemporaryDirectory(prefix="mmdeploy-quantize-") as tmp:
+        evaluator = _Evaluator(selected, adapter, bundle, options)
+        log(f"accuracy budget: {evaluator.describe()}")
+        for comp in selected:
+            comp.work = Path(tmp) / comp.name
+            comp.work.mkdir()
+            comp.base_model = _model_file(comp.src, comp.manifest)
+            comp.excluded = list(options.nodes_to_exclude)
+            optimize = options.optimize if options.optimize is not None else method == "ort-dynamic"
+            if optimize:
+                comp.base_model, record = _run_optimize(comp, manifest.family)
+                comp.passes.append(record)
+                log(f"optimize {comp.name}: fused {record.report.get('fused')}")
+        steps, float_blocks = _accuracy_loop(selected, evaluator, options, method, log)
+        summary = _summary(selected, evaluator, steps, float_blocks, options, method, log)
+        return _write(artifact, manifest, comps, selected, bundle, Path(output), options, method, summary)
+
+
+def _attach_torch_modules(comps: list[_Component], manifest: Manifest, given: dict | None) -> None:
+    """--method tflite needs each component's torch module: given, or from the bundle's source."""
+    for comp in comps:
+        if given and comp.name in given:
+            comp.torch_module = given[comp.name]
+    missing = [c for c in comps if c.torch_module is None]
+    if not missing:
+        return
+    source = (manifest.source or {}).get("path")
+    if not source or not Path(source).exists():
+        raise UnsupportedError(
+            "--method tflite quantizes the PyTorch module, and the bundle's source checkpoint "
+            f"({source or 'none recorded'}) is not available", "keep the checkpoint at its path, or use --method ort-static")
+    from mmdeploy.models import resolve
+
+    components = resolve(source, family=manifest.family).components()
+    for comp in missing:
+        comp.torch_module = components[comp.name].module
+
+
+def _run_optimize(comp: _Component, family: str | None):
+    from mmdeploy.passes import get_pass
+
+    opt = get_pass("optimize")
+    config = opt.config()
+    out = comp.work / "optimized"
+    out.mkdir()
+    result = opt.run(comp.base_model, out, config, PassContext(family=family, work_dir=comp.work))
+    return out / result.model_file, opt.record(config, result)
+
+
+def _quantize_component(comp: _Component, options: QuantizeOptions, method: str, tag: str):
+    """Quantize ``comp`` with its current exclusions into work/<tag>; returns (result, runner)."""
+    from mmdeploy.passes import get_pass
+
+    out = comp.work / tag
+    if out.exists():
+        shutil.rmtree(out)
+    out.mkdir()
+    context = PassContext(calibration=comp.calib.feeds, work_dir=comp.work,
+                          metadata={"torch_module": comp.torch_module, "input_names": comp.input_names})
+    if method == "fp16":
+        p = get_pass("fp16")
+        config = p.config()
+    else:
+        p = get_pass("quantize")
+        config = p.config(method="ort-static" if method == "inc" else method,
+                          calibrate_method=options.calibrate_method, per_channel=options.per_channel,
+                          activation_type=options.activation_type, nodes_to_exclude=sorted(set(comp.excluded)))
+    result = p.run(comp.base_model, out, config, context)
+    result.report["record"] = p.record(config, result)
+    comp.result, comp.out_dir = result, out
+    return result, model_runner(out / result.model_file, result.format, f"{method}-{comp.name}",
+                                comp.input_names, [t.name for t in comp.manifest.outputs])
+
+
+def _accuracy_loop(comps: list[_Component], evaluator: _Evaluator, options: QuantizeOptions,
+                   method: str, log):
+    """Quantize; while the budget fails, keep the most sensitive block in float."""
+    from mmdeploy.passes.quantize import quantizable_groups
+
+    if method == "inc":
+        from mmdeploy.passes.inc import inc_accuracy_loop
+
+        return inc_accuracy_loop(comps, evaluator, options, _quantize_component, log)
+    runners = {c.name: _quantize_component(c, options, method, "q")[1] for c in comps}
+    score = evaluator.score(runners)
+    steps = [{"float_block": None, "component": None, **_brief(score)}]
+    log(f"quantized all: {_fmt(score, evaluator)}")
+    float_blocks: list[dict] = []
+    if score["ok"] or not options.accuracy_aware or method in ("fp16", "tflite"):
+        if not score["ok"]:
+            raise _budget_error(evaluator, score, float_blocks)
+        return steps, float_blocks
+
+    # sensitivity: gain in the component's cosine when only that block stays float
+    ranking = []
+    for comp in comps:
+        comp.groups = dict(quantizable_groups(comp.base_model))
+        base_cos = score["cosine"][comp.name]
+        for group, nodes in comp.groups.items():
+            saved = comp.excluded
+            comp.excluded = saved + nodes
+            _, r = _quantize_component(comp, options, method, "probe")
+            gain = embedding_cosine(evaluator.fp32[comp.name], r, comp.calib.feeds[:16]) - base_cos
+            comp.excluded = saved
+            ranking.append((gain, comp.name, group))
+        log(f"sensitivity {comp.name}: {len(comp.groups)} blocks measured")
+    ranking.sort(key=lambda t: -t[0])
+    by_name = {c.name: c for c in comps}
+    best = score
+    for gain, name, group in ranking[: options.max_float_blocks]:
+        comp = by_name[name]
+        saved = comp.excluded
+        comp.excluded = saved + comp.groups[group]
+        _, candidate = _quantize_component(comp, options, method, "q")
+        new = evaluator.score({**runners, name: candidate})
+        entry = {"component": name, "block": group, "nodes": comp.groups[group], "sensitivity_gain": gain,
+                 "metric_before": best["value"], "metric_after": new["value"]}
+        if new["value"] < best["value"]:  # no gain on the budget metric: quantize it after all
+            comp.excluded = saved
+            _quantize_component(comp, options, method, "q")
+            steps.append({"float_block": group, "component": name, "rejected": True, **_brief(new)})
+            log(f"  {name}:{group} in float does not help ({_fmt(new, evaluator)}): stays int8")
+            continue
+        runners[name] = candidate
+        float_blocks.append(entry)
+        steps.append({"float_block": group, "component": name, **_brief(new)})
+        log(f"  keep {name}:{group} in float -> {_fmt(new, evaluator)}")
+        best = new
+        if new["ok"]:
+            return steps, float_blocks
+    raise _budget_error(evaluator, best, float_blocks)
+
+
+def _brief(score: dict) -> dict:
+    return {k: v for k, v in score.items() if k in ("value", "drop", "ok", "cosine", "agreement")}
+
+
+def _fmt(score: dict, evaluator: _Evaluator) -> str:
+    if evaluator.metric == "task":
+        return f"{evaluator.task_name} {score['value']:.2f} % (drop {score['drop']:.2f} pp)"
+    return f"cosine {score['value']:.5f}"
+
+
+def _budget_error(evaluator: _Evaluator, best: dict, float_blocks: list) -> AccuracyBudgetError:
+    kept = f" with {len(float_blocks)} block(s) kept in float" if float_blocks else ""
+    if evaluator.metric == "task":
+        reached = f"best reached: drop {best['drop']:.2f} pp ({best['value']:.2f} % vs fp32 {evaluator.baseline:.2f} %){kept}"
+    else:
+        reached = f"best reached: cosine {best['value']:.5f}{kept}"
+    return AccuracyBudgetError(
+        f"accuracy budget {evaluator.describe()} cannot be met; {reached}; nothing written",
+        "loosen --accuracy-budget, raise --max-float-blocks, try --method ort-static --calibrate-method "
+        "percentile, or use --fp16")
+
+
+def _size(path: Path) -> int:
+    return sum(p.stat().st_size for p in Path(path).rglob("*") if p.is_file())
+
+
+def _latency(runner, feeds, runs: int) -> float:
+    for _ in range(2):
+        runner.run(feeds)
+    samples = []
+    for _ in range(runs):
+        t = time.perf_counter()
+        runner.run(feeds)
+        samples.append(time.perf_counter() - t)
+    return float(np.median(samples) * 1000)
+
+
+def _summary(comps, evaluator: _Evaluator, steps, float_blocks, options, method, log) -> dict:
+    final = steps[-1]
+    rows = []
+    for comp in comps:
+        fp32_file = _model_file(comp.src, comp.manifest)
+        row = {"component": comp.name, "size_fp32": fp32_file.stat().st_size + _external(fp32_file),
+               "size_quantized": _size(comp.out_dir), "cosine": final["cosine"].get(comp.name)}
+        if options.latency_runs:
+            feeds = comp.calib.feeds[0]
+            qrunner = model_runner(comp.out_dir / comp.result.model_file, comp.result.format, "",
+                                   comp.input_names, [t.name for t in comp.manifest.outputs])
+            row["latency_ms_fp32"] = _latency(evaluator.fp32[comp.name], feeds, options.latency_runs)
+            row["latency_ms_quantized"] = _latency(qrunner, feeds, options.latency_runs)
+        rows.append(row)
+    accuracy = {"metric": evaluator.metric, "budget": evaluator.budget, "value": final["value"], "ok": final["ok"]}
+    if evaluator.metric == "task":
+        accuracy.update(task=evaluator.task_name, fp32=evaluator.baseline, drop=final["drop"],
+                        agreement=final.get("agreement"))
+    return {"method": method, "precision": options.precision, "components": rows, "accuracy": accuracy,
+            "float_blocks": float_blocks, "steps": steps,
+            "latency_note": "median of %d batch-1 runs, same process, ORT spinning off" % options.latency_runs}
+
+
+def _external(model_file: Path) -> int:
+    data = Path(str(model_file) + ".data")
+    return data.stat().st_size if data.is_file() else 0
+
+
+def _component_manifest(comp: _Component, out_dir: Path, method: str, options, summary) -> Manifest:
+    from mmdeploy.compare import verify_runner
+
+    result = comp.result
+    record = result.report.pop("record")
+    record.report = dict(result.report)
+    record.report["float_blocks"] = [b for b in summary["float_blocks"] if b["component"] == comp.name]
+    record.report["calibration"] = comp.calib.record()
+    m = comp.manifest.model_copy(deep=True)
+    m.format, m.precision = result.format, result.precision
+    m.parent = {"path": str(comp.src.resolve()), "manifest_sha256": sha256_file(comp.src / MANIFEST_NAME)}
+    m.passes = list(m.passes) + comp.passes + [record]
+    m.tools = {**m.tools, **tool_versions("onnx", "onnxruntime", "openvino", "nncf", "neural-compressor")}
+    m.metadata = {**m.metadata, "model_file": result.model_file, "calibration": comp.calib.record(),
+                  "quantize": next(r for r in summary["components"] if r["component"] == comp.name)}
+    if result.format == "openvino":
+        m.metadata["weights_file"] = "model.bin"
+    if result.format == "tflite":  # int8 inputs/outputs: runners (de)quantize with the file's params
+        m.metadata.update(io_quantized=True, static_batch=1)
+    cases = load_reference(comp.src)
+    if cases:
+        runner = model_runner(out_dir / result.model_file, result.format, "", comp.input_names,
+                              [t.name for t in comp.manifest.outputs])
+        m.parity = verify_runner(runner, cases, atol=None, label=f"{method}/{comp.name}")
+    return m
+
+
+def _write(artifact, manifest, comps, selected, bundle, output: Path, options, method, summary) -> Manifest:
+    chosen = {c.name for c in selected}
+    with atomic_output(output) as tmp:
+        if manifest.kind == "component":
+            comp = selected[0]
+            _copy_files(comp.out_dir, tmp)
+            if (comp.src / REFERENCE_NAME).is_file():
+                shutil.copy2(comp.src / REFERENCE_NAME, tmp / REFERENCE_NAME)
+            cm = _component_manifest(comp, tmp, method, options, summary)
+            cm.metadata["quantize_summary"] = summary
+            return write_manifest(tmp, cm)
+        skip = {c.ref_path.split("/")[0] for c in comps if c.ref_path} | {MANIFEST_NAME}
+        for item in Path(artifact).iterdir():  # preprocess/ and any other bundle files
+            if item.name not in skip and not item.name.startswith("."):
+                (shutil.copytree if item.is_dir() else shutil.copy2)(item, tmp / item.name)
+        refs = []
+        for comp in comps:
+            dest = tmp / comp.ref_path
+            if comp.name not in chosen:
+                shutil.copytree(comp.src, dest)
+                refs.append(next(r for r in manifest.artifacts if r.component == comp.name))
+                continue
+            dest.mkdir(parents=True)
+            _copy_files(comp.out_dir, dest)
+            if (comp.src / REFERENCE_NAME).is_file():
+                shutil.copy2(comp.src / REFERENCE_NAME, dest / REFERENCE_NAME)
+            cm = write_manifest(dest, _component_manifest(comp, dest, method, options, summary))
+            refs.append(ArtifactRef(path=comp.ref_path, component=comp.name, format=cm.format,
+                                    precision=cm.precision, target=cm.target))
+        m = manifest.model_copy(deep=True)
+        m.artifacts = refs
+        m.precision = options.precision if method != "fp16" else "fp16"
+        m.parent = {"path": str(Path(artifact).resolve()), "manifest_sha256": sha256_file(Path(artifact) / MANIFEST_NAME)}
+        m.passes = list(m.passes) + [PassRecord(name="quantize", params=options.model_dump(mode="json"),
+                                                report={k: summary[k] for k in ("method", "accuracy", "float_blocks")})]
+        m.tools = {**m.tools, **tool_versions("onnx", "onnxruntime", "openvino", "nncf", "neural-compressor")}
+        m.metadata = {**m.metadata, "quantize": summary}
+        return write_manifest(tmp, m)
+
+
+def _copy_files(src: Path, dest: Path) -> None:
+    for item in Path(src).iterdir():
+        if item.is_file():
+            shutil.copy2(item, dest / item.name)

@@ -1,0 +1,79 @@
+"""mmdeploy.passes.calibration: what --calib accepts and how it fails."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from mmdeploy.errors import CalibrationError
+from mmdeploy.passes.calibration import (
+    check_modality, component_modality, data_kind, feeds_reader, feeds_sha256, read_captions, read_images,
+    split_batch,
+)
+
+
+def test_data_kind(tmp_path):
+    from PIL import Image
+
+    imgs = tmp_path / "imgs"
+    imgs.mkdir()
+    Image.new("RGB", (8, 8), "red").save(imgs / "a.jpg")
+    (imgs / "notes.md").write_text("ignored")
+    assert data_kind(imgs) == "image"
+    audio = tmp_path / "audio"
+    audio.mkdir()
+    (audio / "a.wav").write_bytes(b"RIFF")
+    assert data_kind(audio) == "audio"
+    caps = tmp_path / "c.txt"
+    caps.write_text("one\n")
+    assert data_kind(caps) == "text"
+    for bad, msg in [(tmp_path / "nope", "does not exist"), (imgs / "a.jpg", "single file")]:
+        with pytest.raises(CalibrationError, match=msg):
+            data_kind(bad)
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(CalibrationError, match="is empty"):
+        data_kind(empty)
+    (audio / "b.png").write_bytes(b"x")
+    with pytest.raises(CalibrationError, match="mixes images and audio"):
+        data_kind(audio)
+
+
+def test_images_and_captions(tmp_path):
+    from PIL import Image
+
+    Image.new("L", (8, 8)).save(tmp_path / "gray.png")
+    assert read_images(tmp_path)[0].mode == "RGB"
+    (tmp_path / "bad.png").write_bytes(b"\x89PNG broken")
+    with pytest.raises(CalibrationError, match="bad.png cannot be decoded"):
+        read_images(tmp_path)
+    caps = tmp_path / "c.txt"
+    caps.write_text("\n  \n")
+    with pytest.raises(CalibrationError, match="no captions"):
+        read_captions(caps)
+    caps.write_bytes(b"\xff\xfe\x00bad")
+    with pytest.raises(CalibrationError, match="not UTF-8"):
+        read_captions(caps)
+
+
+def test_modality():
+    assert component_modality(["pixel_values"]) == "image"
+    assert component_modality(["input_ids", "attention_mask"]) == "text"
+    assert component_modality(["input_features"]) == "audio"
+    check_modality("image", "image", "vision")
+    check_modality("audio", "tensor", "custom")
+    with pytest.raises(CalibrationError, match="holds audio clips but component 'text' takes captions"):
+        check_modality("audio", "text", "text")
+
+
+def test_batches_hash_reader():
+    feeds = [{"x": np.arange(6, dtype=np.float32).reshape(3, 2)}]
+    single = split_batch(feeds)
+    assert len(single) == 3 and single[1]["x"].shape == (1, 2)
+    assert feeds_sha256(single) == feeds_sha256(split_batch(feeds))
+    assert feeds_sha256(single) != feeds_sha256(single[:2])
+    reader = feeds_reader(single + [{"x": single[0]["x"], "extra": np.zeros(1)}], ["x"])
+    items = []
+    while (item := reader.get_next()) is not None:
+        items.append(item)
+    assert len(items) == 4 and set(items[-1]) == {"x"}

@@ -1,0 +1,263 @@
+"""mmdeploy.quantize and `mmdeploy quantize`: every method for real on a tiny CLIP bundle."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+sys.path.insert(0, str(Path(__file__).parent))
+from _tiny_clip import write_bundle, write_images  # noqa: E402
+
+from mmdeploy.artifact import load_reference, read_manifest, verify_files  # noqa: E402
+from mmdeploy.errors import CalibrationError, InputError, UnsupportedError  # noqa: E402
+from mmdeploy.quantize import AccuracyBudgetError, QuantizeOptions, model_runner, quantize  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def bundle(tmp_path_factory) -> Path:
+    return write_bundle(tmp_path_factory.mktemp("tiny") / "bundle")
+
+
+@pytest.fixture(scope="module")
+def images(tmp_path_factory) -> Path:
+    return write_images(tmp_path_factory.mktemp("calib") / "images")
+
+
+def _opts(**kw):
+    return QuantizeOptions(latency_runs=2, **kw)
+
+
+def _cosine_to_reference(component_dir: Path) -> float:
+    m = read_manifest(component_dir)
+    runner = model_runner(component_dir / m.metadata["model_file"], m.format)
+    worst = 1.0
+    for feeds, ref in load_reference(component_dir):
+        for name, value in ref.items():
+            got = runner.run(feeds)[name]
+            a, b = value.reshape(len(value), -1), got.reshape(len(got), -1)
+            cos = (a * b).sum(1) / np.linalg.norm(a, axis=1) / np.linalg.norm(b, axis=1)
+            worst = min(worst, float(cos.min()))
+    return worst
+
+
+def test_default_int8_bundle_layout(bundle, tmp_path):
+    out = tmp_path / "int8"
+    m = quantize(bundle, out, _opts())
+    assert m.kind == "model" and m.precision == "int8"
+    assert m.parent["path"] == str(bundle.resolve())
+    assert (out / "preprocess" / "tokenizer.json").is_file()
+    assert [a.component for a in m.artifacts] == ["vision", "text"]
+    assert all(a.precision == "int8" and a.format == "onnx" for a in m.artifacts)
+    summary = m.metadata["quantize"]
+    assert summary["method"] == "ort-dynamic" and summary["accuracy"]["ok"]
+    for comp in ("vision", "text"):
+        cm = read_manifest(out / comp)
+        assert verify_files(out / comp) == []
+        assert (out / comp / "reference.npz").is_file()
+        names = [p.name for p in cm.passes]
+        assert names[-2:] == ["optimize", "quantize"]
+        assert cm.passes[-1].report["calibration"]["sha256"]
+        assert cm.passes[-1].report["quantized_ops"].get("MatMulInteger", 0) > 0
+        assert cm.parity["outputs"]  # verified against the PyTorch reference
+        assert _cosine_to_reference(out / comp) > 0.99
+    # the vision tower's attention was fused by the optimize pass
+    assert read_manifest(out / "vision").passes[-2].report["fused"].get("Attention") == 2
+    row = summary["components"][0]
+    assert row["size_quantized"] > 0 and row["latency_ms_quantized"] > 0
+
+
+@pytest.mark.parametrize("calibrate_method", ["minmax", "entropy", "percentile"])
+def test_ort_static_qdq_with_image_calibration(bundle, images, tmp_path, calibrate_method):
+    out = tmp_path / "qdq"
+    m = quantize(bundle, out, _opts(method="ort-static", calibrate_method=calibrate_method, calib=images,
+                                    accuracy_budget=0.95))
+    vision = read_manifest(out / "vision")
+    assert vision.passes[-1].params["calibrate_method"] == calibrate_method
+    calib = vision.metadata["calibration"]
+    assert calib["source"] == str(images) and calib["kind"] == "image" and calib["samples"] == 6
+    ops = vision.passes[-1].report["quantized_ops"]
+    assert ops["QuantizeLinear"] > 0 and ops["DequantizeLinear"] > 0
+    # the text tower had no captions: it calibrated on its bundled/reference set
+    assert read_manifest(out / "text").metadata["calibration"]["kind"] == "text"
+    assert "optimize" not in [p.name for p in vision.passes]  # QDQ stays portable
+    assert m.metadata["quantize"]["accuracy"]["ok"]
+
+
+def test_captions_calibration(bundle, tmp_path):
+    captions = tmp_path / "captions.txt"
+    captions.write_text("a photo of a red circle\n\nthe blue square\na green triangle\n")
+    m = quantize(bundle, tmp_path / "out", _opts(method="ort-static", calib=captions, components=["text"]))
+    text = read_manifest(tmp_path / "out" / "text")
+    assert text.metadata["calibration"]["samples"] == 3
+    # components not selected are copied unchanged
+    assert read_manifest(tmp_path / "out" / "vision").precision == "fp32"
+    assert [a.precision for a in m.artifacts] == ["fp32", "int8"]
+
+
+def test_single_component_dir(bundle, tmp_path):
+    m = quantize(bundle / "vision", tmp_path / "v8", _opts(method="ort-static"))
+    assert m.kind == "component" and m.precision == "int8"
+    assert (tmp_path / "v8" / "model.onnx").is_file() and (tmp_path / "v8" / "reference.npz").is_file()
+
+
+def test_fp16(bundle, tmp_path):
+    m = quantize(bundle, tmp_path / "fp16", _opts(precision="fp16"))
+    assert m.precision == "fp16"
+    vision = read_manifest(tmp_path / "fp16" / "vision")
+    assert vision.precision == "fp16" and vision.passes[-1].name == "fp16"
+    assert _cosine_to_reference(tmp_path / "fp16" / "vision") > 0.999
+
+
+@pytest.mark.slow
+def test_nncf_openvino_ir(bundle, images, tmp_path):
+    m = quantize(bundle, tmp_path / "ov", _opts(method="nncf", calib=images, components=["vision"]))
+    vision = read_manifest(tmp_path / "ov" / "vision")
+    assert vision.format == "openvino" and vision.precision == "int8"
+    assert (tmp_path / "ov" / "vision" / "model.xml").is_file()
+    assert vision.passes[-1].report["fake_quantize_nodes"] > 0
+    assert m.metadata["quantize"]["accuracy"]["ok"]
+
+
+def test_accuracy_aware_keeps_sensitive_blocks_float(bundle, tmp_path):
+    # a budget int8 cannot meet everywhere: the loop keeps the most sensitive blocks in float
+    m = quantize(bundle / "vision", tmp_path / "aware", _opts(method="ort-static", accuracy_budget=0.99999,
+                                                                 max_float_blocks=20))
+    blocks = m.passes[-1].report["float_blocks"]
+    assert blocks, "expected at least one block kept in float"
+    assert all(b["nodes"] and "metric_after" in b for b in blocks)
+    summary_cos = m.metadata["quantize_summary"]["components"][0]["cosine"]
+    assert summary_cos >= 0.99999
+
+
+def test_impossible_budget_writes_nothing(bundle, tmp_path):
+    out = tmp_path / "never"
+    with pytest.raises(AccuracyBudgetError, match="best reached: cosine") as exc:
+        quantize(bundle / "vision", out, _opts(method="ort-static", accuracy_budget=1.0, max_float_blocks=1))
+    assert exc.value.exit_code == 2
+    assert not out.exists()
+    assert not list(tmp_path.glob(".never*"))
+
+
+def test_bad_calibration_inputs(bundle, tmp_path):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(CalibrationError, match="is empty"):
+        quantize(bundle, tmp_path / "o1", _opts(calib=empty))
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    (broken / "a.png").write_bytes(b"not a png at all")
+    with pytest.raises(CalibrationError, match="cannot be decoded"):
+        quantize(bundle, tmp_path / "o2", _opts(calib=broken, components=["vision"]))
+    captions = tmp_path / "c.txt"
+    captions.write_text("a photo\n")
+    with pytest.raises(CalibrationError, match="holds captions but component 'vision' takes images"):
+        quantize(bundle, tmp_path / "o3", _opts(calib=captions, components=["vision"]))
+    with pytest.raises(CalibrationError, match="does not exist"):
+        quantize(bundle, tmp_path / "o4", _opts(calib=tmp_path / "nope"))
+    for name in ("o1", "o2", "o3", "o4"):
+        assert not (tmp_path / name).exists()
+
+
+def test_bad_artifacts(bundle, tmp_path):
+    with pytest.raises(InputError, match="not an mmdeploy artifact"):
+        quantize(tmp_path, tmp_path / "x", _opts())
+    with pytest.raises(InputError, match="no component audio"):
+        quantize(bundle, tmp_path / "x", _opts(components=["audio"]))
+    int8 = tmp_path / "int8"
+    quantize(bundle / "vision", int8, _opts(method="ort-dynamic", optimize=False))
+    with pytest.raises(UnsupportedError, match="quantize takes fp32 ONNX"):
+        quantize(int8, tmp_path / "again", _opts())
+
+
+def _cli(*args, cwd=None):
+    return subprocess.run([sys.executable, "-m", "mmdeploy", *map(str, args)], capture_output=True, text=True,
+                          timeout=300, cwd=cwd)
+
+
+@pytest.mark.slow
+def test_cli(bundle, tmp_path):
+    out = tmp_path / "cli"
+    proc = _cli("quantize", bundle, "--int8", "--output", out, "--json", "--latency-runs", "1")
+    assert proc.returncode == 0, proc.stderr
+    data = json.loads(proc.stdout)
+    assert data["precision"] == "int8" and data["summary"]["accuracy"]["ok"]
+    proc = _cli("quantize", bundle, "--int8", "--output", tmp_path / "bad", "--calib", tmp_path / "missing")
+    assert proc.returncode == 2
+    assert proc.stderr.strip().startswith("error:") and "Traceback" not in proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1
+    proc = _cli("quantize", bundle / "vision", "--output", tmp_path / "bad2", "--method", "ort-static",
+                "--accuracy-budget", "1.0", "--max-float-blocks", "1")
+    assert proc.returncode == 2 and "best reached" in proc.stderr and "Traceback" not in proc.stderr
+    assert not (tmp_path / "bad2").exists()
+    proc = _cli("quantize", bundle, "--int8", "--fp16", "--output", tmp_path / "bad3")
+    assert proc.returncode == 2 and "exclusive" in proc.stderr
+
+
+@pytest.mark.slow
+def test_inc_tuning(bundle, tmp_path):
+    m = quantize(bundle / "vision", tmp_path / "inc", _opts(method="inc", accuracy_budget=0.99999, max_float_blocks=20))
+    report = m.passes[-1].report
+    assert m.precision == "int8" and report["quantized_ops"]["QuantizeLinear"] > 0
+    steps = m.metadata["quantize_summary"]["steps"]
+    assert steps[0]["calibrate_method"] == "minmax" and "trial" in steps[0]
+    assert m.metadata["quantize_summary"]["accuracy"]["ok"]
+
+
+@pytest.mark.slow
+def test_tflite_int8_from_torch_module(bundle, images, tmp_path):
+    import torch
+
+    from _tiny_clip import build_clip
+
+    model = build_clip(0)  # the same weights the bundle was exported from
+
+    class Vision(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.m = model
+
+        def forward(self, pixel_values):
+            return self.m.get_image_features(pixel_values=pixel_values).pooler_output
+
+    m = quantize(bundle / "vision", tmp_path / "tfl", _opts(method="tflite", calib=images, calib_limit=4),
+                 torch_modules={"vision": Vision()})
+    assert m.format == "tflite" and m.precision == "int8" and m.metadata["io_quantized"]
+    assert (tmp_path / "tfl" / "model.tflite").is_file()
+    assert m.metadata["quantize_summary"]["accuracy"]["ok"]  # cosine >= 0.99 on the calibration images
+    assert m.parity["outputs"]["image_embeds"]["cosine"] > 0.95  # reference inputs are random noise
+
+
+def test_tflite_without_torch_module(bundle, tmp_path):
+    with pytest.raises(UnsupportedError, match="PyTorch module"):
+        quantize(bundle / "vision", tmp_path / "tfl", _opts(method="tflite"))
+    assert not (tmp_path / "tfl").exists()
+
+
+def _demo_available() -> bool:
+    try:
+        from mmdeploy.demo import demo_path
+
+        return (demo_path("tiny-clip") / "config.json").is_file()
+    except ImportError:
+        return False
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not _demo_available(), reason="demo:tiny-clip weights are not in this checkout yet")
+def test_demo_int8_zero_shot_within_budget(tmp_path):
+    """The trained demo model: int8 (both towers) keeps zero-shot top-1 within 0.5 pp."""
+    from mmdeploy.export.convert import convert
+
+    fp32 = tmp_path / "fp32"
+    convert("demo:tiny-clip", fp32)
+    m = quantize(fp32, tmp_path / "int8", QuantizeOptions(latency_runs=0))
+    acc = m.metadata["quantize"]["accuracy"]
+    assert acc["metric"] == "task" and acc["task"] == "zero-shot-top1"
+    assert acc["fp32"] >= 80.0
+    assert acc["drop"] <= 0.5 and acc["ok"]
+    assert m.metadata["quantize"]["components"][0]["size_quantized"] < m.metadata["quantize"]["components"][0]["size_fp32"]
