@@ -119,6 +119,8 @@ def test_caption_rejects_other_families(tmp_path):
     Image.new("RGB", (8, 8)).save(adapter_img)
     with pytest.raises(InputError, match="not a BLIP model bundle"):
         caption_image(tmp_path / "b", adapter_img)
+    with pytest.raises(InputError, match="too small"):
+        caption_image(tmp_path / "b", adapter_img, max_length=1)
 
 
 def test_calibration_feeds(bundle, tmp_path):
