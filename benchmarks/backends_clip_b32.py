@@ -155,7 +155,12 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--quick", action="store_true", help="tiny config: check the script runs")
     parser.add_argument("--results", type=Path, default=ROOT / "benchmarks" / "results")
+    parser.add_argument("--render", type=Path, help="only re-render the markdown of a results JSON")
     args = parser.parse_args()
+    if args.render:
+        args.render.with_suffix(".md").write_text(markdown(json.loads(args.render.read_text())))
+        print(args.render.with_suffix(".md").read_text())
+        return
 
     import torch
 
@@ -231,22 +236,30 @@ def markdown(result: dict) -> str:
     lines = [f"# Backends: {result['model']}", "",
              f"Machine: {m['cpu']}, {m['cores']} cores, load average at start {m['load_avg_at_start']}; "
              f"{result['threads']} threads; batch 1; median of the runs, one process, each runner in its "
-             "own block. Shared machine: compare ratios within this table, not absolute times.", ""]
+             "own block. Shared machine: compare ratios within this table, not absolute times. "
+             "PyTorch eager suffers most when the 2 cores are oversubscribed (its OpenMP workers wait "
+             "at barriers for descheduled threads), so ratios are also given against ONNX Runtime "
+             "(spinning off).", ""]
     for tower, entry in result["towers"].items():
         torch_ms = entry.get("torch_eager", {}).get("median_ms")
         lines += [f"## {tower} tower (ONNX export {entry['onnx_export_s']} s)", "",
-                  "| artifact | convert s | max abs err | min cosine | size MB | median ms | p90 ms | vs torch |",
-                  "|---|---|---|---|---|---|---|---|"]
+                  "| artifact | convert s | max abs err | min cosine | size MB | median ms | p90 ms | vs torch "
+                  "| vs onnxruntime |",
+                  "|---|---|---|---|---|---|---|---|---|"]
+        ort = next((a["latency"]["median_ms"] for a in entry["artifacts"].values()
+                    if a["target"] == "onnxruntime" and a.get("latency")), None)
         if torch_ms:
             lines.append(f"| torch eager | - | - | - | - | {torch_ms:.1f} | "
-                         f"{entry['torch_eager']['p90_ms']:.1f} | 1.00x |")
+                         f"{entry['torch_eager']['p90_ms']:.1f} | 1.00x | "
+                         f"{f'{ort / torch_ms:.2f}x' if ort else '-'} |")
         for path, art in entry["artifacts"].items():
             lat = art.get("latency")
             err = "-" if art["max_abs"] is None else f"{art['max_abs']:.1e}"
             cos = "-" if art["cosine"] is None else f"{art['cosine']:.6f}"
             conv = "-" if art["convert_s"] is None else f"{art['convert_s']:.1f}"
-            timing = (f"{lat['median_ms']:.1f} | {lat['p90_ms']:.1f} | {lat['speedup_vs_torch']:.2f}x" if lat
-                      else "not built here (TensorRT-ready bundle) | - | -")
+            vs_ort = f"{ort / lat['median_ms']:.2f}x" if lat and ort else "-"
+            timing = (f"{lat['median_ms']:.1f} | {lat['p90_ms']:.1f} | {lat['speedup_vs_torch']:.2f}x | {vs_ort}"
+                      if lat else "not built here (TensorRT-ready bundle) | - | - | -")
             lines.append(f"| {path} | {conv} | {err} | {cos} | {art['size_mb']} | {timing} |")
         lines.append("")
     return "\n".join(lines)

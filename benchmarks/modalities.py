@@ -104,7 +104,7 @@ def main() -> None:
     from mmdeploy.backends.onnxruntime import OnnxRuntimeRunner
     from mmdeploy.compare import compare_outputs, merge_metrics
     from mmdeploy.export.convert import convert
-    from mmdeploy.export.reference import TorchComponentRunner
+    from mmdeploy.backends.torch import TorchRunner
     from mmdeploy.models import adapter_for_bundle, resolve
     from mmdeploy.models.preprocess import quiet_transformers
 
@@ -119,7 +119,7 @@ def main() -> None:
         quantize_bundle(work / "fp32", work / "int8")
         torch_adapter = resolve(ckpt)
         comps = torch_adapter.components()
-        variants = {"torch": {n: TorchComponentRunner(c) for n, c in comps.items()}}
+        variants = {"torch": {n: TorchRunner(c) for n, c in comps.items()}}
         for precision in ("fp32", "int8"):
             variants[f"ort-{precision}"] = {d.name: OnnxRuntimeRunner(d / "model.onnx", threads=args.threads)
                                             for d, _ in component_dirs(work / precision)}

@@ -16,7 +16,7 @@ from typing import Any, Iterable
 
 from mmdeploy.artifact import (MANIFEST_NAME, ArtifactRef, Manifest, atomic_output, read_manifest,
                                write_manifest)
-from mmdeploy.errors import InputError, UnsupportedError
+from mmdeploy.errors import InputError, UnsupportedError, VerificationError
 
 # valid precisions per backend (first = what a bare name gives, with the rest of DEFAULTS)
 PRECISIONS: dict[str, tuple[str, ...]] = {
@@ -35,6 +35,7 @@ INSTALL = {
     "tensorrt": "pip install tensorrt on a machine with an NVIDIA GPU",
 }
 NEEDS_TORCH = {"tflite"}  # litert-torch converts from the PyTorch module
+MIN_TASK_AGREEMENT = 0.99  # fp32 targets vs PyTorch on the family's task (zero-shot top-1)
 
 
 class TargetSpec(str):
@@ -167,7 +168,7 @@ def compile_bundle(bundle_dir: Path, targets: list[str] | list[TargetSpec] | str
     refs: list[ArtifactRef] = []
     for component, onnx_dir, _ in components:
         for spec in specs:
-            out = bundle_dir / f"{component}-{spec.suffix}"
+            out = bundle_dir / f"{onnx_dir.name}-{spec.suffix}"  # e.g. vision-openvino, vision-int8-openvino
             if out.exists():
                 shutil.rmtree(out)
             out.mkdir(parents=True)
@@ -179,15 +180,21 @@ def compile_bundle(bundle_dir: Path, targets: list[str] | list[TargetSpec] | str
                 shutil.rmtree(out, ignore_errors=True)
                 raise
             refs.append(ArtifactRef(path=out.name, component=component, format=manifest.format or spec.backend,
-                                    precision=spec.precision, target=spec.backend))
+                                    precision=manifest.precision, target=spec.backend))
     if adapter is not None and options.get("evaluate", True):
         record_task_agreement(bundle_dir, refs, adapter, options.get("eval_limit"))
     return refs
 
 
-def record_task_agreement(bundle_dir: Path, refs: list[ArtifactRef], adapter, limit: int | None = None) -> dict:
+def record_task_agreement(bundle_dir: Path, refs: list[ArtifactRef], adapter, limit: int | None = None,
+                          torch_reference: bool = True) -> dict:
     """For families with a task (zero-shot top-1...): each target's task metric and its agreement
-    with PyTorch, written into the parity of that target's component manifests."""
+    with PyTorch, written into the parity of that target's component manifests.
+
+    The reference is the PyTorch towers, or, for an adapter without weights
+    (``torch_reference=False``), the bundle's fp32 ONNX components, themselves verified against
+    PyTorch at convert time.
+    """
     from mmdeploy.backends import load_runner
     from mmdeploy.backends.torch import TorchRunner
 
@@ -195,8 +202,15 @@ def record_task_agreement(bundle_dir: Path, refs: list[ArtifactRef], adapter, li
         needed = tuple(adapter.task_components())
         if not needed:
             return {}
-        torch_components = adapter.components()
-        reference = adapter.evaluate({c: TorchRunner(torch_components[c]) for c in needed}, limit=limit)
+        if torch_reference:
+            torch_components = adapter.components()
+            ref_runners = {c: TorchRunner(torch_components[c]) for c in needed}
+        else:
+            sources = {c: d for c, d, m in onnx_components(bundle_dir) if m.precision == "fp32"}
+            if not set(needed) <= set(sources):
+                return {}
+            ref_runners = {c: load_runner(sources[c]) for c in needed}
+        reference = adapter.evaluate(ref_runners, limit=limit)
     except NotImplementedError:
         return {}
     if reference is None:
@@ -209,9 +223,17 @@ def record_task_agreement(bundle_dir: Path, refs: list[ArtifactRef], adapter, li
         if not set(needed) <= set(group) or group[needed[0]].format == "tensorrt-bundle":
             continue
         result = adapter.evaluate({c: load_runner(bundle_dir / group[c].path) for c in needed}, limit=limit)
+        agreement = result.agreement(reference)
         task = {"name": result.name, "value": result.value, "n": result.n,
-                "pytorch_value": reference.value, "agreement_with_pytorch": result.agreement(reference)}
-        results["-".join(k for k in key if k)] = task
+                "pytorch_value": reference.value, "agreement_with_pytorch": agreement,
+                "reference": "pytorch" if torch_reference else "fp32 onnx (verified against pytorch)"}
+        label = "-".join(k for k in key if k and k != "fp32") or "?"
+        results[label] = task
+        if key[1] == "fp32" and not agreement >= MIN_TASK_AGREEMENT:  # reduced precision: reported only
+            raise VerificationError(
+                f"{label}: {result.name} predictions agree with PyTorch on only {agreement:.1%} of "
+                f"{result.n} samples (need {MIN_TASK_AGREEMENT:.0%})",
+                "the artifact passed per-output parity; inspect its manifests and rerun with --debug")
         for c in needed:
             directory = bundle_dir / group[c].path
             manifest = read_manifest(directory)
@@ -228,6 +250,17 @@ def adapter_from_source(manifest: Manifest):
     if not path or not (str(path).startswith("demo:") or Path(path).exists()):
         return None
     return resolve(path, family=manifest.family, options=(manifest.metadata or {}).get("options"))
+
+
+def _bundle_adapter(bundle_dir: Path):
+    """The family adapter over a bundle's preprocess files (no weights), if the family has one."""
+    from mmdeploy.errors import MMDeployError
+    from mmdeploy.models import adapter_for_bundle
+
+    try:
+        return adapter_for_bundle(bundle_dir)
+    except (MMDeployError, NotImplementedError):
+        return None
 
 
 def compile_artifact(artifact: str | Path, targets: str | list[str], output: str | Path,
@@ -254,7 +287,14 @@ def compile_artifact(artifact: str | Path, targets: str | list[str], output: str
                               artifacts=[ArtifactRef(path=name, component=name, format="onnx",
                                                      precision=manifest.precision)])
         refs = compile_bundle(tmp, specs, options, adapter)
+        evaluate = (options or {}).get("evaluate", True) and (tmp / "preprocess").is_dir()
+        if adapter is None and manifest.kind == "model" and evaluate:  # task data needs preprocess/
+            task_adapter = _bundle_adapter(tmp)
+            if task_adapter is not None:
+                record_task_agreement(tmp, refs, task_adapter, (options or {}).get("eval_limit"),
+                                      torch_reference=False)
         new = {r.path for r in refs}
         bundle.artifacts = [a for a in bundle.artifacts if a.path not in new] + refs
+        bundle.metadata = {**bundle.metadata, "compiled": [r.path for r in refs]}  # this run's additions
         write_manifest(tmp, bundle)
     return bundle

@@ -27,6 +27,7 @@ REPORT_NAME = "prune_report.json"
 WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".ckpt", ".msgpack", ".h5")
 OWN_FILES = ("config.json", "manifest.json", REPORT_NAME, "model.safetensors.index.json")
 OUTPUT_NAMES = {"vision": "image_embeds", "text": "text_embeds"}
+PROJECTIONS = {"vision": "visual_projection", "text": "text_projection"}
 
 
 # --------------------------------------------------------------------------- the source
@@ -274,15 +275,30 @@ def task_metric(src: Source, model, limit: int | None = None) -> dict | None:
 # --------------------------------------------------------------------------- recovery
 
 
-def distill(student, teacher, train: dict[str, list[dict]], steps: int, lr: float, seed: int = 0) -> list[float]:
-    """Recover the pruned towers: match the unpruned model's embeddings (cosine + MSE) on the
-    calibration data, training only the pruned towers' parameters.  Returns the loss curve."""
+def distill(student, teacher, train: dict[str, list[dict]], steps: int, lr: float, seed: int = 0,
+            anchors: dict[str, list[dict]] | None = None) -> list[float]:
+    """Recover the pruned towers by distillation from the unpruned model, training only the
+    pruned towers (and their projections).
+
+    Per tower: cosine + scaled MSE to the teacher's embeddings.  With ``anchors`` (inputs of
+    the *other* tower, e.g. captions for the vision tower) also a KL term between the
+    teacher's and student's similarity distributions over the teacher's anchor embeddings:
+    what zero-shot classification and retrieval actually use.  Returns the loss curve."""
     import torch
+    import torch.nn.functional as F
 
     torch.manual_seed(seed)
-    params = [p for c in train for p in getattr(student, P.TOWERS[c]).parameters() if p.requires_grad]
+    modules = [getattr(student, P.TOWERS[c]) for c in train]
+    modules += [getattr(student, n) for c in train for n in (PROJECTIONS[c],) if hasattr(student, n)]
+    params = [p for m in modules for p in m.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=lr, weight_decay=0.0)
-    targets = {c: [P._run_tower(teacher, c, b).detach() for b in batches] for c, batches in train.items()}
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, max(steps, 1))
+    with torch.no_grad():
+        targets = {c: [P._run_tower(teacher, c, b) for b in batches] for c, batches in train.items()}
+        other = {"vision": "text", "text": "vision"}
+        anchor = {c: F.normalize(torch.cat([P._run_tower(teacher, other[c], b) for b in anchors[other[c]]]), dim=-1)
+                  for c in train if anchors and anchors.get(other[c])}
+        scale = float(teacher.logit_scale.exp()) if hasattr(teacher, "logit_scale") else 1.0
     student.train()
     losses = []
     for step in range(steps):
@@ -290,12 +306,16 @@ def distill(student, teacher, train: dict[str, list[dict]], steps: int, lr: floa
         for c, batches in train.items():
             i = step % len(batches)
             got, want = P._run_tower(student, c, batches[i]), targets[c][i]
-            cos = torch.nn.functional.cosine_similarity(got, want, dim=-1)
-            scale = want.pow(2).mean().clamp_min(1e-8)
-            loss = loss + (1 - cos).mean() + (got - want).pow(2).mean() / scale
+            cos = F.cosine_similarity(got, want, dim=-1)
+            loss = loss + (1 - cos).mean() + (got - want).pow(2).mean() / want.pow(2).mean().clamp_min(1e-8)
+            if c in anchor:
+                log_p = F.log_softmax(scale * F.normalize(got, dim=-1) @ anchor[c].T, dim=-1)
+                q = F.softmax(scale * F.normalize(want, dim=-1) @ anchor[c].T, dim=-1)
+                loss = loss + F.kl_div(log_p, q, reduction="batchmean")
         opt.zero_grad()
         loss.backward()
         opt.step()
+        sched.step()
         losses.append(round(float(loss.detach()), 5))
     student.eval()
     return losses
@@ -404,11 +424,9 @@ def _prune(source: str | Path, output: str | Path, method: str, amount: float,
           scope: str = "per-layer", recover_lr: float = 1e-4, batch_size: int = 16, calib_size: int = 64,
           measure_latency: bool = True, latency_runs: int = 20, threads: int | None = None,
           eval_limit: int | None = None, allow_pickle: bool = False, seed: int = 0) -> dict[str, Any]:
-    import torch
+    from mmdeploy.artifact import atomic_output
 
-    from mmdeploy.artifact import Manifest, PassRecord, atomic_output, sha256_path, tool_versions, write_manifest
-
-    methods = P.check_method(method)
+    P.check_method(method)
     P.check_amount(amount)
     if scope not in ("per-layer", "global"):
         raise InputError(f"unknown --scope {scope!r}", "use per-layer or global")
@@ -417,6 +435,22 @@ def _prune(source: str | Path, output: str | Path, method: str, amount: float,
     config = P.PruneConfig(method=method, amount=amount, components=components, scope=scope,
                            recover_steps=recover_steps, recover_lr=recover_lr, batch_size=batch_size, seed=seed)
     src = Source(source, allow_pickle=allow_pickle)
+    with atomic_output(output) as tmp:  # checks --output now; it appears only on success
+        return _run(src, Path(tmp), Path(output).name, config, calib=calib, calib_size=calib_size,
+                    measure_latency=measure_latency, latency_runs=latency_runs, threads=threads,
+                    eval_limit=eval_limit)
+
+
+def _run(src: Source, tmp: Path, name: str, config: "P.PruneConfig", *, calib, calib_size: int,
+         measure_latency: bool, latency_runs: int, threads: int | None, eval_limit: int | None) -> dict[str, Any]:
+    """The work of :func:`prune`, writing into the temporary output directory ``tmp``."""
+    import torch
+
+    from mmdeploy.artifact import Manifest, PassRecord, sha256_path, tool_versions, write_manifest
+
+    method, methods, amount, components = config.method, P.check_method(config.method), config.amount, config.components
+    recover_steps, recover_lr, batch_size, seed = config.recover_steps, config.recover_lr, config.batch_size, config.seed
+    scope = config.scope
     torch.manual_seed(seed)
 
     model = src.torch_model()
@@ -453,7 +487,11 @@ def _prune(source: str | Path, output: str | Path, method: str, amount: float,
         n_train = max(calib_size, min(recover_steps * batch_size, 4096))
         train = {c: _batched(feeds_for(src, model, c, calib_path, n_train, "train", seed + 2)[0], batch_size)
                  for c in chosen}
-        losses = distill(model, teacher, train, recover_steps, recover_lr, seed)
+        # the other modality's calibration inputs anchor the similarity (KL) term
+        anchors = {c: calib_b.get(c) or _batched(feeds_for(src, model, c, None, calib_size, "calib", seed)[0],
+                                                 batch_size)
+                   for c in P.towers(model)}
+        losses = distill(model, teacher, train, recover_steps, recover_lr, seed, anchors)
     if methods == ["magnitude"]:
         details.update(P.finalize_magnitude(targets))
         details["compressed_bytes"] = {"before": P.compressed_size(teacher, chosen),
@@ -469,11 +507,11 @@ def _prune(source: str | Path, output: str | Path, method: str, amount: float,
 
     latency = {}
     if measure_latency:
-        with tempfile.TemporaryDirectory(prefix="mmdeploy-prune-") as tmp:
+        with tempfile.TemporaryDirectory(prefix="mmdeploy-prune-") as scratch:
             for c in chosen:
-                feeds = {k: v for k, v in batch1[c].items()}
-                files = {"before": export_tower(teacher, c, feeds, Path(tmp) / f"{c}-before.onnx"),
-                         "after": export_tower(model, c, feeds, Path(tmp) / f"{c}-after.onnx")}
+                feeds = dict(batch1[c])
+                files = {"before": export_tower(teacher, c, feeds, Path(scratch) / f"{c}-before.onnx"),
+                         "after": export_tower(model, c, feeds, Path(scratch) / f"{c}-after.onnx")}
                 ms = ort_latency(files, {k: v.numpy() for k, v in feeds.items()}, latency_runs, threads)
                 latency[c] = {**ms, "speedup": round(ms["before"] / ms["after"], 3), "runs": latency_runs,
                               "threads": threads, "runtime": "onnxruntime fp32, batch 1, same run"}
@@ -505,19 +543,18 @@ def _prune(source: str | Path, output: str | Path, method: str, amount: float,
     if methods == ["magnitude"]:
         report["note"] = details["note"]
 
-    with atomic_output(output) as tmp:
-        tmp = Path(tmp)
-        model.save_pretrained(str(tmp), safe_serialization=True)
-        preprocess = _copy_preprocess(src, tmp)
-        report["size_bytes"] = {"before": _weights_bytes(src.folder), "after": _weights_bytes(tmp)}
-        (tmp / REPORT_NAME).write_text(json.dumps(report, indent=2) + "\n")
-        manifest = Manifest(
-            kind="model", name=Path(output).name, family=src.family, format="checkpoint",
-            source={"path": src.text, "sha256": sha256_path(src.folder)},
-            passes=[PassRecord(name="prune", params=config.model_dump(), report=report)],
-            tools=tool_versions("torch", "transformers", "onnx", "onnxruntime"),
-            metadata={"loader": "mmdeploy.passes.prune:load_pretrained", "report": REPORT_NAME,
-                      "preprocess_files": preprocess},
-        )
-        write_manifest(tmp, manifest)
+    model.save_pretrained(str(tmp), safe_serialization=True)
+    preprocess = _copy_preprocess(src, tmp)
+    report["size_bytes"] = {"before": _weights_bytes(src.folder), "after": _weights_bytes(tmp)}
+    (tmp / REPORT_NAME).write_text(json.dumps(report, indent=2) + "\n")
+    manifest = Manifest(
+        kind="model", name=name, family=src.family, format="checkpoint",
+        source={"path": src.text, "sha256": sha256_path(src.folder)},
+        passes=[PassRecord(name="prune", params=config.model_dump(), report=report)],
+        tools=tool_versions("torch", "transformers", "onnx", "onnxruntime"),
+        metadata={"loader": "mmdeploy.passes.prune:load_pretrained", "report": REPORT_NAME,
+                  "preprocess_files": preprocess},
+    )
+    write_manifest(tmp, manifest)
     return report
+

@@ -13,7 +13,7 @@ from mmdeploy.artifact import load_reference, read_manifest
 from mmdeploy.backends import load_runner
 from mmdeploy.compare import verify_runner
 from mmdeploy.errors import CalibrationError, InputError
-from mmdeploy.export.reference import TorchComponentRunner
+from mmdeploy.backends.torch import TorchRunner
 from mmdeploy.models import adapter_for_bundle, resolve
 from mmdeploy.models.blip_generate import greedy_generate, token_agreement
 from tests.modalities_helpers import convert_bundle, openvino_runner, tiny_blip_checkpoint
@@ -46,14 +46,14 @@ def test_components_and_torch_loop_matches_generate(adapter):
     assert feeds["input_ids"].shape == (2, 1) and feeds["past.0.key"].shape == (2, 2, 4, 16)
     assert feeds["cross.1.value"].shape == (2, 2, 17, 16)  # 16 patches + cls, projected once
     assert "encoder_hidden_states" not in comps["text_decoder_with_past"].input_names
-    out = TorchComponentRunner(comps["text_decoder_with_past"]).run(feeds)
+    out = TorchRunner(comps["text_decoder_with_past"]).run(feeds)
     assert out["present.1.value"].shape == (2, 2, 5, 16) and out["logits"].shape[:2] == (2, 1)
 
     reference = adapter.reference_tokens()
     lengths = {len(r) for r in reference}
     assert len(lengths) > 1, "the fixture should give captions of several lengths (eos and max_length)"
     assert any(r[-1] == settings.eos_token_id for r in reference)
-    torch_runners = {n: TorchComponentRunner(comps[n]) for n in COMPONENTS}
+    torch_runners = {n: TorchRunner(comps[n]) for n in COMPONENTS}
     pixels = adapter.pixel_values(adapter.eval_images())["pixel_values"]
     enc = torch_runners["vision"].run({"pixel_values": pixels})["image_embeds"]
     for with_past in (torch_runners["text_decoder_with_past"], None):  # cached and uncached loops

@@ -94,11 +94,15 @@ def test_splits_a_real_convert_bundle(tmp_path):
         m = split_component(bundle, tmp_path / f"split-{component}", component=component, at="block:1")
         out = m.metadata["model_name"]
         assert out == f"{component}_cloud"
-        for record in m.parity.values():
-            for metrics in record["outputs"].values():
+        for key in ("vs_unsplit", "vs_reference"):
+            for metrics in m.parity[key]["outputs"].values():
                 assert metrics["cosine"] > 0.99999
         assert all(r["max_abs"] <= 1e-5 for r in m.parity["vs_unsplit"]["outputs"].values())
         assert m.metadata["cut"]["crossing"][-1]["shape"][0] == "batch"
+        task = m.parity["task"]  # zero-shot top-1 through the bundle's adapter, split vs unsplit
+        assert task["metric"] == "zero-shot-top1" and task["agreement"] == 1.0 and task["n"] > 0
+    m = split_component(bundle, tmp_path / "split-int8", component="vision", at="block:0", compress="int8")
+    assert 0 <= m.parity["task"]["agreement"] <= 1 and "split" in m.parity["task"]
 
 
 def test_whole_component_in_the_cloud(tmp_path_factory):

@@ -112,3 +112,14 @@ def test_load_component_picks_by_name(bundle):
     assert d.name == "text" and m.format == "onnx"
     _raises("valid components: vision, text", partition.load_component, bundle, "audio")
     _raises("several components", partition.load_component, bundle, None)
+
+
+def test_blocks_survive_scopeless_node_names(bundle):
+    """Fusing/quantizing tools rename nodes (SkipLayerNorm_1, Gemm_2_Add...); tensor names keep scopes."""
+    model = onnx.load(str(bundle / "vision" / "model.onnx"))
+    for i, node in enumerate(model.graph.node):
+        node.name = f"{node.op_type}_{i}"
+    graph = partition.Graph(model)
+    found = partition.blocks(graph)
+    assert [b.tensor for b in found] == [f"/vision_model/encoder/layers.{k}/Add_1_output_0" for k in (0, 1)]
+    assert all(partition.analyse_cut(graph, [b.tensor]).crossing == [b.tensor] for b in found)

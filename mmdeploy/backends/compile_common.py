@@ -48,7 +48,7 @@ def tolerance(precision: str, options: dict[str, Any]) -> tuple[float | None, fl
     """(atol, min_cosine) used to verify an artifact of this precision."""
     if precision == "fp32":
         return float(options.get("atol") or FP32_ATOL), float(options.get("min_cosine") or FP32_MIN_COSINE)
-    return None, float(options.get("reduced_min_cosine") or REDUCED_MIN_COSINE)
+    return None, float(options.get("reduced_min_cosine") or options.get("min_cosine") or REDUCED_MIN_COSINE)
 
 
 def child_manifest(backend, onnx_dir: Path, parent: Manifest, *, precision: str, fmt: str | None = None,

@@ -125,8 +125,10 @@ class OpenVINOBackend(Backend):
                                    "rerun with --debug for OpenVINO's full message") from None
         ov.save_model(model, str(Path(output_dir) / "model.xml"), compress_to_fp16=precision == "fp16")
         seconds = round(time.perf_counter() - start, 3)
+        # an int8 (QDQ) parent stays int8 in OpenVINO: label the artifact with the parent's precision
+        label_precision = precision if parent.precision == "fp32" else parent.precision
         manifest = child_manifest(
-            self, onnx_artifact, parent, precision=precision,
+            self, onnx_artifact, parent, precision=label_precision,
             metadata={"model_file": "model.xml", "weights_file": "model.bin", "device": "CPU",
                       "inference_precision": "f32", "compressed_weights": precision == "fp16"},
             params={"compress_to_fp16": precision == "fp16"}, report={"convert_s": seconds})

@@ -122,9 +122,15 @@ def split_command(
                  if meta["compression"] != "none" else ""))
     for c in cut["crossing"]:
         out.print(f"  {c['name']:<10} {c['dtype']:<8} {c['shape']}  ← {c['tensor']} ({c['source']})")
-    for label, rec in manifest.parity.items():
-        for oname, m in rec["outputs"].items():
+    for label in ("vs_unsplit", "vs_reference"):
+        for oname, m in manifest.parity.get(label, {}).get("outputs", {}).items():
             out.print(f"  {label}: {oname} max_abs {m['max_abs']:.3e} cosine {m['cosine']:.6f}")
+    task = manifest.parity.get("task")
+    if task and "skipped" not in task:
+        out.print(f"  task {task['metric']} on {task['n']} samples: split {task['split']:.1%}, "
+                  f"unsplit {task['unsplit']:.1%}, agreement {task['agreement']:.1%}")
+    elif task:
+        out.print(f"  task metric skipped: {task['skipped']}")
     out.print(f"wrote {output} (edge/, cloud/, full/, triton/{meta['model_name']}/)")
 
 

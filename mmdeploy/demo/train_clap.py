@@ -112,11 +112,11 @@ def main() -> None:
     args = ap.parse_args()
     info = train(args.output, args.steps, seed=args.seed, threads=args.threads)
 
-    from mmdeploy.export.reference import TorchComponentRunner
+    from mmdeploy.backends.torch import TorchRunner
     from mmdeploy.models import resolve
 
     adapter = resolve(args.output)
-    result = adapter.evaluate({n: TorchComponentRunner(c) for n, c in adapter.components().items()})
+    result = adapter.evaluate({n: TorchRunner(c) for n, c in adapter.components().items()})
     print(f"trained in {info['seconds']} s; zero-shot top-1 on {result.n} eval clips: {result.value:.1%}")
 
 

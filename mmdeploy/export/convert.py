@@ -39,7 +39,7 @@ def convert(source: str | Path, output: str | Path, *, components: list[str] | N
                                  target_options=target_options, progress=say)
 
     from mmdeploy.backends.onnxruntime import OnnxRuntimeRunner
-    from mmdeploy.export.reference import TorchComponentRunner
+    from mmdeploy.backends.torch import TorchRunner
     from mmdeploy.models import resolve
 
     if targets:  # validate target names before the slow part
@@ -78,7 +78,7 @@ def convert(source: str | Path, output: str | Path, *, components: list[str] | N
                 passes.append(PassRecord(name="simplify", params={"tool": "onnxsim"},
                                          report=onnx_export.simplify(cdir / MODEL_FILE)))
             say(f"[{name}] verifying against PyTorch")
-            torch_runner = TorchComponentRunner(component)
+            torch_runner = TorchRunner(component)
             feeds = adapter.verification_feeds(name)
             if batch:
                 feeds = [f for f in feeds if next(iter(f.values())).shape[0] == batch] or \

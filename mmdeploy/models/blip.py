@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 
 from mmdeploy.errors import CalibrationError, CheckpointError, InputError
-from mmdeploy.export.reference import TorchComponentRunner
+from mmdeploy.backends.torch import TorchRunner
 from mmdeploy.models.base import Adapter, Component, TaskResult
 from mmdeploy.models.blip_generate import GenerationSettings, caption_tokens, past_names, token_agreement
 from mmdeploy.models.clap import PREPROCESS_FILES, from_pretrained, load_tokenizer, read_lines
@@ -194,7 +194,7 @@ class BlipAdapter(Adapter):
                 return self.pixel_values(images)
 
             def encoder_states(batch: int, seed: int) -> np.ndarray:
-                return TorchComponentRunner(self._components["vision"]).run(vision_inputs(batch, seed))["image_embeds"]
+                return TorchRunner(self._components["vision"]).run(vision_inputs(batch, seed))["image_embeds"]
 
             def prefix(batch: int, seed: int, length: int) -> np.ndarray:
                 rng = np.random.default_rng(seed)
@@ -209,7 +209,7 @@ class BlipAdapter(Adapter):
             def with_past_inputs(batch: int, seed: int) -> dict[str, np.ndarray]:
                 enc = encoder_states(batch, seed)
                 ids = prefix(batch, seed, 3 + seed % 3)
-                first = TorchComponentRunner(self._components["text_decoder"]).run(
+                first = TorchRunner(self._components["text_decoder"]).run(
                     {"input_ids": ids[:, :-1], "encoder_hidden_states": enc})
                 return {"input_ids": ids[:, -1:], **{p: first[n] for p, n in zip(past, present)},
                         **{n: first[n] for n in cross}}
@@ -261,7 +261,7 @@ class BlipAdapter(Adapter):
     def _runner(self, component: str):
         """Runner for a component: torch when the weights are loaded, else the bundle's artifact."""
         if not self.bundle_metadata:
-            return TorchComponentRunner(self.components()[component])
+            return TorchRunner(self.components()[component])
         from mmdeploy.artifact import read_manifest
         from mmdeploy.backends import load_runner
 

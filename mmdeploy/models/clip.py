@@ -142,6 +142,8 @@ class ClipAdapter(Adapter):
             "image_size": int(config.vision_config.image_size),
             "text_max_length": int(config.text_config.max_position_embeddings),
             "task": {"name": "zero-shot-top1", "dataset": self.dataset()},
+            # a pruned checkpoint's structure record (per-layer heads / channels), for lineage
+            "pruning": getattr(config, "mmdeploy_pruning", None),
             "options": {k: v for k, v in self.options.items() if isinstance(v, (str, int, float, bool))},
         }
 

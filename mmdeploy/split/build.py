@@ -61,6 +61,44 @@ def _random_feeds(inputs: list[dict], seed: int = 0) -> dict[str, np.ndarray]:
     return feeds
 
 
+class _Chain:
+    """Edge then cloud runners as one Runner (for task metrics before the split dir exists)."""
+
+    def __init__(self, edge, cloud, crossings: list[dict], input_names: list[str]):
+        self.edge, self.cloud, self.crossings = edge, cloud, crossings
+        self.name, self.input_names, self.output_names = "split", input_names, cloud.output_names
+
+    def run(self, feeds):
+        edge_out = self.edge.run({k: v for k, v in feeds.items() if k in self.edge.input_names})
+        return self.cloud.run(cloud_feeds(self.crossings, edge_out, feeds))
+
+
+def task_parity(comp_dir: Path, component: str, split_runner, full_runner) -> dict | None:
+    """The model's task metric (e.g. zero-shot top-1) with the split component vs the unsplit one,
+    when the component lives in a convert bundle whose adapter has a task; None otherwise."""
+    from mmdeploy.artifact import bundle_dir, read_manifest
+    from mmdeploy.backends import load_runner
+    from mmdeploy.models import adapter_for_bundle
+
+    bundle = bundle_dir(comp_dir)
+    if bundle is None:
+        return None
+    try:
+        adapter = adapter_for_bundle(bundle)
+        if adapter is None or component not in adapter.task_components():
+            return None
+        others = {ref.component: load_runner(bundle / ref.path) for ref in read_manifest(bundle).artifacts
+                  if ref.component in adapter.task_components() and ref.component != component}
+        unsplit = adapter.evaluate({**others, component: full_runner})
+        split = adapter.evaluate({**others, component: split_runner})
+    except Exception as exc:  # noqa: BLE001 - a task metric is a report, never a reason to fail the split
+        return {"skipped": f"{exc.__class__.__name__}: {str(exc).splitlines()[0][:200] if str(exc) else ''}"}
+    if unsplit is None or split is None:
+        return None
+    return {"metric": split.name, "n": split.n, "unsplit": unsplit.value, "split": split.value,
+            "agreement": split.agreement(unsplit)}
+
+
 def _component_manifest(name, role, component, model, parent, report, precision="fp32", extra=None):
     from mmdeploy.artifact import Manifest, PassRecord, TensorSpec, tool_versions
 
@@ -155,6 +193,9 @@ def split_component(artifact: str | Path, output: str | Path, *, component: str 
                                                  "outputs": metrics_full}}
         if metrics_ref:
             parity["vs_reference"] = {"cases": len(vs_ref), "outputs": metrics_ref}
+        task = task_parity(comp_dir, comp_name, _Chain(edge, cloud, crossing_dicts, full.input_names), full)
+        if task:
+            parity["task"] = task
         params = {"at": at, "compress": compress, "component": comp_name}
         metadata = {
             "component": comp_name,

@@ -79,7 +79,7 @@ class HybridRunner:
         self.cooldown = float(cooldown)
         self.binary = binary
         self.name = "hybrid"
-        self.input_names = self.full.input_names if self.full else list(self.edge.input_names)
+        self.input_names = [s.name for s in self.manifest.inputs]  # the component's, forwarded ones too
         self.output_names = [s.name for s in self.manifest.outputs]
         self._metrics = _Metrics()
         self._down_until = 0.0

@@ -115,21 +115,38 @@ class Graph:
         return seen
 
 
-def blocks(graph: Graph) -> list[Block]:
+def blocks(graph: Graph, tries: int = 8) -> list[Block]:
     """Block boundaries: for each encoder layer scope, the last tensor it produces.
 
-    The last node of a transformer layer in a torch.onnx.export graph is the residual Add whose
-    output feeds the next layer, so it is a natural cut.  Blocks are numbered in graph order.
+    A layer's scope comes from tensor names (``/vision_model/encoder/layers.3/Add_1_output_0``)
+    or node names, so graphs whose fused nodes lost their scope (ORT transformer fusions,
+    quantizers) still have blocks.  The last tensor of a layer is the residual Add feeding the
+    next one in a plain export; when it does not separate the graph on its own (a fused
+    SkipLayerNormalization also emits the next layer's LayerNorm), up to ``tries`` earlier
+    tensors of the layer are tried for a single-tensor cut, else the last one is kept (its cut
+    then carries the extra tensors, recorded by :func:`analyse_cut`).
     """
-    last: dict[str, tuple[int, str]] = {}
+    per_scope: dict[str, list[tuple[int, str]]] = {}
     for i, node in enumerate(graph.nodes):
-        match = _LAYER_RE.match(node.name)
-        if not match or not node.output or node.output[0] not in graph.dynamic:
-            continue
-        scope = f"{match.group(1)}.{match.group(2)}"
-        last[scope] = (i, node.output[0])
-    ordered = sorted(last.items(), key=lambda kv: kv[1][0])
-    return [Block(k, scope, tensor) for k, (scope, (_, tensor)) in enumerate(ordered)]
+        node_match = _LAYER_RE.match(node.name)
+        for out in node.output:
+            if not out or out not in graph.dynamic:
+                continue
+            match = _LAYER_RE.match(out) or node_match
+            if match:
+                per_scope.setdefault(f"{match.group(1)}.{match.group(2)}", []).append((i, out))
+    found = []
+    for scope, tensors in sorted(per_scope.items(), key=lambda kv: kv[1][-1][0]):
+        chosen = tensors[-1][1]
+        for _, tensor in reversed(tensors[-tries:]):
+            try:
+                if analyse_cut(graph, [tensor]).crossing == [tensor]:
+                    chosen = tensor
+                    break
+            except InputError:
+                continue
+        found.append(Block(len(found), scope, chosen))
+    return found
 
 
 def analyse_cut(graph: Graph, tensors: list[str]) -> CutAnalysis:

@@ -194,7 +194,6 @@ def io_bytes(seg: Segmentation, values: dict[str, np.ndarray]) -> tuple[int, int
 def segment_gflops(seg: Segmentation, feeds: dict[str, np.ndarray]) -> list[float]:
     """GFLOP of each segment for one sample (MatMul, Gemm, Conv; shapes from ORT's symbolic inference)."""
     import onnx
-    from onnxruntime.tools.symbolic_shape_infer import SymbolicShapeInference
 
     model = onnx.ModelProto()
     model.CopyFrom(seg.graph.model)
@@ -205,7 +204,7 @@ def segment_gflops(seg: Segmentation, feeds: dict[str, np.ndarray]) -> list[floa
             for d, size in zip(dims, (1,) + tuple(feeds[inp.name].shape[1:])):
                 d.Clear()
                 d.dim_value = int(size)
-    inferred = SymbolicShapeInference.infer_shapes(model, auto_merge=True)
+    inferred = partition.infer_shapes(model)
     shapes = {}
     for v in list(inferred.graph.value_info) + list(inferred.graph.input) + list(inferred.graph.output):
         dims = [d.dim_value if d.HasField("dim_value") else 0 for d in v.type.tensor_type.shape.dim]
