@@ -156,3 +156,20 @@ def test_bench_accuracy_on_blip_bundle(bundle, cli):
     assert done.returncode == 0, done.stderr
     record = json.loads(done.stdout)["accuracy"][0]
     assert record["metric"] == "caption-token-agreement" and record["value"] == 1.0 and record["n"] == 8
+
+
+def test_compiled_openvino_bundle_captions(bundle, tmp_path, cli):
+    """`mmdeploy compile --target openvino` on the BLIP bundle, then `caption --backend openvino`:
+    the compiled IRs give PyTorch's tokens too."""
+    done = cli("compile", bundle, "--target", "openvino", "--output", tmp_path / "ov")
+    assert done.returncode == 0, done.stderr
+    image = adapter_for_bundle(bundle).eval_images(5)[4]
+    image.save(tmp_path / "shape.png")
+    result = cli("caption", tmp_path / "ov", tmp_path / "shape.png", "--backend", "openvino",
+                 "--precision", "fp32", "--json")
+    assert result.returncode == 0, result.stderr
+    payload = json.loads(result.stdout)
+    assert payload["backends"] == ["openvino"]
+    assert payload["tokens"] == read_manifest(bundle).metadata["reference_tokens"][4]
+    missing = cli("caption", tmp_path / "ov", tmp_path / "shape.png", "--backend", "tflite")
+    assert missing.returncode == 2 and "lacks a tflite artifact" in missing.stderr
