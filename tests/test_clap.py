@@ -8,6 +8,7 @@ import pytest
 
 from mmdeploy.artifact import load_reference
 from mmdeploy.backends import load_runner
+from mmdeploy.backends.torch import TorchRunner
 from mmdeploy.compare import verify_runner
 from mmdeploy.errors import CalibrationError, CheckpointError
 from mmdeploy.models import adapter_for_bundle, resolve
@@ -22,19 +23,6 @@ def checkpoint(tmp_path_factory):
 @pytest.fixture(scope="module")
 def bundle(checkpoint, tmp_path_factory):
     return convert_bundle(checkpoint, tmp_path_factory.mktemp("clap-bundle") / "bundle")
-
-
-class TorchRunner:
-    def __init__(self, comp):
-        self.comp, self.name = comp, "torch"
-        self.input_names, self.output_names = comp.input_names, comp.output_names
-
-    def run(self, feeds):
-        import torch
-
-        with torch.no_grad():
-            out = self.comp.module(*(torch.from_numpy(feeds[n]) for n in self.input_names))
-        return {self.output_names[0]: out.numpy()}
 
 
 def test_detect_and_components(checkpoint):
