@@ -7,7 +7,9 @@ ViT-B/16-384 + BERT-base decoder) with RANDOM weights: good for latency, not for
 ``--checkpoint`` takes a real or trained checkpoint instead (e.g. mmdeploy/demo/tiny_clap).
 Each artifact is timed in its own block of runs (no alternation: ORT's spinning threads
 would steal the cores), batch 1, median and p90 of ``--runs`` after 3 warm-ups.  Numbers are
-only comparable as ratios measured in the same run on the same machine.
+only comparable as ratios measured in the same run on the same machine.  ``--threads``
+defaults to 1: on the shared 2-core machine (load average 12-18 from other jobs) torch with 2
+OpenMP threads measured 10-100x slower than with 1 (its barriers spin while preempted).
 """
 
 from __future__ import annotations
@@ -22,7 +24,6 @@ import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -93,13 +94,13 @@ def main() -> None:
     ap.add_argument("--size", choices=["tiny", "base"], default="tiny")
     ap.add_argument("--checkpoint", type=Path)
     ap.add_argument("--runs", type=int, default=20)
-    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--output", type=Path)
     args = ap.parse_args()
 
     import torch
 
-    from mmdeploy.artifact import artifact_size, component_dirs, load_reference
+    from mmdeploy.artifact import component_dirs, load_reference
     from mmdeploy.backends.onnxruntime import OnnxRuntimeRunner
     from mmdeploy.compare import compare_outputs, merge_metrics
     from mmdeploy.export.convert import convert
@@ -129,7 +130,8 @@ def main() -> None:
             name = d.name
             cases = load_reference(d)
             feeds = next(f for f, _ in cases if next(iter(f.values())).shape[0] == 1)
-            entry = {"size_mb": {p: round(artifact_size(work / p / name) / 2**20, 2) for p in ("fp32", "int8")}}
+            entry = {"size_mb": {p: round((work / p / name / "model.onnx").stat().st_size / 2**20, 2)
+                                 for p in ("fp32", "int8")}}
             for label, runners in variants.items():
                 entry[label] = timed(lambda r=runners[name]: r.run(feeds), args.runs)
             for label in ("ort-fp32", "ort-int8"):

@@ -5,8 +5,6 @@ the greedy loop over ONNX Runtime and OpenVINO runners reproduces generate() tok
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 
 import numpy as np
 import pytest
@@ -46,6 +44,8 @@ def test_components_and_torch_loop_matches_generate(adapter):
     assert (settings.bos_token_id, settings.eos_token_id, settings.max_length, settings.num_layers) == (1, 4, 12, 2)
     feeds = comps["text_decoder_with_past"].make_inputs(2, 5)
     assert feeds["input_ids"].shape == (2, 1) and feeds["past.0.key"].shape == (2, 2, 4, 16)
+    assert feeds["cross.1.value"].shape == (2, 2, 17, 16)  # 16 patches + cls, projected once
+    assert "encoder_hidden_states" not in comps["text_decoder_with_past"].input_names
     out = TorchRunner(comps["text_decoder_with_past"]).run(feeds)
     assert out["present.1.value"].shape == (2, 2, 5, 16) and out["logits"].shape[:2] == (2, 1)
 
@@ -87,29 +87,24 @@ def test_token_agreement():
     assert token_agreement([[1, 2], [1, 4]], [[1, 2], [1, 4]]) == 1.0
 
 
-def _cli(*args):
-    return subprocess.run([sys.executable, "-m", "mmdeploy", *map(str, args)], capture_output=True,
-                          text=True, timeout=120)
-
-
-def test_caption_cli(bundle, tmp_path):
+def test_caption_cli(bundle, tmp_path, cli, cli_subprocess):
     adapter = adapter_for_bundle(bundle)
     image = adapter.eval_images(3)[2]
     image.save(tmp_path / "shape.png")
-    done = _cli("caption", bundle, tmp_path / "shape.png", "--json")
+    done = cli("caption", bundle, tmp_path / "shape.png", "--json")
     assert done.returncode == 0, done.stderr
     result = json.loads(done.stdout)
     assert result["tokens"] == read_manifest(bundle).metadata["reference_tokens"][2]
     assert result["caption"] == adapter.decode(result["tokens"])
-    plain = _cli("caption", bundle, tmp_path / "shape.png")
+    plain = cli("caption", bundle, tmp_path / "shape.png")
     assert plain.returncode == 0 and plain.stdout.strip() == result["caption"]
+    missing = cli("caption", tmp_path / "nowhere", tmp_path / "shape.png")
+    assert missing.returncode == 2 and missing.stderr.startswith("error: ")
 
     (tmp_path / "broken.png").write_bytes(b"\x89PNG not an image")
-    bad = _cli("caption", bundle, tmp_path / "broken.png")
+    bad = cli_subprocess("caption", bundle, tmp_path / "broken.png")  # as a user runs it
     assert bad.returncode == 2 and "Traceback" not in bad.stderr
     assert bad.stderr.strip().startswith("error: cannot read image") and len(bad.stderr.strip().splitlines()) == 1
-    missing = _cli("caption", tmp_path / "nowhere", tmp_path / "shape.png")
-    assert missing.returncode == 2 and "Traceback" not in missing.stderr
 
 
 def test_caption_rejects_other_families(tmp_path):
@@ -124,6 +119,8 @@ def test_caption_rejects_other_families(tmp_path):
     Image.new("RGB", (8, 8)).save(adapter_img)
     with pytest.raises(InputError, match="not a BLIP model bundle"):
         caption_image(tmp_path / "b", adapter_img)
+    with pytest.raises(InputError, match="too small"):
+        caption_image(tmp_path / "b", adapter_img, max_length=1)
 
 
 def test_calibration_feeds(bundle, tmp_path):
@@ -151,3 +148,28 @@ def test_calibration_feeds(bundle, tmp_path):
         adapter.calibration_feeds("vision", audio)
     with pytest.raises(CalibrationError, match="no component"):
         adapter.calibration_feeds("audio")
+
+
+def test_bench_accuracy_on_blip_bundle(bundle, cli):
+    """`mmdeploy bench --accuracy` reaches the BLIP task through the adapter."""
+    done = cli("bench", bundle, "--iters", "2", "--warmup", "1", "--accuracy", "--json")
+    assert done.returncode == 0, done.stderr
+    record = json.loads(done.stdout)["accuracy"][0]
+    assert record["metric"] == "caption-token-agreement" and record["value"] == 1.0 and record["n"] == 8
+
+
+def test_compiled_openvino_bundle_captions(bundle, tmp_path, cli):
+    """`mmdeploy compile --target openvino` on the BLIP bundle, then `caption --backend openvino`:
+    the compiled IRs give PyTorch's tokens too."""
+    done = cli("compile", bundle, "--target", "openvino", "--output", tmp_path / "ov")
+    assert done.returncode == 0, done.stderr
+    image = adapter_for_bundle(bundle).eval_images(5)[4]
+    image.save(tmp_path / "shape.png")
+    result = cli("caption", tmp_path / "ov", tmp_path / "shape.png", "--backend", "openvino",
+                 "--precision", "fp32", "--json")
+    assert result.returncode == 0, result.stderr
+    payload = json.loads(result.stdout)
+    assert payload["backends"] == ["openvino"]
+    assert payload["tokens"] == read_manifest(bundle).metadata["reference_tokens"][4]
+    missing = cli("caption", tmp_path / "ov", tmp_path / "shape.png", "--backend", "tflite")
+    assert missing.returncode == 2 and "lacks a tflite artifact" in missing.stderr

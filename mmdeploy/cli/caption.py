@@ -14,13 +14,17 @@ def register(app: typer.Typer) -> None:
         image: Path = typer.Argument(..., help="Image file to caption."),
         max_length: int = typer.Option(None, "--max-length", help="Tokens at most (default: the checkpoint's)."),
         threads: int = typer.Option(None, "--threads", help="Inference threads per runner."),
+        backend: str = typer.Option(None, "--backend", help="onnxruntime, openvino, ... (default: the "
+                                    "bundle's first artifact per component, the ONNX one)."),
+        precision: str = typer.Option(None, "--precision", help="fp32, fp16, int8 (default: any)."),
         json_out: bool = typer.Option(False, "--json", help="Print machine-readable JSON."),
     ):
         """Print the caption of IMAGE, generated greedily on the bundle's runners."""
         from mmdeploy.cli._common import print_json
         from mmdeploy.models.captioning import caption_image
 
-        result = caption_image(artifact, image, max_length=max_length, threads=threads)
+        result = caption_image(artifact, image, max_length=max_length, threads=threads, backend=backend,
+                               precision=precision)
         if json_out:
             print_json(result)
         else:

@@ -12,7 +12,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-DEMO_MODELS: dict[str, Path] = {"tiny-clip": Path(__file__).resolve().parent / "tiny_clip"}
+DEMO_MODELS: dict[str, Path] = {
+    "tiny-clip": Path(__file__).resolve().parent / "tiny_clip",
+    "tiny-clap": Path(__file__).resolve().parent / "tiny_clap",  # audio + text (mmdeploy.demo.train_clap)
+}
 
 
 def demo_path(name: str) -> Path:

@@ -55,17 +55,16 @@ def resolve(source: str | Path, *, family: str | None = None, allow_pickle: bool
     """An adapter for ``source``; clear one-line errors for anything unusable."""
     text = str(source)
     if text.startswith("demo:"):
-        from mmdeploy.demo import demo_path
+        from mmdeploy.demo import DEMO_MODELS, demo_path
 
         try:
             path = demo_path(text.split(":", 1)[1])
         except KeyError:
-            from mmdeploy.demo import DEMO_MODELS
-
             raise InputError(f"unknown demo model {text!r}",
                              "available: " + ", ".join(f"demo:{n}" for n in DEMO_MODELS)) from None
-        cls = family_class(family or "clip")
-        return cls(path, allow_pickle=allow_pickle, options={**(options or {}), "demo": text})
+        adapter = resolve(path, family=family, allow_pickle=allow_pickle, options=options)
+        adapter.options["demo"] = text
+        return adapter
 
     if ".py:" in text:  # user's own module: path/to/file.py:function
         return family_class("custom")(Path(text), allow_pickle=allow_pickle, options=options)

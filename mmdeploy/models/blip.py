@@ -5,10 +5,12 @@ Components:
 * ``vision``: ``pixel_values`` [batch, 3, H, W] → ``image_embeds`` [batch, tokens, hidden]
   (the encoder's last hidden state, what the decoder cross-attends to);
 * ``text_decoder``: ``input_ids`` int64 [batch, sequence], ``encoder_hidden_states`` →
-  ``logits`` [batch, sequence, vocab] and ``present.{i}.key|value`` [batch, heads, sequence,
-  head_dim] per layer (the self-attention cache);
-* ``text_decoder_with_past``: the same plus ``past.{i}.key|value`` (dynamic past length),
-  for incremental decoding (cross-attention keys are recomputed from the encoder states).
+  ``logits`` [batch, sequence, vocab], ``present.{i}.key|value`` [batch, heads, sequence,
+  head_dim] per layer (the self-attention cache) and ``cross.{i}.key|value`` [batch, heads,
+  image_tokens, head_dim] (the image projected for cross-attention, computed once);
+* ``text_decoder_with_past``: ``input_ids`` (the new token), ``past.{i}.key|value`` (dynamic
+  past length) and ``cross.{i}.key|value`` → ``logits``, ``present.{i}.key|value``: incremental
+  decoding without re-projecting the image at every step.
 
 :mod:`mmdeploy.models.blip_generate` runs the greedy loop over any Runners.  The task metric is
 token-level agreement of those captions with PyTorch ``generate()`` on the verification images
@@ -63,22 +65,38 @@ def _modules(model) -> tuple:
             return self.vision_model(pixel_values=pixel_values).last_hidden_state
 
     class Decoder(torch.nn.Module):
-        def __init__(self):
+        """First step: (input_ids, encoder_hidden_states) → logits, self-attention present,
+        cross-attention keys/values.  Later steps (``with_past``): (input_ids, past self
+        keys/values, cross keys/values) → logits, present: the image is never re-projected."""
+
+        def __init__(self, with_past: bool):
             super().__init__()
             self.text_decoder = model.text_decoder
+            self.with_past = with_past
 
-        def forward(self, input_ids, encoder_hidden_states, *past):
-            self_cache = DynamicCache()
-            for i in range(len(past) // 2):
-                self_cache.update(past[2 * i], past[2 * i + 1], i)
+        def forward(self, input_ids, *tensors):
+            self_cache, cross_cache = DynamicCache(), DynamicCache()
+            if self.with_past:
+                for i in range(layers):
+                    self_cache.update(tensors[2 * i], tensors[2 * i + 1], i)
+                    cross_cache.update(tensors[2 * layers + 2 * i], tensors[2 * layers + 2 * i + 1], i)
+                # the filled cross cache is used as is; the encoder states only have to be non-None
+                encoder_hidden_states = tensors[2 * layers]
+            else:
+                encoder_hidden_states = tensors[0]
             out = self.text_decoder(input_ids=input_ids, encoder_hidden_states=encoder_hidden_states,
-                                    past_key_values=EncoderDecoderCache(self_cache, DynamicCache()),
+                                    past_key_values=EncoderDecoderCache(self_cache, cross_cache),
                                     use_cache=True, return_dict=True)
-            cache = out.past_key_values.self_attention_cache
-            present = [t for i in range(layers) for t in (cache.layers[i].keys, cache.layers[i].values)]
-            return (out.logits, *present)
+            cache = out.past_key_values
+            present = [t for i in range(layers) for t in (cache.self_attention_cache.layers[i].keys,
+                                                          cache.self_attention_cache.layers[i].values)]
+            if self.with_past:
+                return (out.logits, *present)
+            cross = [t for i in range(layers) for t in (cache.cross_attention_cache.layers[i].keys,
+                                                        cache.cross_attention_cache.layers[i].values)]
+            return (out.logits, *present, *cross)
 
-    return Vision().eval(), Decoder().eval()
+    return Vision().eval(), Decoder(False).eval(), Decoder(True).eval()
 
 
 class BlipAdapter(Adapter):
@@ -164,10 +182,11 @@ class BlipAdapter(Adapter):
     # ---- components ---------------------------------------------------------------------
     def components(self) -> dict[str, Component]:
         if self._components is None:
-            vision, decoder = _modules(self.torch_model())
+            vision, decoder, decoder_with_past = _modules(self.torch_model())
             settings = self.settings()
             present = past_names(settings.num_layers, "present")
             past = past_names(settings.num_layers, "past")
+            cross = past_names(settings.num_layers, "cross")
             vocab = self.torch_model().config.text_config.vocab_size
 
             def vision_inputs(batch: int, seed: int) -> dict[str, np.ndarray]:
@@ -192,8 +211,8 @@ class BlipAdapter(Adapter):
                 ids = prefix(batch, seed, 3 + seed % 3)
                 first = TorchRunner(self._components["text_decoder"]).run(
                     {"input_ids": ids[:, :-1], "encoder_hidden_states": enc})
-                return {"input_ids": ids[:, -1:], "encoder_hidden_states": enc,
-                        **{p: first[n] for p, n in zip(past, present)}}
+                return {"input_ids": ids[:, -1:], **{p: first[n] for p, n in zip(past, present)},
+                        **{n: first[n] for n in cross}}
 
             seq_axes = {n: {0: "batch", 2: "sequence"} for n in present}
             self._components = {
@@ -201,15 +220,16 @@ class BlipAdapter(Adapter):
                                     {"pixel_values": {0: "batch"}, "image_embeds": {0: "batch"}},
                                     vision_inputs, modality="image"),
                 "text_decoder": Component(
-                    "text_decoder", decoder, ["input_ids", "encoder_hidden_states"], ["logits", *present],
+                    "text_decoder", decoder, ["input_ids", "encoder_hidden_states"],
+                    ["logits", *present, *cross],
                     {"input_ids": {0: "batch", 1: "sequence"}, "encoder_hidden_states": {0: "batch"},
-                     "logits": {0: "batch", 1: "sequence"}, **seq_axes},
+                     "logits": {0: "batch", 1: "sequence"}, **seq_axes, **{n: {0: "batch"} for n in cross}},
                     decoder_inputs, modality="text"),
                 "text_decoder_with_past": Component(
-                    "text_decoder_with_past", decoder, ["input_ids", "encoder_hidden_states", *past],
+                    "text_decoder_with_past", decoder_with_past, ["input_ids", *past, *cross],
                     ["logits", *present],
-                    {"input_ids": {0: "batch", 1: "sequence"}, "encoder_hidden_states": {0: "batch"},
-                     "logits": {0: "batch", 1: "sequence"},
+                    {"input_ids": {0: "batch", 1: "sequence"}, "logits": {0: "batch", 1: "sequence"},
+                     **{n: {0: "batch"} for n in cross},
                      **{n: {0: "batch", 2: "past_sequence"} for n in past},
                      **{n: {0: "batch", 2: "total_sequence"} for n in present}},
                     with_past_inputs, modality="text"),
@@ -224,8 +244,10 @@ class BlipAdapter(Adapter):
         settings = self.settings()
         pixels = torch.from_numpy(self.pixel_values(self.eval_images(n))["pixel_values"])
         with torch.no_grad():
+            # plain greedy search, whatever the checkpoint's generation_config asks for
             out = self.torch_model().generate(pixel_values=pixels, max_length=settings.max_length,
-                                              do_sample=False, num_beams=1)
+                                              do_sample=False, num_beams=1, repetition_penalty=1.0,
+                                              no_repeat_ngram_size=0, min_length=0)
         return [trim(row, settings) for row in out.tolist()]
 
     def metadata(self) -> dict[str, Any]:
@@ -240,9 +262,16 @@ class BlipAdapter(Adapter):
         """Runner for a component: torch when the weights are loaded, else the bundle's artifact."""
         if not self.bundle_metadata:
             return TorchRunner(self.components()[component])
+        from mmdeploy.artifact import read_manifest
         from mmdeploy.backends import load_runner
 
-        return load_runner(self.source.parent / component)
+        bundle = self.source.parent
+        refs = [r for r in read_manifest(bundle).artifacts if r.component == component]
+        refs.sort(key=lambda r: (r.format != "onnx", r.precision != "fp32"))  # the fp32 ONNX first
+        if not refs:
+            raise CalibrationError(f"{bundle} has no {component} artifact to compute decoder inputs with",
+                                   "convert the checkpoint with all BLIP components")
+        return load_runner(bundle / refs[0].path)
 
     def _images_from(self, path: Path | None, limit: int | None) -> list:
         from mmdeploy.models.audio import IMAGE_EXTENSIONS
@@ -289,9 +318,10 @@ class BlipAdapter(Adapter):
                 feeds.append({"input_ids": ids, "encoder_hidden_states": enc})
                 continue
             first = decoder.run({"input_ids": ids[:, :-1], "encoder_hidden_states": enc})
-            feeds.append({"input_ids": ids[:, -1:], "encoder_hidden_states": enc,
+            feeds.append({"input_ids": ids[:, -1:],
                           **{p: first[n] for p, n in zip(past_names(settings.num_layers, "past"),
-                                                         past_names(settings.num_layers, "present"))}})
+                                                         past_names(settings.num_layers, "present"))},
+                          **{n: first[n] for n in past_names(settings.num_layers, "cross")}})
         return [f for f in feeds if component == "text_decoder" or "past.0.key" in f]
 
     # ---- task ---------------------------------------------------------------------------

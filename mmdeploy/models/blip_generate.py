@@ -4,8 +4,9 @@ The loop mirrors transformers' greedy search for BLIP: start from ``[bos]``; eac
 argmax of the last position's logits; a sequence that produced ``eos`` (BLIP's ``sep`` token)
 is finished and padded with ``pad`` from then on; stop when all are finished or the sequence
 reaches ``max_length`` tokens (bos included).  The first step runs ``text_decoder`` (no past),
-later steps ``text_decoder_with_past`` on the new token and the returned self-attention keys /
-values; without a past runner every step re-runs ``text_decoder`` on the whole prefix.
+later steps ``text_decoder_with_past`` on the new token, the returned self-attention keys /
+values and the first step's cross-attention keys / values; without a past runner every step
+re-runs ``text_decoder`` on the whole prefix.
 """
 
 from __future__ import annotations
@@ -45,6 +46,7 @@ def greedy_generate(encoder_hidden_states: np.ndarray, decoder, settings: Genera
     presents = past_names(settings.num_layers, "present")
     out = decoder.run({"input_ids": tokens, "encoder_hidden_states": enc})
     first_logits = out["logits"][:, -1, :]
+    cross = {n: out[n] for n in past_names(settings.num_layers, "cross") if n in out}
     while tokens.shape[1] < max_length:
         nxt = out["logits"][:, -1, :].argmax(axis=-1).astype(np.int64)
         nxt = np.where(unfinished, nxt, settings.pad_token_id)
@@ -53,7 +55,7 @@ def greedy_generate(encoder_hidden_states: np.ndarray, decoder, settings: Genera
         if not unfinished.any() or tokens.shape[1] >= max_length:
             break
         if decoder_with_past is not None:
-            feeds = {"input_ids": nxt[:, None], "encoder_hidden_states": enc}
+            feeds = {"input_ids": nxt[:, None], **cross}
             feeds.update(zip(past_names(settings.num_layers, "past"), (out[n] for n in presents)))
             out = decoder_with_past.run(feeds)
         else:

@@ -8,8 +8,14 @@ from typing import Any
 from mmdeploy.errors import InputError
 
 
-def load_caption_runners(bundle: str | Path, threads: int | None = None) -> dict:
-    """Runners for the bundle's vision / text_decoder(_with_past) components, any backend."""
+FORMAT_OF = {"onnxruntime": "onnx", "ort": "onnx", "onnx": "onnx", "openvino": "openvino", "ov": "openvino",
+             "tflite": "tflite", "tensorrt": "tensorrt"}
+
+
+def load_caption_runners(bundle: str | Path, threads: int | None = None, backend: str | None = None,
+                         precision: str | None = None) -> dict:
+    """Runners for the bundle's vision / text_decoder(_with_past) components: per component the
+    first artifact of the bundle (the ONNX fp32 after convert) matching ``backend``/``precision``."""
     from mmdeploy.artifact import read_manifest
     from mmdeploy.backends import load_runner
 
@@ -18,25 +24,37 @@ def load_caption_runners(bundle: str | Path, threads: int | None = None) -> dict
     if manifest.kind != "model" or manifest.family != "blip":
         raise InputError(f"{bundle} is not a BLIP model bundle (family {manifest.family!r})",
                          "pass the --output of `mmdeploy convert` on a BLIP captioning checkpoint")
+    fmt = None
+    if backend is not None:
+        fmt = FORMAT_OF.get(backend.strip().lower())
+        if fmt is None:
+            raise InputError(f"unknown backend {backend!r}", "use one of " + ", ".join(sorted(set(FORMAT_OF))))
     options = {"threads": threads} if threads else {}
-    runners = {ref.component: load_runner(bundle / ref.path, **options) for ref in manifest.artifacts
-               if ref.component in ("vision", "text_decoder", "text_decoder_with_past")}
-    missing = {"vision", "text_decoder"} - set(runners)
+    chosen = {}
+    for ref in manifest.artifacts:
+        if ref.component in ("vision", "text_decoder", "text_decoder_with_past") and ref.component not in chosen \
+                and (fmt is None or ref.format == fmt) and (precision is None or ref.precision == precision):
+            chosen[ref.component] = ref
+    missing = {"vision", "text_decoder"} - set(chosen)
     if missing:
-        raise InputError(f"{bundle} lacks the {', '.join(sorted(missing))} component",
-                         "convert the checkpoint with all BLIP components")
+        wanted = " ".join(x for x in (backend, precision) if x)
+        raise InputError(f"{bundle} lacks a {wanted + ' ' if wanted else ''}artifact for "
+                         f"{', '.join(sorted(missing))}",
+                         "compile the bundle for that backend (mmdeploy compile) or choose another --backend")
+    runners = {name: load_runner(bundle / ref.path, **options) for name, ref in chosen.items()}
     return runners
 
 
 def caption_image(bundle: str | Path, image: str | Path, max_length: int | None = None,
-                  threads: int | None = None) -> dict[str, Any]:
+                  threads: int | None = None, backend: str | None = None,
+                  precision: str | None = None) -> dict[str, Any]:
     from mmdeploy.models import adapter_for_bundle
     from mmdeploy.models.blip import load_image
 
     if max_length is not None and max_length < 2:
         raise InputError(f"--max-length {max_length} is too small", "pass 2 or more")
     picture = load_image(image)  # bad images fail before any runner loads
-    runners = load_caption_runners(bundle, threads)
+    runners = load_caption_runners(bundle, threads, backend, precision)
     adapter = adapter_for_bundle(bundle)
     tokens = adapter.captions(runners, [picture], max_length=max_length)[0]
     return {"image": str(image), "caption": adapter.decode(tokens), "tokens": tokens,
