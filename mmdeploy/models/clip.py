@@ -113,17 +113,22 @@ class ClipAdapter(Adapter):
         return VisionTower().eval(), TextTower().eval()
 
     def components(self) -> dict[str, Component]:
+        from mmdeploy.passes.optimize import fusable_attention
+
         vision, text = self._towers()
         text_axes = {name: {0: "batch", 1: "sequence"} for name in self.text_inputs}
         return {
             "vision": Component(
                 name="vision", module=vision, input_names=["pixel_values"], output_names=["image_embeds"],
                 dynamic_axes={"pixel_values": {0: "batch"}, "image_embeds": {0: "batch"}},
-                make_inputs=self._random_images, modality="image"),
+                make_inputs=self._random_images, modality="image",
+                # attention exported in the form ONNX Runtime's fusion recognizes (same outputs)
+                export_context=lambda: fusable_attention(vision)),
             "text": Component(
                 name="text", module=text, input_names=list(self.text_inputs), output_names=["text_embeds"],
                 dynamic_axes={**text_axes, "text_embeds": {0: "batch"}},
-                make_inputs=self._random_captions, modality="text"),
+                make_inputs=self._random_captions, modality="text",
+                export_context=lambda: fusable_attention(text)),
         }
 
     def head(self) -> dict[str, Any]:
