@@ -73,8 +73,6 @@ def test_format_mismatch_without_compile_is_clear(tmp_path):
         bench([d], BenchSettings(iters=1), get_target("cpu"))
 
 
-@pytest.mark.skipif(__import__("importlib").util.find_spec("mmdeploy.backends.openvino") is None,
-                    reason="the openvino backend module (backends branch) is not in this build")
 def test_onnx_bundle_compiled_on_the_fly_for_openvino_target(tmp_path):
     b = bundle(tmp_path / "m", {"vision": 2})
     doc = bench([b], BenchSettings(warmup=1, iters=5), get_target("openvino-cpu"))

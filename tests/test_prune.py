@@ -153,17 +153,7 @@ def test_cli_json(clip_dir, tmp_path, capsys):
 # --------------------------------------------------------------------------- the demo
 
 
-def _demo_available() -> bool:
-    try:
-        from mmdeploy.demo import demo_path
-
-        return (Path(demo_path("tiny-clip")) / "config.json").is_file()
-    except ImportError:
-        return False
-
-
 @pytest.mark.slow
-@pytest.mark.skipif(not _demo_available(), reason="demo:tiny-clip is not in this build yet")
 def test_demo_heads_mlp_with_recovery_keeps_zero_shot(tmp_path):
     report = prune("demo:tiny-clip", tmp_path / "demo", "heads,mlp", 0.3, recover_steps=150,
                    recover_lr=5e-4, measure_latency=False, batch_size=32, threads=1)

@@ -246,15 +246,6 @@ def test_tflite_without_torch_module(bundle, tmp_path):
     assert not (tmp_path / "tfl").exists()
 
 
-def _demo_available() -> bool:
-    try:
-        from mmdeploy.demo import demo_path
-
-        return (demo_path("tiny-clip") / "config.json").is_file()
-    except ImportError:
-        return False
-
-
 @pytest.fixture(scope="module")
 def demo_bundle(tmp_path_factory):
     from mmdeploy.export.convert import convert
@@ -265,7 +256,6 @@ def demo_bundle(tmp_path_factory):
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(not _demo_available(), reason="demo:tiny-clip weights are not in this checkout yet")
 @pytest.mark.parametrize("method", ["auto", "tflite"])
 def test_demo_int8_zero_shot_within_budget(demo_bundle, tmp_path, method):
     """The trained demo model: int8 (both towers) keeps zero-shot top-1 within 0.5 pp."""
