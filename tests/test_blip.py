@@ -173,3 +173,25 @@ def test_compiled_openvino_bundle_captions(bundle, tmp_path, cli):
     assert payload["tokens"] == read_manifest(bundle).metadata["reference_tokens"][4]
     missing = cli("caption", tmp_path / "ov", tmp_path / "shape.png", "--backend", "tflite")
     assert missing.returncode == 2 and "lacks a tflite artifact" in missing.stderr
+
+
+def test_split_placement_encoder_here_decoder_in_the_cloud(bundle, tmp_path, cli):
+    """The decoder served over KServe v2, the image encoder local: the same tokens as all-local."""
+    from mmdeploy.models.captioning import caption_image
+    from mmdeploy.split.server import make_server, start_in_thread
+
+    adapter = adapter_for_bundle(bundle)
+    adapter.eval_images(2)[1].save(tmp_path / "shape.png")
+    server = make_server(bundle / "text_decoder", port=0, token="s3cret")
+    start_in_thread(server)
+    url = f"http://127.0.0.1:{server.server_address[1]}"
+    try:
+        local = caption_image(bundle, tmp_path / "shape.png")
+        remote = caption_image(bundle, tmp_path / "shape.png", server=url, token="s3cret")
+        assert remote["tokens"] == local["tokens"] == read_manifest(bundle).metadata["reference_tokens"][1]
+        assert "remote:text_decoder" in remote["backends"]
+        denied = cli("caption", bundle, tmp_path / "shape.png", "--server", url, "--token", "wrong")
+        assert denied.returncode != 0 and "Traceback" not in denied.stderr
+    finally:
+        server.shutdown()
+        server.server_close()

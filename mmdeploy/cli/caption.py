@@ -17,6 +17,9 @@ def register(app: typer.Typer) -> None:
         backend: str = typer.Option(None, "--backend", help="onnxruntime, openvino, ... (default: the "
                                     "bundle's first artifact per component, the ONNX one)."),
         precision: str = typer.Option(None, "--precision", help="fp32, fp16, int8 (default: any)."),
+        server: str = typer.Option(None, "--server", help="Run the decoder on this KServe v2 server "
+                                   "(`mmdeploy serve BUNDLE/text_decoder`); the image encoder runs here."),
+        token: str = typer.Option(None, "--token", envvar="MMDEPLOY_SERVE_TOKEN", help="Bearer token for --server."),
         json_out: bool = typer.Option(False, "--json", help="Print machine-readable JSON."),
     ):
         """Print the caption of IMAGE, generated greedily on the bundle's runners."""
@@ -24,7 +27,7 @@ def register(app: typer.Typer) -> None:
         from mmdeploy.models.captioning import caption_image
 
         result = caption_image(artifact, image, max_length=max_length, threads=threads, backend=backend,
-                               precision=precision)
+                               precision=precision, server=server, token=token)
         if json_out:
             print_json(result)
         else:

@@ -180,7 +180,8 @@ def _sweep(artifact, component, edge, cloud, compress, runs, save_profiles, band
 
 
 def serve_command(
-    split_dir: Path = typer.Argument(..., help="A directory written by `mmdeploy split`."),
+    split_dir: Path = typer.Argument(..., help="A directory written by `mmdeploy split`, or one ONNX "
+                                     "component artifact (e.g. BUNDLE/text_decoder) served whole."),
     port: int = typer.Option(8000, "--port", help="TCP port (0 picks a free one)."),
     host: str = typer.Option("127.0.0.1", "--host", help="Address to bind (127.0.0.1 unless you mean it)."),
     token: Optional[str] = typer.Option(None, "--token", envvar="MMDEPLOY_SERVE_TOKEN",
@@ -213,7 +214,8 @@ def serve_command(
 
 
 def infer_split_command(
-    split_dir: Path = typer.Argument(..., help="A directory written by `mmdeploy split`."),
+    split_dir: Path = typer.Argument(..., help="A directory written by `mmdeploy split`, or one ONNX "
+                                     "component artifact (e.g. BUNDLE/text_decoder) served whole."),
     input_file: Path = typer.Argument(..., metavar="INPUT", help="Inputs: .npz (named) or .npy (the single input)."),
     server: str = typer.Option(..., "--server", help="Server URL, e.g. http://127.0.0.1:8000"),
     token: Optional[str] = typer.Option(None, "--token", envvar="MMDEPLOY_SERVE_TOKEN", help="Bearer token."),

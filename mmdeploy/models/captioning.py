@@ -13,9 +13,16 @@ FORMAT_OF = {"onnxruntime": "onnx", "ort": "onnx", "onnx": "onnx", "openvino": "
 
 
 def load_caption_runners(bundle: str | Path, threads: int | None = None, backend: str | None = None,
-                         precision: str | None = None) -> dict:
+                         precision: str | None = None, server: str | None = None,
+                         token: str | None = None) -> dict:
     """Runners for the bundle's vision / text_decoder(_with_past) components: per component the
-    first artifact of the bundle (the ONNX fp32 after convert) matching ``backend``/``precision``."""
+    first artifact of the bundle (the ONNX fp32 after convert) matching ``backend``/``precision``.
+
+    With ``server`` (split placement: encoder on the device, decoder in the cloud) the decoder
+    runs on a KServe v2 server serving the bundle's ``text_decoder`` (``mmdeploy serve
+    BUNDLE/text_decoder``); only its logits cross the network, and the loop recomputes the
+    prefix each step instead of shipping past key/values back and forth.
+    """
     from mmdeploy.artifact import read_manifest
     from mmdeploy.backends import load_runner
 
@@ -41,20 +48,29 @@ def load_caption_runners(bundle: str | Path, threads: int | None = None, backend
         raise InputError(f"{bundle} lacks a {wanted + ' ' if wanted else ''}artifact for "
                          f"{', '.join(sorted(missing))}",
                          "compile the bundle for that backend (mmdeploy compile) or choose another --backend")
+    if server:
+        from mmdeploy.split.client import RemoteRunner
+
+        decoder = read_manifest(bundle / chosen.pop("text_decoder").path)
+        chosen.pop("text_decoder_with_past", None)
+        remote = RemoteRunner(server, decoder.name, [t.name for t in decoder.inputs], ["logits"], token=token)
     runners = {name: load_runner(bundle / ref.path, **options) for name, ref in chosen.items()}
+    if server:
+        runners["text_decoder"] = remote
     return runners
 
 
 def caption_image(bundle: str | Path, image: str | Path, max_length: int | None = None,
                   threads: int | None = None, backend: str | None = None,
-                  precision: str | None = None) -> dict[str, Any]:
+                  precision: str | None = None, server: str | None = None,
+                  token: str | None = None) -> dict[str, Any]:
     from mmdeploy.models import adapter_for_bundle
     from mmdeploy.models.blip import load_image
 
     if max_length is not None and max_length < 2:
         raise InputError(f"--max-length {max_length} is too small", "pass 2 or more")
     picture = load_image(image)  # bad images fail before any runner loads
-    runners = load_caption_runners(bundle, threads, backend, precision)
+    runners = load_caption_runners(bundle, threads, backend, precision, server, token)
     adapter = adapter_for_bundle(bundle)
     tokens = adapter.captions(runners, [picture], max_length=max_length)[0]
     return {"image": str(image), "caption": adapter.decode(tokens), "tokens": tokens,

@@ -119,3 +119,23 @@ class V2Client:
             return decode_response(data, response_headers)
         except ProtocolError as exc:
             raise RemoteError(f"malformed response from the server: {exc}") from None
+
+
+class RemoteRunner:
+    """A Runner whose model runs on a KServe v2 server (``mmdeploy serve`` or Triton).
+
+    ``outputs`` limits what the server sends back (e.g. only a decoder's ``logits``).
+    """
+
+    def __init__(self, url: str, model: str, input_names: list[str], output_names: list[str],
+                 token: str | None = None, timeout: float = 30.0, binary: bool = True):
+        self.client = V2Client(url, token=token, timeout=timeout)
+        self.model = model
+        self.name = f"remote:{model}"
+        self.input_names = list(input_names)
+        self.output_names = list(output_names)
+        self.binary = binary
+
+    def run(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        inputs = {n: np.ascontiguousarray(feeds[n]) for n in self.input_names if n in feeds}
+        return self.client.infer(self.model, inputs, self.output_names, binary=self.binary)

@@ -32,20 +32,34 @@ DEFAULT_MAX_REQUEST = 64 << 20
 
 
 class ServedModel:
-    """The cloud half of a split directory: a runner plus its v2 signature for validation."""
+    """What ``serve`` serves: a runner plus its v2 signature for validation.
 
-    def __init__(self, split_dir: str | Path, threads: int | None = None):
+    Either the cloud half of a split directory, or a whole ONNX component artifact (e.g. a BLIP
+    bundle's ``text_decoder``: the image encoder runs on the device, the decoder in the cloud).
+    """
+
+    def __init__(self, path: str | Path, threads: int | None = None):
         from mmdeploy.artifact import read_manifest
         from mmdeploy.backends.onnxruntime import OnnxRuntimeRunner
         from mmdeploy.split.build import read_split
 
-        split_dir = Path(split_dir)
-        manifest = read_split(split_dir)
-        cloud = read_manifest(split_dir / "cloud")
-        self.name = manifest.metadata["model_name"]
-        self.inputs = {s.name: s for s in cloud.inputs}
-        self.outputs = {s.name: s for s in cloud.outputs}
-        self.runner = OnnxRuntimeRunner(split_dir / "cloud" / cloud.metadata.get("model_file", "model.onnx"),
+        path = Path(path)
+        top = read_manifest(path) if (path / "manifest.json").is_file() else None
+        if top is not None and top.kind == "component" and top.format == "onnx":
+            self.name, model_dir, served = top.name, path, top
+        elif top is not None and top.kind == "model" and top.format != "split":
+            from mmdeploy.errors import InputError
+
+            names = ", ".join(a.path for a in top.artifacts if a.format == "onnx")
+            raise InputError(f"{path} is a model bundle, not one model to serve",
+                             f"serve a split directory or one ONNX component of it ({names})")
+        else:
+            manifest = read_split(path)  # the error for anything else names split directories
+            self.name, model_dir = manifest.metadata["model_name"], path / "cloud"
+            served = read_manifest(model_dir)
+        self.inputs = {s.name: s for s in served.inputs}
+        self.outputs = {s.name: s for s in served.outputs}
+        self.runner = OnnxRuntimeRunner(model_dir / served.metadata.get("model_file", "model.onnx"),
                                         threads=threads, name="cloud")
 
     def metadata(self) -> dict[str, Any]:
@@ -281,7 +295,8 @@ class V2Server(ThreadingHTTPServer):
 def make_server(split_dir: str | Path, host: str = "127.0.0.1", port: int = 8000, token: str | None = None,
                 max_request_bytes: int = DEFAULT_MAX_REQUEST, max_concurrency: int = 4,
                 threads: int | None = None, verbose: bool = False) -> V2Server:
-    """A bound (not yet serving) server for ``split_dir``'s cloud half; InputError on a bad port."""
+    """A bound (not yet serving) server for ``split_dir``'s cloud half (or one ONNX component
+    artifact, served under its component name); InputError on a bad port."""
     model = ServedModel(split_dir, threads=threads)
     token = token if token is not None else os.environ.get(TOKEN_ENV)
     if not 0 <= int(port) <= 65535:
