@@ -98,70 +98,6 @@ class _Component:
 # --------------------------------------------------------------------------- runners
 
 
-class _OpenVINORunner:
-    """Minimal OpenVINO runner used when the openvino backend module is not in this build."""
-
-    def __init__(self, xml: Path):
-        import openvino as ov
-
-        core = ov.Core()
-        self.compiled = core.compile_model(core.read_model(str(xml)), "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
-        self.name = "openvino"
-        self.ports = {name: port for port in self.compiled.inputs for name in port.get_names()}
-        self.input_names = [p.get_any_name() for p in self.compiled.inputs]
-        self.output_names = [p.get_any_name() for p in self.compiled.outputs]
-
-    def run(self, feeds):
-        result = self.compiled({self.ports[k]: v for k, v in feeds.items() if k in self.ports})
-        return {name: np.asarray(result[port]) for name, port in zip(self.output_names, self.compiled.outputs)}
-
-
-class _TFLiteRunner:
-    """Runner over a .tflite whose inputs/outputs may be int8 (quantized with their scale and
-    zero point); batch 1 (litert-torch exports static shapes), larger batches one by one."""
-
-    def __init__(self, path: Path, input_names: list[str], output_names: list[str], pad: dict | None = None):
-        try:
-            from ai_edge_litert.interpreter import Interpreter
-        except ImportError:  # pragma: no cover - tflite-runtime has the same API
-            from tflite_runtime.interpreter import Interpreter
-        self.interpreter = Interpreter(model_path=str(path))
-        self.interpreter.allocate_tensors()
-        self.name = "tflite-int8"
-        self.pad = dict(pad or {})  # input -> {"axis", "length", "value"} (static sequence length)
-        self.input_names, self.output_names = list(input_names), list(output_names)
-        key = lambda d: int("".join(c for c in d["name"].rsplit("_", 1)[-1] if c.isdigit()) or 0)  # noqa: E731
-        self.inputs = sorted(self.interpreter.get_input_details(), key=key)
-        self.outputs = sorted(self.interpreter.get_output_details(), key=key)
-
-    def _one(self, feeds):
-        for name, d in zip(self.input_names, self.inputs):
-            value = np.asarray(feeds[name])
-            scale, zero = d["quantization"]
-            if d["dtype"] in (np.int8, np.uint8) and value.dtype.kind == "f" and scale:
-                info = np.iinfo(d["dtype"])
-                value = np.clip(np.round(value / scale) + zero, info.min, info.max)
-            self.interpreter.set_tensor(d["index"], value.astype(d["dtype"]))
-        self.interpreter.invoke()
-        out = {}
-        for name, d in zip(self.output_names, self.outputs):
-            value = self.interpreter.get_tensor(d["index"])
-            scale, zero = d["quantization"]
-            if d["dtype"] in (np.int8, np.uint8) and scale:
-                value = (value.astype(np.float32) - zero) * scale
-            out[name] = np.array(value)
-        return out
-
-    def run(self, feeds):
-        if self.pad:
-            from mmdeploy.backends.tflite import pad_feed
-
-            feeds = {k: pad_feed(self.pad, k, v) for k, v in feeds.items()}
-        batch = int(np.shape(feeds[self.input_names[0]])[0])
-        parts = [self._one({n: np.asarray(feeds[n])[i:i + 1] for n in self.input_names}) for i in range(batch)]
-        return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
-
-
 def model_runner(model_file: Path, fmt: str, name: str = "", input_names=None, output_names=None, pad=None):
     """A Runner over a model file (before it becomes an artifact)."""
     if fmt == "onnx":
@@ -169,13 +105,13 @@ def model_runner(model_file: Path, fmt: str, name: str = "", input_names=None, o
 
         return OnnxRuntimeRunner(model_file, name=name or "onnxruntime")
     if fmt == "openvino":
-        try:
-            from mmdeploy.backends.openvino import OpenVINORunner
-        except ImportError:  # a build without the openvino backend module
-            return _OpenVINORunner(model_file)
+        from mmdeploy.backends.openvino import OpenVINORunner
+
         return OpenVINORunner(model_file, input_names=input_names, output_names=output_names)
     if fmt == "tflite":
-        return _TFLiteRunner(model_file, input_names or [], output_names or [], pad)
+        from mmdeploy.backends.tflite import TFLiteRunner
+
+        return TFLiteRunner(model_file, input_names or [], output_names or [], name="tflite-int8", pad=pad)
     raise UnsupportedError(f"no runner for format {fmt!r} in quantize")
 
 
@@ -599,8 +535,8 @@ def _component_manifest(comp: _Component, out_dir: Path, method: str, options, s
                   "quantize": next(r for r in summary["components"] if r["component"] == comp.name)}
     if result.format == "openvino":
         m.metadata["weights_file"] = "model.bin"
-    if result.format == "tflite":  # int8 inputs/outputs: runners (de)quantize with the file's params
-        m.metadata.update(io_quantized=True, static_batch=1, pad=result.report.get("pad", {}))
+    if result.format == "tflite":  # int8 inputs/outputs: the runner (de)quantizes with the file's params
+        m.metadata.update(io_quantized=True, static_batch=1, pad_inputs=result.report.get("pad", {}))
     cases = load_reference(comp.src)
     if cases:
         runner = model_runner(out_dir / result.model_file, result.format, "", comp.input_names,

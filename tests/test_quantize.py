@@ -238,6 +238,13 @@ def test_tflite_int8_from_torch_module(bundle, images, tmp_path):
     assert (tmp_path / "tfl" / "model.tflite").is_file()
     assert m.metadata["quantize_summary"]["accuracy"]["ok"]  # cosine >= 0.99 on the calibration images
     assert m.parity["outputs"]["image_embeds"]["cosine"] > 0.95  # reference inputs are random noise
+    # the artifact runs through the shared backend too (bench, compile): int8 I/O (de)quantized
+    from mmdeploy.backends import load_runner
+    from mmdeploy.compare import compare_outputs
+
+    feeds, expected = load_reference(bundle / "vision")[0]
+    got = load_runner(tmp_path / "tfl").run(feeds)
+    assert compare_outputs(expected, got)["image_embeds"]["cosine"] > 0.95
 
 
 def test_tflite_without_torch_module(bundle, tmp_path):

@@ -58,6 +58,20 @@ def pad_feed(rules: dict[str, dict], name: str, value: np.ndarray) -> np.ndarray
     return np.pad(value, widths, constant_values=rule.get("value", 0))
 
 
+def _quantize(value: np.ndarray, dtype, scale: float, zero: int) -> np.ndarray:
+    """A float feed for an int8/uint8 input, with the tensor's own scale and zero point."""
+    if np.dtype(dtype).kind in "iu" and value.dtype.kind == "f" and scale:
+        info = np.iinfo(dtype)
+        value = np.clip(np.round(value / scale) + zero, info.min, info.max)
+    return np.ascontiguousarray(value, dtype=dtype)
+
+
+def _dequantize(value: np.ndarray, scale: float, zero: int) -> np.ndarray:
+    if value.dtype in (np.int8, np.uint8) and scale:
+        return (value.astype(np.float32) - zero) * np.float32(scale)
+    return value
+
+
 class TFLiteRunner:
     """Signature runner over a ``.tflite`` file; XNNPACK is LiteRT's default CPU delegate."""
 
@@ -76,14 +90,18 @@ class TFLiteRunner:
         details = self.runner.get_input_details()
         self._specs = {name: (details[k]["dtype"], tuple(int(d) for d in details[k]["shape"]))
                        for name, k in self._in_keys.items()}
+        # an int8 .tflite (quantize --method tflite) has quantized inputs/outputs: (scale, zero point)
+        self._in_quant = {name: details[k].get("quantization", (0.0, 0)) for name, k in self._in_keys.items()}
+        self._out_quant = {k: v.get("quantization", (0.0, 0)) for k, v in self.runner.get_output_details().items()}
         self.input_names = list(input_names)
         self.output_names = list(output_names)
 
     def _run_one(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        args = {self._in_keys[n]: np.ascontiguousarray(feeds[n], dtype=self._specs[n][0])
+        args = {self._in_keys[n]: _quantize(np.asarray(feeds[n]), self._specs[n][0], *self._in_quant[n])
                 for n in self.input_names}
         out = self.runner(**args)
-        return {self._out_keys.get(k, k): np.array(v) for k, v in out.items()}
+        return {self._out_keys.get(k, k): _dequantize(np.array(v), *self._out_quant.get(k, (0.0, 0)))
+                for k, v in out.items()}
 
     def run(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         feeds = {k: pad_feed(self.pad, k, v) for k, v in feeds.items()}
