@@ -26,12 +26,9 @@ def tiny_clip(layers: int = 2, hidden: int = 32, image_size: int = 32, patch: in
     return CLIPModel(cfg).eval()
 
 
-def write_bundle(out: Path, layers: int = 2, image_size: int = 32, cases: int = 2) -> Path:
+def tower_classes(model):
+    """(Vision, Text) nn.Module classes mapping a CLIPModel's inputs to its projected embeddings."""
     import torch
-
-    from mmdeploy.artifact import (ArtifactRef, Manifest, TensorSpec, save_reference, write_manifest)
-
-    model = tiny_clip(layers=layers, image_size=image_size)
 
     class Vision(torch.nn.Module):
         def __init__(self):
@@ -48,6 +45,17 @@ def write_bundle(out: Path, layers: int = 2, image_size: int = 32, cases: int = 
 
         def forward(self, input_ids, attention_mask):
             return self.m.get_text_features(input_ids=input_ids, attention_mask=attention_mask).pooler_output
+
+    return Vision, Text
+
+
+def write_bundle(out: Path, layers: int = 2, image_size: int = 32, cases: int = 2) -> Path:
+    import torch
+
+    from mmdeploy.artifact import (ArtifactRef, Manifest, TensorSpec, save_reference, write_manifest)
+
+    model = tiny_clip(layers=layers, image_size=image_size)
+    Vision, Text = tower_classes(model)
 
     rng = np.random.default_rng(0)
     specs = {

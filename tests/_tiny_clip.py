@@ -12,23 +12,16 @@ from pathlib import Path
 
 import numpy as np
 
+from _split_tiny import tower_classes
+
 IMAGE = 32
 SEQ = 16
 
 
 def build_clip(seed: int = 0):
-    import torch
-    from transformers import CLIPConfig, CLIPModel
+    from _split_tiny import tiny_clip
 
-    torch.manual_seed(seed)
-    config = CLIPConfig(
-        text_config=dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2,
-                         vocab_size=100, max_position_embeddings=SEQ),
-        vision_config=dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2,
-                           image_size=IMAGE, patch_size=8),
-        projection_dim=16,
-    )
-    return CLIPModel(config).eval()
+    return tiny_clip(hidden=32, layers=2, image_size=IMAGE, patch=8, seed=seed)
 
 
 def _write_preprocess(folder: Path) -> None:
@@ -51,22 +44,7 @@ def write_bundle(out: Path, seed: int = 0, fusable: bool = True) -> Path:
     from mmdeploy.passes.optimize import fusable_attention
 
     model = build_clip(seed)
-
-    class Vision(torch.nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.m = model
-
-        def forward(self, pixel_values):
-            return self.m.get_image_features(pixel_values=pixel_values).pooler_output
-
-    class Text(torch.nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.m = model
-
-        def forward(self, input_ids, attention_mask):
-            return self.m.get_text_features(input_ids=input_ids, attention_mask=attention_mask).pooler_output
+    Vision, Text = tower_classes(model)
 
     rng = np.random.default_rng(seed)
 
