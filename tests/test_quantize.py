@@ -218,19 +218,10 @@ def test_inc_tuning(bundle, tmp_path):
 
 @pytest.mark.slow
 def test_tflite_int8_from_torch_module(bundle, images, tmp_path):
-    import torch
-
+    from _split_tiny import tower_classes
     from _tiny_clip import build_clip
 
-    model = build_clip(0)  # the same weights the bundle was exported from
-
-    class Vision(torch.nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.m = model
-
-        def forward(self, pixel_values):
-            return self.m.get_image_features(pixel_values=pixel_values).pooler_output
+    Vision, _ = tower_classes(build_clip(0))  # the same weights the bundle was exported from
 
     m = quantize(bundle / "vision", tmp_path / "tfl", _opts(method="tflite", calib=images, calib_limit=4),
                  torch_modules={"vision": Vision()})

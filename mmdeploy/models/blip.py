@@ -28,7 +28,8 @@ from mmdeploy.errors import CalibrationError, CheckpointError, InputError
 from mmdeploy.backends.torch import TorchRunner
 from mmdeploy.models.base import Adapter, Component, TaskResult
 from mmdeploy.models.blip_generate import GenerationSettings, caption_tokens, past_names, token_agreement
-from mmdeploy.models.clap import PREPROCESS_FILES, from_pretrained, load_tokenizer, read_lines
+from mmdeploy.models.clap import PREPROCESS_FILES, from_pretrained, load_tokenizer
+from mmdeploy.models.preprocess import read_captions
 
 EVAL_IMAGES = 8
 AUDIO_EXTENSIONS = (".wav", ".wave", ".flac", ".ogg", ".mp3")
@@ -306,7 +307,7 @@ class BlipAdapter(Adapter):
                                    "components: vision, text_decoder, text_decoder_with_past")
         from mmdeploy.demo.data import class_prompts
 
-        texts = read_lines(Path(path)) if path is not None else class_prompts()
+        texts = read_captions(Path(path)) if path is not None else class_prompts()
         texts = texts[:limit] if limit else texts[:16]
         images = self.eval_images(len(texts), split="calib")
         vision, decoder = self._runner("vision"), self._runner("text_decoder")

@@ -21,6 +21,7 @@ import numpy as np
 
 from mmdeploy.errors import CalibrationError, CheckpointError, InputError, UnsupportedError
 from mmdeploy.models.base import Adapter, Component, TaskResult
+from mmdeploy.models.preprocess import read_captions
 
 PREPROCESS_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "vocab.json",
                     "merges.txt", "vocab.txt", "preprocessor_config.json", "processor_config.json",
@@ -44,23 +45,6 @@ def load_tokenizer(folder: Path):
     except (OSError, ValueError) as exc:
         raise CheckpointError(f"cannot load the tokenizer from {folder}: {str(exc).splitlines()[0]}",
                               "save the tokenizer with the checkpoint") from None
-
-
-def read_lines(path: Path) -> list[str]:
-    """Non-empty lines of a UTF-8 text file (captions / prompts)."""
-    path = Path(path)
-    if path.is_dir():
-        raise CalibrationError(f"{path} is a folder, the text component needs a captions file",
-                               "pass a .txt file with one caption per line")
-    try:
-        lines = [line.strip() for line in path.read_text(encoding="utf-8").splitlines()]
-    except (OSError, UnicodeDecodeError) as exc:
-        raise CalibrationError(f"cannot read captions from {path} ({exc.__class__.__name__})",
-                               "pass a UTF-8 .txt file with one caption per line") from None
-    lines = [line for line in lines if line]
-    if not lines:
-        raise CalibrationError(f"{path} holds no captions", "pass a .txt file with one caption per line")
-    return lines
 
 
 def _towers(model) -> tuple:
@@ -222,7 +206,7 @@ class ClapAdapter(Adapter):
         if component == "text":
             texts = audio_data.class_prompts() + [f"a {name}" for name in audio_data.CLASS_NAMES]
             if path is not None:
-                texts = read_lines(Path(path))
+                texts = read_captions(Path(path))
             texts = texts[:limit] if limit else texts
             return [self.tokenize([t]) for t in texts]
         raise CalibrationError(f"clap has no component {component!r}", "components: audio, text")

@@ -73,16 +73,23 @@ def list_images(folder: Path) -> list[Path]:
     return sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
 
 
-def read_captions(path: Path) -> list[str]:
+def read_captions(path: Path, limit: int | None = None) -> list[str]:
+    """Non-empty lines of a UTF-8 text file: captions, prompts, sentences."""
+    path = Path(path)
+    if path.is_dir():
+        raise CalibrationError(f"{path} is a folder, the text component needs a captions file",
+                               "pass a .txt file with one caption per line")
     try:
         lines = [line.strip() for line in path.read_text(encoding="utf-8").splitlines()]
     except UnicodeDecodeError:
-        raise CalibrationError(f"{path} is not a UTF-8 text file of captions",
-                               "pass a .txt file with one caption per line") from None
+        raise CalibrationError(f"{path} is not UTF-8 text", "pass a .txt file with one caption per line") from None
+    except OSError as exc:
+        raise CalibrationError(f"cannot read captions from {path} ({exc.strerror or exc.__class__.__name__})",
+                               "check the path") from None
     captions = [c for c in lines if c]
     if not captions:
-        raise CalibrationError(f"{path} holds no captions", "one caption per line")
-    return captions
+        raise CalibrationError(f"{path} holds no captions", "pass a .txt file with one caption per line")
+    return captions[:limit]
 
 
 def skimage_photos() -> list[tuple[str, "object"]]:

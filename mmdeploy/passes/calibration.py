@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 
 from mmdeploy.errors import CalibrationError
+from mmdeploy.models.preprocess import read_captions  # noqa: F401  (one reader for every caller)
 
 IMAGE_EXTENSIONS = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm"}
 AUDIO_EXTENSIONS = {".wav", ".flac", ".mp3", ".ogg"}
@@ -113,18 +114,6 @@ def read_images(path: Path, limit: int | None = None) -> list:
                                    "remove or replace the file") from None
     return images
 
-
-def read_captions(path: Path, limit: int | None = None) -> list[str]:
-    try:
-        text = Path(path).read_text(encoding="utf-8")
-    except UnicodeDecodeError:
-        raise CalibrationError(f"--calib {path} is not UTF-8 text", "pass a captions file, one per line") from None
-    except OSError as exc:
-        raise CalibrationError(f"--calib {path} cannot be read ({exc.strerror})", "check the file") from None
-    captions = [line.strip() for line in text.splitlines() if line.strip()]
-    if not captions:
-        raise CalibrationError(f"--calib {path} holds no captions", "write one caption per line")
-    return captions[:limit]
 
 
 def split_batch(feeds: list[dict[str, np.ndarray]]) -> list[dict[str, np.ndarray]]:
