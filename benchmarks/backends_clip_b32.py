@@ -5,7 +5,7 @@ and batch-1 latency side by side, in one process.
                                            [--threads 2] [--quick]
 
 Each tower is exported once to ONNX (with PyTorch reference outputs), then compiled through
-``mmdeploy.compile.compile_bundle`` exactly as ``convert --target`` does (conversion time from
+``mmdeploy.stages.compile.compile_bundle`` exactly as ``convert --target`` does (conversion time from
 each artifact's manifest; compile time also includes verification).  Latency: each runner timed
 in its own block (warm-up, then ``--runs`` runs, median and p90), ONNX Runtime spinning off, the
 same thread count everywhere; PyTorch eager is the 1.00x reference.  Results go to
@@ -167,7 +167,7 @@ def main() -> None:
     from mmdeploy.artifact import tool_versions
     from mmdeploy.backends import load_runner
     from mmdeploy.backends.torch import TorchRunner
-    from mmdeploy.compile import compile_bundle, parse_targets
+    from mmdeploy.stages.compile import compile_bundle, parse_targets
 
     torch.set_num_threads(args.threads)
     os.environ["MMDEPLOY_THREADS"] = str(args.threads)

@@ -25,7 +25,7 @@ def main() -> None:
     args = parser.parse_args()
 
     from mmdeploy.artifact import read_manifest
-    from mmdeploy.export.convert import convert
+    from mmdeploy.stages.convert import convert
 
     source = clip_b32()
     runs = []

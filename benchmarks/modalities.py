@@ -41,7 +41,7 @@ def build_checkpoint(family: str, size: str, folder: Path) -> Path:
     if family == "clap":
         from transformers import ClapConfig, ClapFeatureExtractor, ClapModel
 
-        from mmdeploy.demo.audio_data import vocabulary
+        from mmdeploy.data.synthetic_audio import vocabulary
 
         tok = build_tokenizer(vocabulary(), max_length=16)
         ClapModel(ClapConfig(text_config=dict(pad_token_id=0, bos_token_id=1, eos_token_id=4))).eval() \
@@ -103,7 +103,7 @@ def main() -> None:
     from mmdeploy.artifact import component_dirs, load_reference
     from mmdeploy.backends.onnxruntime import OnnxRuntimeRunner
     from mmdeploy.compare import compare_outputs, merge_metrics
-    from mmdeploy.export.convert import convert
+    from mmdeploy.stages.convert import convert
     from mmdeploy.backends.torch import TorchRunner
     from mmdeploy.models import adapter_for_bundle, resolve
     from mmdeploy.models.preprocess import quiet_transformers

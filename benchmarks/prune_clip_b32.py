@@ -9,9 +9,9 @@ and measures in ONE process, each model timed in its own block with ORT spinning
 torch eager fp32 (at --threads and at 1 thread; the faster is the baseline), ORT fp32
 (unpruned / pruned), ORT dynamic int8 (unpruned / pruned; plain
 ``onnxruntime.quantization.quantize_dynamic``) and the project's ``--int8`` (fusable-attention
-export + ``mmdeploy.quantize``, as benchmarks/quantize_clip_b32.py builds it).  Random weights are fine for FLOPs and
+export + ``mmdeploy.stages.quantize``, as benchmarks/quantize_clip_b32.py builds it).  Random weights are fine for FLOPs and
 latency, never for accuracy: ``--demo`` measures the accuracy side on ``demo:tiny-clip``
-(same pruning + recovery, zero-shot top-1 before/after) through ``mmdeploy.prune.prune``.
+(same pruning + recovery, zero-shot top-1 before/after) through ``mmdeploy.stages.prune.prune``.
 Compare ratios from one run; absolute times on a shared machine are noisy.
 
 Measured 2026-11-22 on the project's 2-core AMD EPYC VM (load average 11-15 from other
@@ -54,7 +54,7 @@ def b32(args) -> dict:
 
     from mmdeploy.backends.onnxruntime import OnnxRuntimeRunner
     from mmdeploy.passes import prune as P
-    from mmdeploy.prune import export_tower
+    from mmdeploy.stages.prune import export_tower
 
     torch.manual_seed(0)
     torch.set_num_threads(args.threads)
@@ -128,8 +128,8 @@ def mmdeploy_int8(models: dict, x: dict, work: Path) -> dict[str, Path]:
     sys.path.insert(0, str(Path(__file__).parent))
     from quantize_clip_b32 import export_component
 
-    from mmdeploy.prune import _tower_module
-    from mmdeploy.quantize import QuantizeOptions, quantize
+    from mmdeploy.stages.prune import _tower_module
+    from mmdeploy.stages.quantize import QuantizeOptions, quantize
 
     out = {}
     for name, model in models.items():
@@ -141,7 +141,7 @@ def mmdeploy_int8(models: dict, x: dict, work: Path) -> dict[str, Path]:
 
 
 def demo(args) -> dict:
-    from mmdeploy.prune import prune
+    from mmdeploy.stages.prune import prune
 
     with tempfile.TemporaryDirectory() as tmp:
         methods = ",".join(m for m, a in (("heads", args.heads), ("mlp", args.mlp)) if a)

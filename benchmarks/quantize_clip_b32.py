@@ -71,7 +71,7 @@ def export_component(tower, x, out: Path, fusable: bool) -> Path:
     import torch
 
     from mmdeploy.artifact import Manifest, TensorSpec, save_reference, write_manifest
-    from mmdeploy.passes.optimize import fusable_attention
+    from mmdeploy.models.attention import fusable_attention
 
     out.mkdir(parents=True)
     ctx = fusable_attention(tower) if fusable else _Null()
@@ -139,7 +139,7 @@ def main(argv=None) -> int:
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
     from mmdeploy.backends.onnxruntime import OnnxRuntimeRunner
-    from mmdeploy.quantize import QuantizeOptions, quantize
+    from mmdeploy.stages.quantize import QuantizeOptions, quantize
 
     torch.set_num_threads(args.threads)
     reuse = args.reuse and (args.work / "built.json").is_file()

@@ -41,7 +41,7 @@ def write_bundle(out: Path, seed: int = 0, fusable: bool = True) -> Path:
     import torch
 
     from mmdeploy.artifact import ArtifactRef, Manifest, TensorSpec, save_reference, write_manifest
-    from mmdeploy.passes.optimize import fusable_attention
+    from mmdeploy.models.attention import fusable_attention
 
     model = build_clip(seed)
     Vision, Text = tower_classes(model)

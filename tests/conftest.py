@@ -32,7 +32,7 @@ def tiny_siglip_dir(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def clip_bundle(tiny_clip_dir, tmp_path_factory) -> Path:
     """`mmdeploy convert` output of the tiny CLIP (treat as read-only)."""
-    from mmdeploy.export.convert import convert
+    from mmdeploy.stages.convert import convert
 
     out = tmp_path_factory.mktemp("bundles") / "clip"
     convert(tiny_clip_dir, out)
@@ -41,7 +41,7 @@ def clip_bundle(tiny_clip_dir, tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def siglip_bundle(tiny_siglip_dir, tmp_path_factory) -> Path:
-    from mmdeploy.export.convert import convert
+    from mmdeploy.stages.convert import convert
 
     out = tmp_path_factory.mktemp("bundles") / "siglip"
     convert(tiny_siglip_dir, out)
@@ -51,7 +51,7 @@ def siglip_bundle(tiny_siglip_dir, tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def demo_bundle(tmp_path_factory) -> Path:
     """`mmdeploy convert demo:tiny-clip` output (treat as read-only)."""
-    from mmdeploy.export.convert import convert
+    from mmdeploy.stages.convert import convert
 
     out = tmp_path_factory.mktemp("bundles") / "demo"
     convert("demo:tiny-clip", out)

@@ -22,7 +22,7 @@ def tiny_clap_checkpoint(folder: Path) -> Path:
     import torch
     from transformers import ClapConfig, ClapFeatureExtractor, ClapModel
 
-    from mmdeploy.demo import audio_data
+    from mmdeploy.data import synthetic_audio as audio_data
 
     tok = _tokenizer(audio_data.vocabulary(), 16)
     torch.manual_seed(0)
@@ -75,7 +75,7 @@ def tiny_blip_checkpoint(folder: Path, max_length: int = 12) -> Path:
 
 def convert_bundle(checkpoint: Path, out: Path) -> Path:
     """The real convert pipeline (export, onnxsim, verification, task parity) into a bundle."""
-    from mmdeploy.export.convert import convert
+    from mmdeploy.stages.convert import convert
 
     convert(checkpoint, out)
     return out

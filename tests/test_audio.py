@@ -8,7 +8,7 @@ import wave
 import numpy as np
 import pytest
 
-from mmdeploy.demo import audio_data
+from mmdeploy.data import synthetic_audio as audio_data
 from mmdeploy.errors import InputError
 from mmdeploy.models.audio import decode_audio, load_audio, read_wav, resample, write_wav
 

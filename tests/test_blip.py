@@ -109,7 +109,7 @@ def test_caption_cli(bundle, tmp_path, cli, cli_subprocess):
 
 def test_caption_rejects_other_families(tmp_path):
     from mmdeploy.artifact import Manifest, write_manifest
-    from mmdeploy.models.captioning import caption_image
+    from mmdeploy.stages.caption import caption_image
 
     (tmp_path / "b").mkdir()
     write_manifest(tmp_path / "b", Manifest(kind="model", name="x", family="clip"))
@@ -177,7 +177,7 @@ def test_compiled_openvino_bundle_captions(bundle, tmp_path, cli):
 
 def test_split_placement_encoder_here_decoder_in_the_cloud(bundle, tmp_path, cli):
     """The decoder served over KServe v2, the image encoder local: the same tokens as all-local."""
-    from mmdeploy.models.captioning import caption_image
+    from mmdeploy.stages.caption import caption_image
     from mmdeploy.split.server import make_server, start_in_thread
 
     adapter = adapter_for_bundle(bundle)

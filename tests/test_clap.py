@@ -57,7 +57,7 @@ def test_onnx_parity_and_task(bundle, checkpoint):
 
 
 def test_calibration_feeds(bundle, tmp_path):
-    from mmdeploy.demo.audio_data import write_split
+    from mmdeploy.data.synthetic_audio import write_split
     from mmdeploy.models.audio import write_wav
 
     adapter = adapter_for_bundle(bundle)

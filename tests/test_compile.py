@@ -5,7 +5,7 @@ import pytest
 from helpers_backends import copy_bundle, shared_adapter, shared_bundle
 from mmdeploy.artifact import read_manifest, verify_files
 from mmdeploy.backends.openvino import OpenVINOBackend
-from mmdeploy.compile import TargetSpec, compile_artifact, compile_bundle, list_targets, parse_targets
+from mmdeploy.stages.compile import TargetSpec, compile_artifact, compile_bundle, list_targets, parse_targets
 from mmdeploy.errors import BackendUnavailable, InputError, UnsupportedError
 
 
@@ -122,7 +122,7 @@ def test_targets_command(capsys):
 def test_compile_reloads_the_checkpoint_named_in_the_bundle_for_tflite(tmp_path):
     """convert (ONNX only), then `compile --target tflite` finds the torch module via source.path."""
     from checkpoints import tiny_clip
-    from mmdeploy.export.convert import convert
+    from mmdeploy.stages.convert import convert
 
     checkpoint = tiny_clip(tmp_path / "ckpt")
     convert(checkpoint, tmp_path / "onnx", components=["text"])

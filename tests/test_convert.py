@@ -10,7 +10,7 @@ import pytest
 from mmdeploy.artifact import load_reference, read_manifest, verify_files
 from mmdeploy.backends import load_runner
 from mmdeploy.errors import InputError, VerificationError
-from mmdeploy.export.convert import convert
+from mmdeploy.stages.convert import convert
 
 
 @pytest.mark.parametrize("bundle_fixture", ["clip_bundle", "siglip_bundle"])

@@ -9,7 +9,8 @@ import random
 import numpy as np
 import pytest
 
-from mmdeploy.demo import DEMO_MODELS, data, demo_path
+from mmdeploy.data import shapes as data
+from mmdeploy.demo import DEMO_MODELS, demo_path
 from mmdeploy.demo.evaluate import zero_shot_logits
 from mmdeploy.demo.tokenizer import DEFAULT_WORDS, build_tokenizer, clip_text_ids, save_tokenizer
 

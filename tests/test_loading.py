@@ -5,7 +5,7 @@ import shutil
 import pytest
 
 from mmdeploy.errors import CheckpointError
-from mmdeploy.export.convert import convert
+from mmdeploy.stages.convert import convert
 
 
 def _pickled_copy(src, dst, evil: bool, marker=None):

@@ -14,7 +14,7 @@ from _tiny_clip import IMAGE, build_clip, write_bundle  # noqa: E402
 from mmdeploy.errors import InputError  # noqa: E402
 from mmdeploy.passes import get_pass, pass_names  # noqa: E402
 from mmdeploy.passes.base import PassContext  # noqa: E402
-from mmdeploy.passes.optimize import fusable_attention  # noqa: E402
+from mmdeploy.models.attention import fusable_attention  # noqa: E402
 from mmdeploy.passes.quantize import node_group, quantizable_groups  # noqa: E402
 
 

@@ -1,4 +1,4 @@
-"""mmdeploy.prune and `mmdeploy prune`: checkpoints that convert, recovery, report, bad input."""
+"""mmdeploy.stages.prune and `mmdeploy prune`: checkpoints that convert, recovery, report, bad input."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from mmdeploy.artifact import read_manifest
-from mmdeploy.prune import prune
+from mmdeploy.stages.prune import prune
 
 
 @pytest.fixture
@@ -26,7 +26,7 @@ def _onnx_weight_shapes(path: Path) -> list[tuple[int, ...]]:
 
 @pytest.mark.slow
 def test_heads_checkpoint_converts_with_smaller_graph(clip_dir, tmp_path):
-    from mmdeploy.export.convert import convert
+    from mmdeploy.stages.convert import convert
     from mmdeploy.models import resolve
 
     out = tmp_path / "pruned"
@@ -59,7 +59,7 @@ def test_heads_checkpoint_converts_with_smaller_graph(clip_dir, tmp_path):
 
     # ... and the converted pruned bundle quantizes like any other (prune → convert → quantize)
     from mmdeploy.backends import load_runner
-    from mmdeploy.quantize import QuantizeOptions, quantize
+    from mmdeploy.stages.quantize import QuantizeOptions, quantize
 
     q = quantize(tmp_path / "bundle", tmp_path / "int8", QuantizeOptions(method="ort-dynamic", latency_runs=0,
                                                                        accuracy_aware=False), log=lambda *a: None)

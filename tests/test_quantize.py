@@ -1,4 +1,4 @@
-"""mmdeploy.quantize and `mmdeploy quantize`: every method for real on a tiny CLIP bundle."""
+"""mmdeploy.stages.quantize and `mmdeploy quantize`: every method for real on a tiny CLIP bundle."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ from _tiny_clip import write_bundle, write_images  # noqa: E402
 
 from mmdeploy.artifact import load_reference, read_manifest, verify_files  # noqa: E402
 from mmdeploy.errors import CalibrationError, InputError, UnsupportedError  # noqa: E402
-from mmdeploy.quantize import AccuracyBudgetError, QuantizeOptions, model_runner, quantize  # noqa: E402
+from mmdeploy.stages.quantize import AccuracyBudgetError, QuantizeOptions, model_runner, quantize  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -246,7 +246,7 @@ def test_tflite_without_torch_module(bundle, tmp_path):
 
 @pytest.fixture(scope="module")
 def demo_bundle(tmp_path_factory):
-    from mmdeploy.export.convert import convert
+    from mmdeploy.stages.convert import convert
 
     fp32 = tmp_path_factory.mktemp("demo") / "fp32"
     convert("demo:tiny-clip", fp32)

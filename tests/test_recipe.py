@@ -5,7 +5,7 @@ import pytest
 
 from mmdeploy.cli import main
 from mmdeploy.errors import InputError
-from mmdeploy.recipe import load_recipe, load_yaml, plan
+from mmdeploy.stages.recipe import load_recipe, load_yaml, plan
 
 REPO = Path(__file__).resolve().parents[1]
 

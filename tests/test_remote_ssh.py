@@ -130,7 +130,7 @@ def test_jetson_like_target_reports_the_devices_error(sshd, tmp_path):
 @pytest.mark.slow
 def test_recipe_compiles_here_and_benches_on_the_device(sshd, tiny_clip_dir, tmp_path):
     """OpenVINO IR is portable: `run` compiles it locally, copies it, benches it over SSH."""
-    from mmdeploy.recipe import run_recipe
+    from mmdeploy.stages.recipe import run_recipe
 
     profile = json.loads((sshd["targets"] / "loopback.yaml").read_text())
     profile.update(name="loopback-ov", backend="openvino")

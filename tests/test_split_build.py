@@ -86,7 +86,7 @@ def test_splits_a_real_convert_bundle(tmp_path):
     """The lead's `convert` output (onnxsim-simplified, with preprocess/) splits the same way."""
     from checkpoints import tiny_clip
 
-    from mmdeploy.export.convert import convert
+    from mmdeploy.stages.convert import convert
 
     bundle = tmp_path / "bundle"
     convert(tiny_clip(tmp_path / "ckpt"), bundle, components=["vision", "text"])

@@ -111,7 +111,7 @@ class BudgetFile(Strict):
 
 
 def load_budgets(path: str | Path) -> BudgetFile:
-    from mmdeploy.recipe import load_yaml, validate
+    from mmdeploy.config import load_yaml, validate
 
     doc = load_yaml(path, "budgets file")
     if not isinstance(doc.data, dict):

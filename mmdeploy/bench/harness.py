@@ -259,7 +259,7 @@ def prepare(item: Item, target, workdir: Path) -> Path:
     if target.backend == "tflite" and item.bundle is not None:  # converts from the torch module
         try:
             from mmdeploy.artifact import read_manifest
-            from mmdeploy.compile import adapter_from_source
+            from mmdeploy.stages.compile import adapter_from_source
 
             adapter = adapter_from_source(read_manifest(item.bundle))
             if adapter is not None:

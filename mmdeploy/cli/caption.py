@@ -24,7 +24,7 @@ def register(app: typer.Typer) -> None:
     ):
         """Print the caption of IMAGE, generated greedily on the bundle's runners."""
         from mmdeploy.cli._common import print_json
-        from mmdeploy.models.captioning import caption_image
+        from mmdeploy.stages.caption import caption_image
 
         result = caption_image(artifact, image, max_length=max_length, threads=threads, backend=backend,
                                precision=precision, server=server, token=token)

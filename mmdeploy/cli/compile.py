@@ -67,7 +67,7 @@ def register(app: typer.Typer) -> None:
     ):
         """Compile ONNX components into backend artifacts, each verified against PyTorch."""
         from mmdeploy.cli._common import console, print_json, split_list
-        from mmdeploy.compile import compile_artifact
+        from mmdeploy.stages.compile import compile_artifact
 
         options = {"components": split_list(components), "threads": threads, "atol": atol, "ort_save_optimized": ort_optimized,
                    "trt_shapes": _shapes(trt_shape), "trt_max_batch": trt_max_batch,
@@ -96,7 +96,7 @@ def register(app: typer.Typer) -> None:
     def targets_cmd(json_out: bool = typer.Option(False, "--json", help="Machine-readable output.")):
         """List compile targets: available here or not, and what to install."""
         from mmdeploy.cli._common import console, print_json
-        from mmdeploy.compile import list_targets
+        from mmdeploy.stages.compile import list_targets
 
         rows = list_targets()
         if json_out:

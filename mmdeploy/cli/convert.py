@@ -32,7 +32,7 @@ def convert(
                                       help="Allow pickled checkpoints that run code when loaded (trusted files only)"),
     json_out: bool = typer.Option(False, "--json", help="Print the bundle manifest as JSON"),
 ):
-    from mmdeploy.export.convert import convert as run_convert
+    from mmdeploy.stages.convert import convert as run_convert
 
     out = console(stderr=True)
     manifest = run_convert(

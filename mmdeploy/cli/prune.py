@@ -33,7 +33,7 @@ def register(app: typer.Typer) -> None:
 
         check_method(method)  # fail fast, before loading anything heavy
         check_amount(amount)
-        from mmdeploy.prune import prune
+        from mmdeploy.stages.prune import prune
 
         report = prune(source, output, method, amount, components=split_list(components),
                        recover_steps=recover_steps, calib=calib, scope=scope, recover_lr=lr,

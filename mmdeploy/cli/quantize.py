@@ -48,7 +48,7 @@ def register(app: typer.Typer) -> None:
     ):
         """Quantize a converted model (int8 or fp16); sensitive blocks stay float until the budget holds."""
         from mmdeploy.errors import InputError
-        from mmdeploy.quantize import QuantizeOptions, quantize
+        from mmdeploy.stages.quantize import QuantizeOptions, quantize
 
         if int8 and fp16:
             raise InputError("--int8 and --fp16 are exclusive", "pick one")

@@ -23,7 +23,7 @@ def run(
     """Execute a recipe: source → convert → passes → targets → bench → budgets (exit 1 if a budget fails)."""
     from mmdeploy.cli._common import console, print_json
     from mmdeploy.errors import InputError
-    from mmdeploy.recipe import load_recipe, plan, run_recipe
+    from mmdeploy.stages.recipe import load_recipe, plan, run_recipe
 
     parsed, _ = load_recipe(recipe, targets_dir)
     if dry_run:

@@ -2,7 +2,7 @@
 
 ``demo:tiny-clip`` is a ~1 M parameter ``transformers.CLIPModel`` trained from
 scratch by :mod:`mmdeploy.demo.train` on procedurally generated "coloured
-shape" images (:mod:`mmdeploy.demo.data`). It ships as a normal local Hugging
+shape" images (:mod:`mmdeploy.data.shapes`). It ships as a normal local Hugging
 Face folder (safetensors weights, tokenizer, image processor) so every export
 path can be exercised offline, and :mod:`mmdeploy.demo.evaluate` measures its
 zero-shot accuracy on a deterministic held-out split.
@@ -25,5 +25,5 @@ def demo_path(name: str) -> Path:
     """
     key = name[len("demo:"):] if name.startswith("demo:") else name
     if key not in DEMO_MODELS:
-        raise KeyError(f"unknown demo model {name!r}; available: {', '.join(sorted(DEMO_MODELS))}")
+        raise KeyError("available: " + ", ".join(f"demo:{n}" for n in sorted(DEMO_MODELS)))
     return DEMO_MODELS[key]

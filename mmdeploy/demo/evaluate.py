@@ -4,7 +4,7 @@
   shared by every backend.
 * :func:`zero_shot_top1` is the PyTorch reference: it loads a local Hugging Face
   CLIP folder offline and measures top-1 accuracy on the held-out ``eval`` split
-  of :mod:`mmdeploy.demo.data`.
+  of :mod:`mmdeploy.data.shapes`.
 
 ``python -m mmdeploy.demo.evaluate [FOLDER]`` prints the accuracy.
 """
@@ -51,12 +51,12 @@ def embed(model, tokenizer, processor, images, texts) -> tuple[np.ndarray, np.nd
 def zero_shot_top1(model_folder: str | Path, split: str = "eval", n: int | None = None) -> float:
     """Zero-shot top-1 accuracy of the CLIP checkpoint in ``model_folder`` on ``split``.
 
-    Prompts are :func:`mmdeploy.demo.data.class_prompts`; images go through the
+    Prompts are :func:`mmdeploy.data.shapes.class_prompts`; images go through the
     folder's own image processor and tokenizer, exactly like a user would.
     """
     import torch
 
-    from mmdeploy.demo import data
+    from mmdeploy.data import shapes as data
 
     images, labels = data.make_split(split, n)
     model, tokenizer, processor = load(model_folder)

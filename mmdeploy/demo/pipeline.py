@@ -35,7 +35,7 @@ def _zero_shot(bundle: Path, component_dirs: dict[str, Path] | None = None) -> f
 
 def step_convert(output: Path, say) -> StepResult:
     from mmdeploy.artifact import read_manifest
-    from mmdeploy.export.convert import convert
+    from mmdeploy.stages.convert import convert
 
     bundle = output / "convert"
     convert(DEMO, bundle, progress=say)
@@ -48,7 +48,7 @@ def step_convert(output: Path, say) -> StepResult:
 
 def step_compile(output: Path, say) -> StepResult:
     from mmdeploy.artifact import read_manifest
-    from mmdeploy.compile import compile_artifact, list_targets
+    from mmdeploy.stages.compile import compile_artifact, list_targets
 
     available = {row["target"] for row in list_targets() if row["available"]}
     targets = [t for t in ("openvino", "tflite") if t in available] + ["tensorrt"]
@@ -69,7 +69,7 @@ def step_compile(output: Path, say) -> StepResult:
 
 
 def _quantize(bundle: Path, out: Path, say) -> dict:
-    from mmdeploy.quantize import QuantizeOptions, quantize
+    from mmdeploy.stages.quantize import QuantizeOptions, quantize
 
     manifest = quantize(bundle, out, QuantizeOptions(precision="int8"), log=say)
     return manifest.metadata["quantize"]
@@ -88,8 +88,8 @@ def step_quantize(output: Path, say) -> StepResult:
 
 
 def step_prune(output: Path, say) -> StepResult:
-    from mmdeploy.export.convert import convert
-    from mmdeploy.prune import prune
+    from mmdeploy.stages.convert import convert
+    from mmdeploy.stages.prune import prune
 
     say("pruning 30 % of the attention heads and MLP channels, with a short distillation")
     report = prune(DEMO, output / "pruned-checkpoint", "heads,mlp", 0.3, recover_steps=150,

@@ -5,7 +5,7 @@
 Builds a small ``transformers.CLIPModel`` (ViT on 32x32 images with 4x4
 patches, 2-layer text transformer over a word-level vocabulary), trains it
 with a CLIP-style symmetric contrastive loss on procedurally generated
-image/caption pairs (:mod:`mmdeploy.demo.data`) and saves a normal local Hugging
+image/caption pairs (:mod:`mmdeploy.data.shapes`) and saves a normal local Hugging
 Face folder: ``config.json`` + ``model.safetensors``, the tokenizer, a
 ``CLIPImageProcessor`` config and ``eval_results.json`` with the zero-shot
 top-1 measured by reloading the saved folder (:func:`mmdeploy.demo.evaluate.zero_shot_top1`).
@@ -29,7 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
-from mmdeploy.demo import data
+from mmdeploy.data import shapes as data
 from mmdeploy.demo.tokenizer import build_tokenizer, clip_text_ids, save_tokenizer
 
 # CLIP (OpenAI) normalisation constants, also written to preprocessor_config.json

@@ -24,7 +24,7 @@ def build(folder: Path, seed: int = 0):
     import torch
     from transformers import ClapConfig, ClapFeatureExtractor, ClapModel
 
-    from mmdeploy.demo import audio_data
+    from mmdeploy.data import synthetic_audio as audio_data
     from mmdeploy.demo.tokenizer import build_tokenizer
 
     words = sorted(set(audio_data.vocabulary()) | {w for t in TEMPLATES for w in t.replace("{}", "").split()})
@@ -50,7 +50,7 @@ def train(output: Path, steps: int = 400, batch: int = 36, seed: int = 0, thread
     import torch
     import torch.nn.functional as F
 
-    from mmdeploy.demo import audio_data
+    from mmdeploy.data import synthetic_audio as audio_data
 
     torch.set_num_threads(threads)
     model, tok, extractor = build(output, seed)

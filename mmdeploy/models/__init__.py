@@ -50,20 +50,33 @@ def read_config(folder: Path) -> dict:
     return config
 
 
+def named_sources() -> dict:
+    """Named model sources (``PREFIX:NAME``) that installed packages provide through the
+    ``mmdeploy.sources`` entry point group: a function NAME -> checkpoint folder (KeyError if
+    unknown).  The bundled demo registers ``demo:`` this way, like any plug-in would."""
+    global _NAMED
+    if _NAMED is None:
+        from importlib.metadata import entry_points
+
+        _NAMED = {ep.name: ep for ep in entry_points(group="mmdeploy.sources")}
+    return _NAMED
+
+
+_NAMED: dict | None = None
+
+
 def resolve(source: str | Path, *, family: str | None = None, allow_pickle: bool = False,
             options: dict | None = None):
     """An adapter for ``source``; clear one-line errors for anything unusable."""
     text = str(source)
-    if text.startswith("demo:"):
-        from mmdeploy.demo import DEMO_MODELS, demo_path
-
+    prefix, _, name = text.partition(":")
+    if name and prefix in named_sources():  # e.g. demo:tiny-clip, from a package's entry point
         try:
-            path = demo_path(text.split(":", 1)[1])
-        except KeyError:
-            raise InputError(f"unknown demo model {text!r}",
-                             "available: " + ", ".join(f"demo:{n}" for n in DEMO_MODELS)) from None
+            path = named_sources()[prefix].load()(name)
+        except KeyError as exc:
+            raise InputError(f"unknown {prefix} model {text!r}", str(exc.args[0]) if exc.args else "") from None
         adapter = resolve(path, family=family, allow_pickle=allow_pickle, options=options)
-        adapter.options["demo"] = text
+        adapter.options[prefix] = text
         return adapter
 
     if ".py:" in text:  # user's own module: path/to/file.py:function

@@ -164,7 +164,7 @@ class BlipAdapter(Adapter):
         return {"pixel_values": np.asarray(out["pixel_values"], dtype=np.float32)}
 
     def eval_images(self, n: int | None = None, split: str = "eval") -> list:
-        from mmdeploy.demo.data import make_split
+        from mmdeploy.data.shapes import make_split
 
         images, _ = make_split(split, n or EVAL_IMAGES)
         return images
@@ -305,7 +305,7 @@ class BlipAdapter(Adapter):
         if component not in ("text_decoder", "text_decoder_with_past"):
             raise CalibrationError(f"blip has no component {component!r}",
                                    "components: vision, text_decoder, text_decoder_with_past")
-        from mmdeploy.demo.data import class_prompts
+        from mmdeploy.data.shapes import class_prompts
 
         texts = read_captions(Path(path)) if path is not None else class_prompts()
         texts = texts[:limit] if limit else texts[:16]

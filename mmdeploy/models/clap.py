@@ -6,7 +6,7 @@
 * ``text``: ``input_ids`` / ``attention_mask`` int64 [batch, seq] → ``text_embeds``.
 
 The task metric is zero-shot top-1 on the deterministic synthetic audio set of
-:mod:`mmdeploy.demo.audio_data` (tones, chirps, noise colours, clicks) with its class prompts.
+:mod:`mmdeploy.data.synthetic_audio` (tones, chirps, noise colours, clicks) with its class prompts.
 Only unfused checkpoints (``enable_fusion=False``, e.g. ``clap-htsat-unfused``) are supported:
 the fused variant picks crops at random in its feature extractor.
 """
@@ -132,7 +132,7 @@ class ClapAdapter(Adapter):
     # ---- components ---------------------------------------------------------------------
     def components(self) -> dict[str, Component]:
         if self._components is None:
-            from mmdeploy.demo import audio_data
+            from mmdeploy.data import synthetic_audio as audio_data
 
             audio_tower, text_tower = _towers(self.torch_model())
             rate = self.features.sampling_rate
@@ -178,7 +178,7 @@ class ClapAdapter(Adapter):
     # ---- data ---------------------------------------------------------------------------
     def calibration_feeds(self, component: str, path: Path | None = None,
                           limit: int | None = None) -> list[dict[str, np.ndarray]]:
-        from mmdeploy.demo import audio_data
+        from mmdeploy.data import synthetic_audio as audio_data
         from mmdeploy.models.audio import IMAGE_EXTENSIONS, audio_files
 
         if component == "audio":
@@ -217,7 +217,7 @@ class ClapAdapter(Adapter):
 
     def evaluate(self, runners: dict, limit: int | None = None) -> TaskResult:
         """Zero-shot top-1 on the synthetic ``eval`` split, prompts ``the sound of <class>``."""
-        from mmdeploy.demo import audio_data
+        from mmdeploy.data import synthetic_audio as audio_data
 
         missing = [c for c in self.task_components() if c not in runners]
         if missing:

@@ -113,7 +113,7 @@ class ClipAdapter(Adapter):
         return VisionTower().eval(), TextTower().eval()
 
     def components(self) -> dict[str, Component]:
-        from mmdeploy.passes.optimize import fusable_attention
+        from mmdeploy.models.attention import fusable_attention
 
         vision, text = self._towers()
         text_axes = {name: {0: "batch", 1: "sequence"} for name in self.text_inputs}
@@ -163,8 +163,6 @@ class ClipAdapter(Adapter):
         """Which evaluation data the task uses: the demo's shapes, or real photos."""
         if "dataset" in self.options:
             return self.options["dataset"]
-        if self.options.get("demo"):
-            return "demo-shapes"
         meta_task = self.bundle_metadata.get("task", {})
         if meta_task.get("dataset"):
             return meta_task["dataset"]
@@ -228,7 +226,7 @@ class ClipAdapter(Adapter):
     def task_data(self, limit: int | None = None) -> tuple[list, list[int], list[str]]:
         """(images, labels, class prompts) of the zero-shot evaluation set."""
         if self.dataset() == "demo-shapes":
-            from mmdeploy.demo import data
+            from mmdeploy.data import shapes as data
 
             images, labels = data.make_split("eval")
             prompts = data.class_prompts()
@@ -288,7 +286,7 @@ class ClipAdapter(Adapter):
 
     def _calibration_images(self):
         if self.dataset() == "demo-shapes":
-            from mmdeploy.demo import data
+            from mmdeploy.data import shapes as data
 
             images, labels = data.make_split("calib")
             return images, labels, data.class_prompts()

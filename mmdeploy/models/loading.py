@@ -103,7 +103,7 @@ def load_hf_model(model_cls, folder: Path, allow_pickle: bool = False, **kwargs)
     kwargs.setdefault("attn_implementation", "eager")
     try:
         if safetensors and "mmdeploy_pruning" in json.loads((folder / "config.json").read_text()):
-            from mmdeploy.passes.prune import load_pretrained  # per-layer pruned structure
+            from mmdeploy.models.pruned import load_pretrained  # per-layer pruned structure
 
             model = load_pretrained(folder, model_cls, **kwargs)
         elif safetensors:

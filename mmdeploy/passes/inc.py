@@ -59,7 +59,7 @@ def inc_accuracy_loop(comps, evaluator, options, quantize_component, log):
     import logging
 
     from mmdeploy.passes.quantize import quantizable_groups
-    from mmdeploy.quantize import _brief, _budget_error, _fmt, embedding_cosine
+    from mmdeploy.passes.accuracy import brief, budget_error, describe, embedding_cosine
 
     _, TuningConfig, init_tuning = _inc()
     Config = _config_class()
@@ -83,9 +83,9 @@ def inc_accuracy_loop(comps, evaluator, options, quantize_component, log):
             runners[comp.name] = quantize_component(comp, opts, "ort-static", "q")[1]
         score = evaluator.score(runners)
         steps.append({"trial": len(steps) + 1, "calibrate_method": config.calibrate_method,
-                      "float_blocks": [f"{n}:{g}" for _, n, g in ranking[: config.float_count]], **_brief(score)})
+                      "float_blocks": [f"{n}:{g}" for _, n, g in ranking[: config.float_count]], **brief(score)})
         log(f"inc trial {len(steps)}: {config.calibrate_method}, {config.float_count} float block(s) -> "
-            f"{_fmt(score, evaluator)}")
+            f"{describe(score, evaluator)}")
         return score
 
     def tune(configs):
@@ -133,6 +133,6 @@ def inc_accuracy_loop(comps, evaluator, options, quantize_component, log):
         quantize_component(comp, options.model_copy(update={"calibrate_method": best.calibrate_method}),
                            "ort-static", "q")
     if not score["ok"]:
-        raise _budget_error(evaluator, score, float_blocks)
-    steps.append({"float_block": None, "component": None, "chosen": True, **_brief(score)})
+        raise budget_error(evaluator, score, float_blocks)
+    steps.append({"float_block": None, "component": None, "chosen": True, **brief(score)})
     return steps, float_blocks

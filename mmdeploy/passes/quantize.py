@@ -12,7 +12,7 @@ Methods:
 * ``inc``: Intel Neural Compressor accuracy-aware tuning (see :func:`inc_tune`).
 * ``tflite``: int8 TFLite via litert-torch / ai-edge-quantizer (needs the torch module).
 
-The accuracy-aware loop (which nodes stay float) lives in :mod:`mmdeploy.quantize`; this pass
+The accuracy-aware loop (which nodes stay float) lives in :mod:`mmdeploy.stages.quantize`; this pass
 quantizes once, excluding ``nodes_to_exclude``; :func:`quantizable_groups` names the blocks the
 loop can keep in float.
 """

@@ -63,7 +63,7 @@ def search_dirs(extra: list[str | Path] | None = None) -> list[Path]:
 
 
 def load_profile(path: str | Path) -> TargetProfile:
-    from mmdeploy.recipe import load_yaml, validate
+    from mmdeploy.config import load_yaml, validate
 
     doc = load_yaml(path, "target profile")
     if isinstance(doc.data, dict):

@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 
 from mmdeploy.errors import CalibrationError, InputError, UnsupportedError
+from mmdeploy.models.pruned import load_pretrained
 from mmdeploy.passes import prune as P
 
 REPORT_NAME = "prune_report.json"
@@ -53,18 +54,12 @@ class Source:
         if self.family not in P.SUPPORTED_FAMILIES:
             raise UnsupportedError(f"cannot prune family {self.family!r}: the pruner does not understand its blocks",
                                    "supported families: " + ", ".join(P.SUPPORTED_FAMILIES))
-        self.is_demo = self.text.startswith("demo:") or self._is_demo_folder()
+        # the built-in shapes set is the task of models trained on it (the demo's)
+        self.is_demo = getattr(self.adapter, "dataset", lambda: None)() == "demo-shapes"
 
     def _folder(self) -> Path:
         if self.adapter is not None:
             return Path(self.adapter.source)
-        if self.text.startswith("demo:"):
-            try:
-                from mmdeploy.demo import demo_path
-
-                return Path(demo_path(self.text))
-            except (ImportError, KeyError):
-                raise InputError(f"unknown demo model {self.text!r}", "available: demo:tiny-clip") from None
         path = Path(self.text)
         if not path.exists():
             raise InputError(f"{path} does not exist", "pass a local CLIP/SigLIP checkpoint folder or demo:tiny-clip")
@@ -72,13 +67,6 @@ class Source:
             raise InputError(f"{path} is not a checkpoint folder (no config.json)",
                              "pass a Hugging Face checkpoint folder saved with save_pretrained()")
         return path
-
-    def _is_demo_folder(self) -> bool:
-        try:
-            from mmdeploy.demo import DEMO_MODELS
-        except ImportError:
-            return False
-        return any(self.folder.resolve() == Path(p).resolve() for p in DEMO_MODELS.values())
 
     def torch_model(self):
         """The transformers model (the adapter's when it has one), in eval mode."""
@@ -89,7 +77,7 @@ class Source:
             except NotImplementedError:
                 model = None
         if model is None:
-            model = P.load_pretrained(self.folder)
+            model = load_pretrained(self.folder)
         return model.eval()
 
     def tokenizer(self):
@@ -152,7 +140,7 @@ def _image_feeds(src: Source, images) -> dict[str, np.ndarray]:
 def _demo_feeds(src: Source, component: str, split: str, n: int) -> dict[str, np.ndarray]:
     import random
 
-    from mmdeploy.demo import data
+    from mmdeploy.data import shapes as data
 
     images, metas = data.generate(split, n)
     if component == "vision":
@@ -260,8 +248,8 @@ def task_metric(src: Source, model, limit: int | None = None) -> dict | None:
         except NotImplementedError:
             pass
     if src.is_demo:
-        from mmdeploy.demo import data
-        from mmdeploy.demo.evaluate import zero_shot_logits
+        from mmdeploy.data import shapes as data
+        from mmdeploy.models.clip import zero_shot_logits
 
         images, labels = data.make_split("eval", limit)
         img = _embed(model, "vision", _batched([_image_feeds(src, images)], 64))
@@ -552,7 +540,7 @@ def _run(src: Source, tmp: Path, name: str, config: "P.PruneConfig", *, calib, c
         source={"path": src.text, "sha256": sha256_path(src.folder)},
         passes=[PassRecord(name="prune", params=config.model_dump(), report=report)],
         tools=tool_versions("torch", "transformers", "onnx", "onnxruntime"),
-        metadata={"loader": "mmdeploy.passes.prune:load_pretrained", "report": REPORT_NAME,
+        metadata={"loader": "mmdeploy.models.pruned:load_pretrained", "report": REPORT_NAME,
                   "preprocess_files": preprocess},
     )
     write_manifest(tmp, manifest)

@@ -30,6 +30,9 @@ from mmdeploy.artifact import (
 from mmdeploy.errors import (
     CalibrationError, InputError, MMDeployError, UnsupportedError,
 )
+from mmdeploy.passes.accuracy import (  # noqa: F401  (AccuracyBudgetError: part of this stage's API)
+    AccuracyBudgetError, brief, budget_error, describe, embedding_cosine,
+)
 from mmdeploy.passes.base import PassContext
 from mmdeploy.passes.calibration import (
     CalibrationSet, check_modality, component_modality, data_kind, feeds_sha256, preprocess_images,
@@ -38,10 +41,6 @@ from mmdeploy.passes.calibration import (
 
 DEFAULT_TASK_BUDGET = 0.5  # points of task metric (zero-shot top-1) drop
 DEFAULT_COSINE_BUDGET = 0.99  # minimum mean embedding cosine to fp32
-
-
-class AccuracyBudgetError(MMDeployError):
-    """The accuracy budget cannot be met by any choice of nodes kept in float (exit 2)."""
 
 
 class QuantizeOptions(BaseModel):
@@ -173,25 +172,6 @@ def calibration_set(comp: _Component, adapter, bundle: Path | None, path: Path |
 
 
 # --------------------------------------------------------------------------- accuracy
-
-
-def _cosine(ref: np.ndarray, got: np.ndarray) -> float:
-    a = np.asarray(ref, np.float64).reshape(len(ref), -1)
-    b = np.asarray(got, np.float64).reshape(len(got), -1)
-    den = np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1)
-    return float(np.mean(np.where(den > 0, (a * b).sum(1) / np.maximum(den, 1e-30), 1.0)))
-
-
-def embedding_cosine(ref_runner, runner, feeds) -> float:
-    """Mean cosine of every float output to the fp32 model's, the worst output reported."""
-    worst = 1.0
-    refs, gots = [ref_runner.run(f) for f in feeds], [runner.run(f) for f in feeds]
-    for name in refs[0]:
-        if refs[0][name].dtype.kind != "f":
-            continue
-        worst = min(worst, _cosine(np.concatenate([r[name] for r in refs]),
-                                   np.concatenate([g[name] for g in gots])))
-    return worst
 
 
 class _Evaluator:
@@ -404,12 +384,12 @@ def _accuracy_loop(comps: list[_Component], evaluator: _Evaluator, options: Quan
         return inc_accuracy_loop(comps, evaluator, options, _quantize_component, log)
     runners = {c.name: _quantize_component(c, options, method, "q")[1] for c in comps}
     score = evaluator.score(runners)
-    steps = [{"float_block": None, "component": None, **_brief(score)}]
-    log(f"quantized all: {_fmt(score, evaluator)}")
+    steps = [{"float_block": None, "component": None, **brief(score)}]
+    log(f"quantized all: {describe(score, evaluator)}")
     float_blocks: list[dict] = []
     if score["ok"] or not options.accuracy_aware or method in ("fp16", "tflite"):
         if not score["ok"]:
-            raise _budget_error(evaluator, score, float_blocks)
+            raise budget_error(evaluator, score, float_blocks)
         return steps, float_blocks
 
     # sensitivity: gain in the component's cosine when only that block stays float
@@ -439,39 +419,17 @@ def _accuracy_loop(comps: list[_Component], evaluator: _Evaluator, options: Quan
         if new["value"] < best["value"]:  # no gain on the budget metric: quantize it after all
             comp.excluded = saved
             _quantize_component(comp, options, method, "q")
-            steps.append({"float_block": group, "component": name, "rejected": True, **_brief(new)})
-            log(f"  {name}:{group} in float does not help ({_fmt(new, evaluator)}): stays int8")
+            steps.append({"float_block": group, "component": name, "rejected": True, **brief(new)})
+            log(f"  {name}:{group} in float does not help ({describe(new, evaluator)}): stays int8")
             continue
         runners[name] = candidate
         float_blocks.append(entry)
-        steps.append({"float_block": group, "component": name, **_brief(new)})
-        log(f"  keep {name}:{group} in float -> {_fmt(new, evaluator)}")
+        steps.append({"float_block": group, "component": name, **brief(new)})
+        log(f"  keep {name}:{group} in float -> {describe(new, evaluator)}")
         best = new
         if new["ok"]:
             return steps, float_blocks
-    raise _budget_error(evaluator, best, float_blocks)
-
-
-def _brief(score: dict) -> dict:
-    return {k: v for k, v in score.items() if k in ("value", "drop", "ok", "cosine", "agreement")}
-
-
-def _fmt(score: dict, evaluator: _Evaluator) -> str:
-    if evaluator.metric == "task":
-        return f"{evaluator.task_name} {score['value']:.2f} % (drop {score['drop']:.2f} pp)"
-    return f"cosine {score['value']:.5f}"
-
-
-def _budget_error(evaluator: _Evaluator, best: dict, float_blocks: list) -> AccuracyBudgetError:
-    kept = f" with {len(float_blocks)} block(s) kept in float" if float_blocks else ""
-    if evaluator.metric == "task":
-        reached = f"best reached: drop {best['drop']:.2f} pp ({best['value']:.2f} % vs fp32 {evaluator.baseline:.2f} %){kept}"
-    else:
-        reached = f"best reached: cosine {best['value']:.5f}{kept}"
-    return AccuracyBudgetError(
-        f"accuracy budget {evaluator.describe()} cannot be met; {reached}; nothing written",
-        "loosen --accuracy-budget, raise --max-float-blocks, try --method ort-static --calibrate-method "
-        "percentile, or use --fp16")
+    raise budget_error(evaluator, best, float_blocks)
 
 
 def _size(path: Path) -> int:

@@ -43,7 +43,7 @@ def convert(source: str | Path, output: str | Path, *, components: list[str] | N
     from mmdeploy.models import resolve
 
     if targets:  # validate target names before the slow part
-        from mmdeploy.compile import parse_targets
+        from mmdeploy.stages.compile import parse_targets
 
         targets = parse_targets(targets)
     adapter = resolve(source, family=family, allow_pickle=allow_pickle)
@@ -118,7 +118,7 @@ def convert(source: str | Path, output: str | Path, *, components: list[str] | N
 
         metadata = adapter.metadata()
         if targets:
-            from mmdeploy.compile import compile_bundle
+            from mmdeploy.stages.compile import compile_bundle
 
             say(f"compiling for {', '.join(targets)}")
             refs += compile_bundle(tmp, targets, target_options or {}, adapter=adapter)
@@ -176,7 +176,7 @@ def convert_onnx_file(path: Path, output: Path, *, atol: float = DEFAULT_ATOL,
     if not path.is_file():
         raise InputError(f"{path} does not exist", "pass an existing .onnx file")
     if targets:
-        from mmdeploy.compile import parse_targets
+        from mmdeploy.stages.compile import parse_targets
 
         targets = parse_targets(targets)
     say(f"checking {path}")
@@ -206,7 +206,7 @@ def convert_onnx_file(path: Path, output: Path, *, atol: float = DEFAULT_ATOL,
         write_manifest(cdir, manifest)
         refs = [ArtifactRef(path=name, component=name, format="onnx")]
         if targets:
-            from mmdeploy.compile import compile_bundle
+            from mmdeploy.stages.compile import compile_bundle
 
             refs += compile_bundle(tmp, targets, target_options or {}, adapter=None)
         bundle = Manifest(kind="model", name=path.stem, format="bundle", source=source,

@@ -1,0 +1,53 @@
+"""The accuracy guard's vocabulary, shared by the quantize stage and the INC tuner: embedding
+cosine to the fp32 model, one-line score summaries and the error naming the best reached."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from mmdeploy.errors import MMDeployError
+
+
+class AccuracyBudgetError(MMDeployError):
+    """The accuracy budget cannot be met by any choice of nodes kept in float (exit 2)."""
+
+
+def cosine(ref: np.ndarray, got: np.ndarray) -> float:
+    a = np.asarray(ref, np.float64).reshape(len(ref), -1)
+    b = np.asarray(got, np.float64).reshape(len(got), -1)
+    den = np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1)
+    return float(np.mean(np.where(den > 0, (a * b).sum(1) / np.maximum(den, 1e-30), 1.0)))
+
+
+def embedding_cosine(ref_runner, runner, feeds) -> float:
+    """Mean cosine of every float output to the fp32 model's, the worst output reported."""
+    worst = 1.0
+    refs, gots = [ref_runner.run(f) for f in feeds], [runner.run(f) for f in feeds]
+    for name in refs[0]:
+        if refs[0][name].dtype.kind != "f":
+            continue
+        worst = min(worst, cosine(np.concatenate([r[name] for r in refs]),
+                                   np.concatenate([g[name] for g in gots])))
+    return worst
+
+
+def brief(score: dict) -> dict:
+    return {k: v for k, v in score.items() if k in ("value", "drop", "ok", "cosine", "agreement")}
+
+
+def describe(score: dict, evaluator) -> str:
+    if evaluator.metric == "task":
+        return f"{evaluator.task_name} {score['value']:.2f} % (drop {score['drop']:.2f} pp)"
+    return f"cosine {score['value']:.5f}"
+
+
+def budget_error(evaluator, best: dict, float_blocks: list) -> AccuracyBudgetError:
+    kept = f" with {len(float_blocks)} block(s) kept in float" if float_blocks else ""
+    if evaluator.metric == "task":
+        reached = f"best reached: drop {best['drop']:.2f} pp ({best['value']:.2f} % vs fp32 {evaluator.baseline:.2f} %){kept}"
+    else:
+        reached = f"best reached: cosine {best['value']:.5f}{kept}"
+    return AccuracyBudgetError(
+        f"accuracy budget {evaluator.describe()} cannot be met; {reached}; nothing written",
+        "loosen --accuracy-budget, raise --max-float-blocks, try --method ort-static --calibrate-method "
+        "percentile, or use --fp16")
