@@ -175,9 +175,27 @@ def verify_files(directory: str | Path) -> list[str]:
     return bad
 
 
+def ensure_unmodified(directory: str | Path, force: bool = False, log=None) -> None:
+    """Refuse an artifact whose files changed since its manifest was written (unless ``force``).
+
+    A bundle's manifest hashes its components' files and manifests too, so one check covers all.
+    """
+    bad = verify_files(directory)
+    if not bad:
+        return
+    names = ", ".join(bad[:3]) + (f" and {len(bad) - 3} more" if len(bad) > 3 else "")
+    if force:
+        if log:
+            log(f"warning: {directory}: files modified since written: {names} (--force)")
+        return
+    raise InputError(f"{directory}: {names} changed since the artifact was written (sha256 mismatch)",
+                     "re-create the artifact, or pass --force to use it as it is")
+
+
 def artifact_size(directory: str | Path) -> int:
-    """Bytes of the artifact's files, manifest excluded."""
-    return sum(e.bytes for e in read_manifest(directory).files.values())
+    """Bytes of the model's own files: the manifest and ``reference.npz`` (verification data) excluded."""
+    return sum(e.bytes for rel, e in read_manifest(directory).files.items()
+               if Path(rel).name != REFERENCE_NAME)
 
 
 def component_dirs(path: str | Path) -> list[tuple[Path, Manifest]]:

@@ -43,6 +43,7 @@ def bench(
     report: Optional[Path] = typer.Option(None, "--report", "--output", help="write report.md, report.html, results.json (+ junit.xml) here"),
     json_out: bool = typer.Option(False, "--json", help="print the JSON document (schema mmdeploy.bench v1)"),
     list_targets: bool = typer.Option(False, "--list-targets", help="list target profiles and exit"),
+    force: bool = typer.Option(False, "--force", help="bench artifacts whose files changed since written"),
 ):
     """Benchmark artifacts on a target; exit 0 when all budgets hold, 1 when one fails, 2 on bad input."""
     from mmdeploy.cli._common import console, print_json, split_list
@@ -66,6 +67,10 @@ def bench(
     from mmdeploy.bench import budgets as bd
     from mmdeploy.bench import report as rp
 
+    from mmdeploy.artifact import ensure_unmodified
+
+    for path in artifacts:
+        ensure_unmodified(path, force, log=console(stderr=True).print)
     profile = tg.get_target(target, targets_dir, host=host)
     settings = BenchSettings(warmup=warmup, iters=None if duration else iters, duration=duration, batch=batch,
                              threads=threads, blocks=blocks, accuracy=accuracy, accuracy_limit=accuracy_limit)

@@ -64,6 +64,7 @@ def register(app: typer.Typer) -> None:
                                                         help="TensorRT builder workspace limit in MB."),
         trt_allow_unsupported: bool = typer.Option(False, "--trt-allow-unsupported",
                                                    help="Write the TensorRT bundle and report despite unsupported ops."),
+        force: bool = typer.Option(False, "--force", help="Use an artifact whose files changed since it was written."),
         json_out: bool = typer.Option(False, "--json", help="Machine-readable output."),
     ):
         """Compile ONNX components into backend artifacts, each verified against PyTorch."""
@@ -73,6 +74,9 @@ def register(app: typer.Typer) -> None:
         options = {"components": split_list(components), "threads": threads, "atol": atol, "ort_save_optimized": ort_optimized,
                    "trt_shapes": _shapes(trt_shape), "trt_max_batch": trt_max_batch,
                    "trt_workspace_mb": trt_workspace_mb, "trt_allow_unsupported": trt_allow_unsupported}
+        from mmdeploy.artifact import ensure_unmodified
+
+        ensure_unmodified(artifact, force, log=console(stderr=True).print)
         bundle = compile_artifact(artifact, target, output, options)
         made = set(bundle.metadata.get("compiled", []))
         refs = [a for a in bundle.artifacts if a.path in made]

@@ -45,6 +45,7 @@ def register(app: typer.Typer) -> None:
                                                 help="ORT transformer fusions (ONNX Runtime only; default: "
                                                 "on for ort-dynamic)."),
         latency_runs: int = typer.Option(10, "--latency-runs", help="Runs for the latency column (0: skip)."),
+        force: bool = typer.Option(False, "--force", help="Use an artifact whose files changed since it was written."),
         json_out: bool = typer.Option(False, "--json", help="Machine-readable output."),
     ):
         """Quantize a converted model (int8 or fp16); sensitive blocks stay float until the budget holds."""
@@ -71,6 +72,9 @@ def register(app: typer.Typer) -> None:
         )
         err = console(stderr=True)
         log = (lambda msg: None) if json_out else (lambda msg: err.print(msg, markup=False))
+        from mmdeploy.artifact import ensure_unmodified
+
+        ensure_unmodified(artifact, force, log=err.print)
         import contextlib
         import sys
 

@@ -465,7 +465,7 @@ def _summary(comps, evaluator: _Evaluator, steps, float_blocks, options, method,
     accuracy = {"metric": evaluator.metric, "budget": evaluator.budget, "value": final["value"], "ok": final["ok"]}
     if evaluator.metric == "task":
         accuracy.update(task=evaluator.task_name, fp32=evaluator.baseline, drop=final["drop"],
-                        agreement=final.get("agreement"))
+                        agreement=final.get("agreement"), n=getattr(evaluator.baseline_result, "n", None))
     return {"method": method, "precision": options.precision, "components": rows, "accuracy": accuracy,
             "float_blocks": float_blocks, "steps": steps,
             "latency_note": "median of %d batch-1 runs, same process, ORT spinning off" % options.latency_runs}
@@ -540,7 +540,21 @@ def _write(artifact, manifest, comps, selected, bundle, output: Path, options, m
                                                 report={k: summary[k] for k in ("method", "accuracy", "float_blocks")})]
         m.tools = {**m.tools, **tool_versions("onnx", "onnxruntime", "openvino", "nncf", "neural-compressor")}
         m.metadata = {**m.metadata, "quantize": summary}
+        m.parity = _bundle_parity(manifest.parity, summary)
         return write_manifest(tmp, m)
+
+
+def _bundle_parity(parent: dict, summary: dict) -> dict:
+    """The quantized bundle's own task numbers (never the parent's), measured by the accuracy guard
+    against the fp32 ONNX; without a task metric, the embedding cosine it reached."""
+    acc = summary["accuracy"]
+    if acc["metric"] != "task":
+        return {"embedding_cosine": acc["value"], "measured_on": f"{summary['precision']} components vs fp32 ONNX"}
+    before = parent.get("task") or {}
+    return {"task": {"metric": acc["task"], "n": acc.get("n", before.get("n")), "dataset": before.get("dataset"),
+                     "reference_label": "fp32 ONNX", "reference_value": acc["fp32"] / 100,
+                     "value": acc["value"] / 100, "top1_agreement": acc.get("agreement"),
+                     "measured_on": f"{summary['precision']} components"}}
 
 
 def _copy_files(src: Path, dest: Path) -> None:
