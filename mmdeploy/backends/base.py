@@ -51,3 +51,51 @@ class Backend:
 
     def load(self, artifact_dir: Path, **options) -> Runner:
         raise NotImplementedError
+
+
+def run_static(run_one, feeds: dict[str, np.ndarray], model_batch: int | None, batched: list[str],
+               pad: dict[str, dict] | None = None) -> dict[str, np.ndarray]:
+    """Run a static-shape model on feeds of any batch size and (padded) length.
+
+    ``batched``: the inputs with a batch axis; only they are cut into slices of ``model_batch``
+    (the last slice filled up by repeating its last row, the extra outputs dropped); the others
+    (a shared ``scale [1, 1]``) go whole to every run.  ``pad``: input -> {"axis", "length",
+    "value", "trim": {output: axis}}; shorter inputs are padded up to ``length`` and outputs that
+    carry the same axis (a ``last_hidden_state``) are cut back to the length fed.
+    """
+    pad = pad or {}
+    trims: dict[str, tuple[int, int]] = {}
+    fitted = {}
+    for name, value in feeds.items():
+        value = np.asarray(value)
+        rule = pad.get(name)
+        if rule and value.shape[rule["axis"]] < rule["length"]:
+            fed = value.shape[rule["axis"]]
+            for out, axis in (rule.get("trim") or {}).items():
+                trims[out] = (int(axis), fed)
+            widths = [(0, 0)] * value.ndim
+            widths[rule["axis"]] = (0, rule["length"] - fed)
+            value = np.pad(value, widths, constant_values=rule.get("value", 0))
+        fitted[name] = value
+    sliced = [n for n in batched if n in fitted]
+    batch = int(np.shape(fitted[sliced[0]])[0]) if sliced else None
+    if not model_batch or batch is None or batch == model_batch:
+        outputs = run_one(fitted)
+    else:
+        parts = []
+        for start in range(0, batch, model_batch):
+            piece = dict(fitted)
+            for name in sliced:
+                rows = fitted[name][start:start + model_batch]
+                if len(rows) < model_batch:
+                    rows = np.concatenate([rows, np.repeat(rows[-1:], model_batch - len(rows), axis=0)])
+                piece[name] = rows
+            out = run_one(piece)
+            keep = min(model_batch, batch - start)
+            parts.append({k: (v[:keep] if np.ndim(v) and np.shape(v)[0] == model_batch else v) for k, v in out.items()})
+        outputs = {k: (np.concatenate([p[k] for p in parts]) if np.ndim(parts[0][k]) and
+                       np.shape(parts[0][k])[0] == min(model_batch, batch) else parts[0][k]) for k in parts[0]}
+    for name, (axis, length) in trims.items():
+        if name in outputs and np.ndim(outputs[name]) > axis:
+            outputs[name] = np.take(outputs[name], np.arange(length), axis=axis)
+    return outputs

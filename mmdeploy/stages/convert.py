@@ -176,9 +176,11 @@ def convert_onnx_file(path: Path, output: Path, *, atol: float = DEFAULT_ATOL,
     if not path.is_file():
         raise InputError(f"{path} does not exist", "pass an existing .onnx file")
     if targets:
-        from mmdeploy.stages.compile import parse_targets
+        from mmdeploy.stages.compile import NEEDS_TORCH, parse_targets, tflite_needs_torch
 
         targets = parse_targets(targets)
+        if NEEDS_TORCH & {t.backend for t in targets}:
+            raise tflite_needs_torch({"path": str(path)})
     say(f"checking {path}")
     model = onnx_export.load_onnx(path)
     inputs, outputs = onnx_export.io_signature(model)

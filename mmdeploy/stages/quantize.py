@@ -134,10 +134,23 @@ def _adapter(bundle: Path | None):
 
 def calibration_set(comp: _Component, adapter, bundle: Path | None, path: Path | None,
                     kind: str | None, limit: int) -> CalibrationSet:
+    """Feeds for one component, of one shape (see :func:`pad_to_common_shape`)."""
+    from mmdeploy.passes.calibration import pad_to_common_shape
+
+    calib = _calibration_set(comp, adapter, bundle, path, kind, limit)
+    calib.feeds, padded = pad_to_common_shape(calib.feeds)
+    if padded:
+        calib.extra["padded_to"] = padded
+    return calib
+
+
+def _calibration_set(comp: _Component, adapter, bundle: Path | None, path: Path | None,
+                     kind: str | None, limit: int) -> CalibrationSet:
     """Feeds for one component: --calib via the adapter (or preprocess/), else the bundled set,
     else the stored reference inputs."""
     inputs = [t.name for t in comp.manifest.inputs]
     shapes = {t.name: t.shape for t in comp.manifest.inputs}
+    batched = [t.name for t in comp.manifest.inputs if t.shape and isinstance(t.shape[0], str)] or None
     modality = component_modality(inputs)
     feeds = None
     if adapter is not None:
@@ -155,15 +168,15 @@ def calibration_set(comp: _Component, adapter, bundle: Path | None, path: Path |
             else:
                 raise UnsupportedError(f"{kind} calibration data needs the model family's adapter",
                                        "quantize the bundle written by `mmdeploy convert`")
-        feeds = split_batch(feeds)[:limit]
+        feeds = split_batch(feeds, batched)[:limit]
         if not feeds:
             raise CalibrationError(f"--calib {path} gave no calibration samples", "add data to it")
         return CalibrationSet(feeds, str(path), sha256_path(path), kind or modality)
     if feeds:
-        feeds = split_batch(feeds)[:limit]
+        feeds = split_batch(feeds, batched)[:limit]
         return CalibrationSet(feeds, "adapter-default", feeds_sha256(feeds), modality)
     cases = load_reference(comp.src)
-    feeds = split_batch([f for f, _ in cases])[:limit]
+    feeds = split_batch([f for f, _ in cases], batched)[:limit]
     if not feeds:
         raise CalibrationError(f"component {comp.name!r} has no calibration data (no --calib, no bundled set, "
                                "no reference.npz)", "pass --calib PATH")
