@@ -79,16 +79,18 @@ def convert(source: str | Path, output: str | Path, *, components: list[str] | N
                                          report=onnx_export.simplify(cdir / MODEL_FILE)))
             say(f"[{name}] verifying against PyTorch")
             torch_runner = TorchRunner(component)
-            feeds = adapter.verification_feeds(name)
-            if batch:
-                feeds = [f for f in feeds if next(iter(f.values())).shape[0] == batch] or \
-                    [component.make_inputs(batch, 11)]
-            cases = [(f, torch_runner.run(f)) for f in feeds]
-            save_reference(cdir, cases)
-            ort_runner = OnnxRuntimeRunner(cdir / MODEL_FILE)
-            parity = verify_runner(ort_runner, cases, atol=atol, label=f"onnxruntime/{name}")
             model = onnx_export.load_onnx(cdir / MODEL_FILE)
             inputs, outputs = onnx_export.io_signature(model)
+            feeds = adapter.verification_feeds(name)
+            ort_runner = OnnxRuntimeRunner(cdir / MODEL_FILE)
+            if batch or sequence:  # static shapes: verify on feeds of exactly that shape
+                from mmdeploy.backends.base import StaticShapeRunner, fit_static
+
+                feeds = [fit_static(f, inputs) for f in feeds]
+                ort_runner = StaticShapeRunner(ort_runner, inputs, outputs)
+            cases = [(f, torch_runner.run(f)) for f in feeds]
+            save_reference(cdir, cases)
+            parity = verify_runner(ort_runner, cases, atol=atol, label=f"onnxruntime/{name}")
             manifest = Manifest(
                 kind="component", name=name, family=adapter.family, format="onnx", precision="fp32",
                 source=source_info, passes=passes, tools=tool_versions(*TOOLS),
