@@ -158,6 +158,9 @@ def read_manifest(directory: str | Path) -> Manifest:
         )
     try:
         return Manifest.model_validate(json.loads(path.read_text()))
+    except OSError as exc:
+        raise InputError(f"{path} cannot be read ({exc.strerror or exc.__class__.__name__})",
+                         "check the file's permissions") from None
     except (ValueError, ValidationError) as exc:
         raise InputError(f"{path} is not a valid manifest: {str(exc).splitlines()[0]}",
                          "re-create the artifact") from None
@@ -281,10 +284,16 @@ def load_reference(directory: str | Path) -> list[tuple[dict, dict]]:
     path = Path(directory) / REFERENCE_NAME
     if not path.is_file():
         return []
+    import zipfile
+
     cases: dict[int, tuple[dict, dict]] = {}
-    with np.load(path, allow_pickle=False) as data:
-        for key in data.files:
-            index, role, name = key.split("/", 2)
-            feeds, outputs = cases.setdefault(int(index), ({}, {}))
-            (feeds if role == "input" else outputs)[name] = data[key]
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            for key in data.files:
+                index, role, name = key.split("/", 2)
+                feeds, outputs = cases.setdefault(int(index), ({}, {}))
+                (feeds if role == "input" else outputs)[name] = data[key]
+    except (ValueError, OSError, EOFError, zipfile.BadZipFile) as exc:  # truncated, foreign or pickled
+        raise InputError(f"{path} is not a readable reference file ({exc.__class__.__name__})",
+                         "re-create the artifact (its verification data is damaged)") from None
     return [cases[i] for i in sorted(cases)]
