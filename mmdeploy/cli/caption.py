@@ -23,11 +23,12 @@ def register(app: typer.Typer) -> None:
         json_out: bool = typer.Option(False, "--json", help="Print machine-readable JSON."),
     ):
         """Print the caption of IMAGE, generated greedily on the bundle's runners."""
-        from mmdeploy.cli._common import print_json
+        from mmdeploy.cli._common import print_json, quiet
         from mmdeploy.stages.caption import caption_image
 
-        result = caption_image(artifact, image, max_length=max_length, threads=threads, backend=backend,
-                               precision=precision, server=server, token=token)
+        with quiet():
+            result = caption_image(artifact, image, max_length=max_length, threads=threads, backend=backend,
+                                   precision=precision, server=server, token=token)
         if json_out:
             print_json(result)
         else:

@@ -7,7 +7,7 @@ from typing import Optional
 
 import typer
 
-from mmdeploy.cli._common import console, print_json, split_list
+from mmdeploy.cli._common import console, print_json, print_table, quiet, split_list
 
 DEFAULT_SWEEP = "1,5,20,100,1000"
 
@@ -36,7 +36,7 @@ def _print_plan(result: dict, title: str) -> None:
         table.add_row(r["strategy"] + mark, r["at"] or "-", f"{r['bytes']:,}", f"{r['edge_ms']:.2f}",
                       f"{r['link_ms']:.2f}", f"{r['cloud_ms']:.2f}", f"{r['total_ms']:.2f}")
     out = _console()
-    out.print(table)
+    print_table(table, out)
     for role in ("edge", "cloud"):
         p = result[role]
         out.print(f"{role}: {p['target']} ({p['kind']})")
@@ -107,9 +107,10 @@ def split_command(
         raise InputError("--output is required", "pass --output DIR for the split directory")
     from mmdeploy.split.build import split_component
 
-    manifest = split_component(artifact, output, component=component, at=at, compress=compress, name=name,
-                               plan=chosen and {k: chosen[k] for k in ("bandwidth_mbps", "rtt_ms", "choice",
-                                                                       "best_split", "estimated")})
+    with quiet(output, json_out=True):
+        manifest = split_component(artifact, output, component=component, at=at, compress=compress, name=name,
+                                   plan=chosen and {k: chosen[k] for k in ("bandwidth_mbps", "rtt_ms", "choice",
+                                                                           "best_split", "estimated")})
     meta = manifest.metadata
     if json_out:
         print_json({"output": str(output), "metadata": meta, "parity": manifest.parity})
