@@ -116,10 +116,10 @@ class StageLines:
 
             self._live = Progress(SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(),
                                   console=self.console, transient=True)
-            self._task = self._live.add_task(message, total=None)
+            self._task = self._live.add_task(_escape(message), total=None)
             self._live.start()
         elif self._live is not None:
-            self._live.reset(self._task, description=message)
+            self._live.reset(self._task, description=_escape(message))
 
     def finish(self, failed: bool = False) -> None:
         """End the running stage: print its line (marked failed if ``failed``)."""
