@@ -7,7 +7,7 @@ import socket
 
 import numpy as np
 import pytest
-from _split_tiny import cached_bundle, cached_split
+from builders import cached_bundle, cached_split
 
 from mmdeploy.artifact import load_reference
 from mmdeploy.cli import main

@@ -6,7 +6,7 @@ import socket
 
 import numpy as np
 import pytest
-from _split_tiny import cached_split
+from builders import cached_split
 
 from mmdeploy.errors import MMDeployError
 from mmdeploy.split.client import RemoteError, V2Client

@@ -14,7 +14,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import numpy as np
 import pytest
-from _split_tiny import cached_split
+from builders import cached_split
 
 from mmdeploy.artifact import load_reference
 from mmdeploy.split.client import RemoteError

@@ -8,7 +8,7 @@ import socket
 
 import numpy as np
 import pytest
-from _split_tiny import cached_split
+from builders import cached_split
 
 from mmdeploy.artifact import load_reference
 from mmdeploy.errors import InputError
