@@ -188,7 +188,8 @@ def session(output: str | Path | None = None, *, show: bool = True) -> Iterator[
         with redirect(log_file) as terminal:
             _terminal_stream = terminal
             lines = StageLines(terminal) if show else None
-            handler = _Own(lines.console.print if lines else (lambda m: print(m, file=terminal)))
+            handler = _Own((lambda m: lines.console.print(m, markup=False)) if lines
+                           else (lambda m: print(m, file=terminal)))
             own.addHandler(handler)
             propagate, own.propagate = own.propagate, False
             try:
