@@ -76,7 +76,14 @@ class V2Client:
         self.token = token
         self.timeout = float(timeout)
         self._local = threading.local()
-        self._module, self._error = _tritonclient(self.grpc)
+
+    @property
+    def _module(self):  # imported on first use: constructing a client stays cheap
+        return _tritonclient(self.grpc)[0]
+
+    @property
+    def _error(self):
+        return _tritonclient(self.grpc)[1]
 
     @property
     def headers(self) -> dict[str, str] | None:

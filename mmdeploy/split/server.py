@@ -428,6 +428,7 @@ class ModelServer:
     def _app(self, dataplane, repository_extension):
         """A fresh FastAPI app per server (KServe's module-level one can be set up only once)."""
         from fastapi import FastAPI
+        from fastapi.exceptions import RequestValidationError
         from fastapi.responses import ORJSONResponse
         from kserve.errors import ModelNotFound
         from kserve.protocol.rest.server import RESTServer
@@ -459,6 +460,13 @@ class ModelServer:
             dataplane, repository_extension, None
         rest._register_endpoints(app)
         rest._add_exception_handlers(app)
+
+        async def invalid_body(_, exc):  # FastAPI's 422 with a JSON list: a one-line 400 instead
+            first = (exc.errors() or [{}])[0]
+            reason = first.get("ctx", {}).get("error") or first.get("msg") or "invalid request"
+            return ORJSONResponse(status_code=400, content={"error": f"the request is not valid JSON: {reason}"})
+
+        app.add_exception_handler(RequestValidationError, invalid_body)
         app.add_middleware(Guard, token=self.token, max_request_bytes=self.max_request_bytes)
         return app
 
