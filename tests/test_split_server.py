@@ -239,3 +239,36 @@ def test_deflate_accepts_zlib_and_raw(server, split_dir):
         assert status == 200, data
         out = json.loads(data)["outputs"][0]
         assert np.abs(np.asarray(out["data"], np.float32).reshape(want.shape) - want).max() < 1e-5
+
+
+def test_cli_workers_serve_and_stop_cleanly(split_dir):
+    """`serve --workers 2`: REST answered by two processes; SIGTERM stops all of them."""
+    import os
+    import re
+    import signal
+    import subprocess
+    import sys
+
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    proc = subprocess.Popen([sys.executable, "-m", "mmdeploy", "serve", str(split_dir), "--port", "0",
+                             "--grpc-port", "0", "--workers", "2", "--token", TOKEN],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    try:
+        line = proc.stdout.readline()
+        match = re.search(r"127\.0\.0\.1:(\d+)/v2", line)
+        assert match, (line, proc.stderr.read() if proc.poll() is not None else "")
+        c = httpclient.InferenceServerClient(f"127.0.0.1:{match.group(1)}", network_timeout=30)
+        cut, want = _cut(split_dir)
+        for _ in range(10):
+            assert np.abs(_infer(c, cut) - want).max() < 1e-5
+        c.close()
+        children = subprocess.run(["pgrep", "-P", str(proc.pid)], capture_output=True, text=True).stdout.split()
+        assert len(children) >= 2
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=60) == 0
+        assert all(not os.path.exists(f"/proc/{pid}") or "zombie" in open(f"/proc/{pid}/status").read().lower()
+                   for pid in children)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(timeout=10)

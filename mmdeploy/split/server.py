@@ -539,7 +539,7 @@ class ModelServer:
         self._load()
         if self.workers > 1:
             return self._serve_workers()
-        loop = asyncio.new_event_loop()
+        loop = _new_loop()
         self._loop = loop
         try:
             loop.run_until_complete(self._main())
@@ -559,7 +559,7 @@ class ModelServer:
         for child in children:
             child.start()
         self._rest = None
-        loop = asyncio.new_event_loop()
+        loop = _new_loop()
         self._loop = loop
 
         async def main():
@@ -599,6 +599,16 @@ class ModelServer:
 
     def server_close(self):  # the old server's API; nothing left to close
         pass
+
+
+def _new_loop() -> asyncio.AbstractEventLoop:
+    """uvloop where installed (what uvicorn's own runner picks), else asyncio's loop."""
+    try:
+        import uvloop
+
+        return uvloop.new_event_loop()
+    except ImportError:
+        return asyncio.new_event_loop()
 
 
 def _worker(rest, sock):
