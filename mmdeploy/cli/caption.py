@@ -17,7 +17,7 @@ def register(app: typer.Typer) -> None:
         backend: str = typer.Option(None, "--backend", help="onnxruntime, openvino, ... (default: the "
                                     "bundle's first artifact per component, the ONNX one)."),
         precision: str = typer.Option(None, "--precision", help="fp32, fp16, int8 (default: any)."),
-        server: str = typer.Option(None, "--server", help="Run the decoder on this KServe v2 server "
+        server: str = typer.Option(None, "--server", help="Run the decoder on this Open Inference Protocol server (grpc://HOST:PORT for gRPC) "
                                    "(`mmdeploy serve BUNDLE/text_decoder`); the image encoder runs here."),
         token: str = typer.Option(None, "--token", envvar="MMDEPLOY_SERVE_TOKEN", help="Bearer token for --server."),
         json_out: bool = typer.Option(False, "--json", help="Print machine-readable JSON."),
