@@ -39,7 +39,8 @@ def _root(
     version: bool = typer.Option(False, "--version", callback=_version, is_eager=True,
                                  help="Print the version and exit."),
 ):
-    """Global options; ``--debug`` may be given anywhere on the line to show tracebacks."""
+    """Global options; ``--debug`` (tracebacks) and ``--verbose`` (library output on the terminal
+    instead of ``<output>/logs/mmdeploy.log``) may be given anywhere on the line."""
 
 
 for _name in COMMAND_MODULES:
@@ -73,6 +74,11 @@ def main(argv: list[str] | None = None) -> None:
     debug = "--debug" in args or os.environ.get("MMDEPLOY_DEBUG") == "1"
     args = [a for a in args if a != "--debug"]
     as_json = "--json" in args
+    from mmdeploy import logs
+
+    logs.VERBOSE = "--verbose" in args or os.environ.get("MMDEPLOY_VERBOSE") == "1"
+    if next((a for a in args if not a.startswith("-")), None) != "serve":  # serve --verbose: its own
+        args = [a for a in args if a != "--verbose"]
     from mmdeploy.models.preprocess import quiet_libraries
 
     quiet_libraries()
@@ -102,7 +108,7 @@ def main(argv: list[str] | None = None) -> None:
     except Exit as exc:
         sys.exit(exc.exit_code)
     except (Abort, KeyboardInterrupt):
-        print("interrupted", file=sys.stderr)
+        print("interrupted, nothing written", file=sys.stderr)
         sys.exit(130)
     except Exception as exc:  # noqa: BLE001 - the last line of defence for users
         if debug:
@@ -110,4 +116,6 @@ def main(argv: list[str] | None = None) -> None:
         message = f"{exc.__class__.__name__}: {exc}".splitlines()[0] if str(exc) else exc.__class__.__name__
         print(f"internal error: {message} (rerun with --debug for a traceback and report it)", file=sys.stderr)
         fail("InternalError", message, "rerun with --debug for a traceback and report it", 1)
+    if code == 130:  # typer turns Ctrl-C into exit code 130
+        print("interrupted, nothing written", file=sys.stderr)
     sys.exit(code if isinstance(code, int) else 0)

@@ -7,7 +7,7 @@ from typing import Optional
 
 import typer
 
-from mmdeploy.cli._common import console, print_json, split_list
+from mmdeploy.cli._common import console, print_json, print_table, quiet, split_list
 
 
 def register(app: typer.Typer) -> None:
@@ -34,13 +34,12 @@ def convert(
 ):
     from mmdeploy.stages.convert import convert as run_convert
 
-    out = console(stderr=True)
-    manifest = run_convert(
-        source, output, components=split_list(components), opset=opset, atol=atol,
-        batch=batch or None, sequence=sequence or None, simplify=simplify,
-        targets=split_list(target), family=family, allow_pickle=allow_pickle,
-        progress=None if json_out else (lambda msg: out.print(f"· {msg}", markup=False, style="dim")),
-    )
+    with quiet(output, json_out) as say:
+        manifest = run_convert(
+            source, output, components=split_list(components), opset=opset, atol=atol,
+            batch=batch or None, sequence=sequence or None, simplify=simplify,
+            targets=split_list(target), family=family, allow_pickle=allow_pickle, progress=say,
+        )
     if json_out:
         print_json(manifest.model_dump(mode="json"))
     else:
@@ -107,8 +106,6 @@ def _print_summary(path: Path, check: bool = False) -> None:
     from mmdeploy.artifact import artifact_size, component_dirs, read_manifest, verify_files
 
     out = console()
-    if not out.is_terminal:  # piped or captured: no terminal width to honour, keep rows whole
-        out.width = max(out.width, 120)
     top = read_manifest(path)
     what = f"{top.kind} {top.name}" + (f" ({top.family})" if top.family else "")
     out.print(f"{path}: {what}, created by {top.created_by}", markup=False)
@@ -126,14 +123,19 @@ def _print_summary(path: Path, check: bool = False) -> None:
                       f"{worst:.1e}" if worst is not None else "-", f"{cos:.6f}" if cos is not None else "-",
                       f"{task['value']:.1%}" + (f" ({task['agreement']:.0%})" if task["agreement"] is not None
                                                 else "") if task else "-")
-        signatures += [f"  {name:<16} in  {t.name}: {t.dtype}[{', '.join(map(str, t.shape))}]" for t in m.inputs]
-        signatures += [f"  {name:<16} out {t.name}: {t.dtype}[{', '.join(map(str, t.shape))}]" for t in m.outputs]
-    out.print(table)
-    out.print("I/O signature:\n" + "\n".join(signatures), markup=False, highlight=False)
+        signatures.append((name, "; ".join([f"in {t.name}: {t.dtype}[{', '.join(map(str, t.shape))}]" for t in m.inputs]
+                                           + [f"out {t.name}: {t.dtype}[{', '.join(map(str, t.shape))}]"
+                                              for t in m.outputs])))
+    print_table(table, out)
+    groups: dict[str, list[str]] = {}  # artifacts sharing a signature are listed together
+    for name, signature in signatures:
+        groups.setdefault(signature, []).append(name)
+    out.print("I/O signature:\n" + "\n".join(f"  {', '.join(names)}: {sig}" for sig, names in groups.items()),
+              markup=False, highlight=False, soft_wrap=True)
     task = task_summary(top.parity.get("task")) if top.kind == "model" else None
     if task:
         task["measured_on"] = task["measured_on"] or "the ONNX components"
-        out.print(_task_line(task), markup=False)
+        out.print(_task_line(task), markup=False, soft_wrap=True)
     if check:
         bad = verify_files(path)
         out.print("files: all sha256 match the manifest" if not bad else
