@@ -207,7 +207,8 @@ def summarize_tegrastats(samples, per_second):
             temps[k] = max(v, temps.get(k, v))
     gpu = [s["gpu_pct"] for s in samples if "gpu_pct" in s]
     emc = [s["emc_pct"] for s in samples if "emc_pct" in s]
-    mhz = [s["gpu_mhz"] for s in samples if s.get("gpu_mhz")]
+    # clocks under load only: an idle GPU clocks down without throttling
+    mhz = [s["gpu_mhz"] for s in samples if s.get("gpu_mhz") and s.get("gpu_pct", 0) >= 50]
     avg = sum(totals) / len(totals) if totals else None
     out = {"samples": len(samples), "power_avg_mw": avg, "power_peak_mw": max(totals) if totals else None,
            "energy_per_inference_mj": (avg / per_second) if avg and per_second else None,
@@ -298,8 +299,8 @@ def parse_trtexec(log):
     if first is not None:  # continuation lines ("[6] Invalid Node - Pad_13") carry no [E] tag
         errors = [re.sub(r"^(\[[^\]]*\]\s*)+", "", ln.strip()) for ln in lines[first:]
                   if ln.strip() and not ln.startswith("&&&&")]
-        key = re.compile(r"Invalid Node|Assertion failed|Error Code \d|Unknown option|Unsupported|ERROR:")
-        errors.sort(key=lambda e: 0 if key.search(e) else 1)
+        ranked = ("Invalid Node", "Assertion failed", "Error Code", "Unknown option", "Unsupported", "ERROR:")
+        errors.sort(key=lambda e: next((i for i, k in enumerate(ranked) if k in e), len(ranked)))
         out["errors"] = errors
     return out
 

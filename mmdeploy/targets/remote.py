@@ -245,7 +245,9 @@ def stage(items, settings, profile, payload: Path, scratch: Path) -> list[dict]:
                  for k, v in feeds.items()}
         np.savez(dest / "feeds.npz", **feeds)
         meta = manifest.metadata
-        entry = {"id": str(i), "label": f"{item.artifact}/{item.component}", "runtime": runtime,
+        size = harness.model_bytes(run_dir)
+        entry = {"id": str(i), "host_side": {"format": manifest.format, "precision": manifest.precision,
+                                             "size_bytes": size}, "label": f"{item.artifact}/{item.component}", "runtime": runtime,
                  "inputs": f"items/{i}/feeds.npz", "input_source": source,
                  "input_names": meta.get("input_names") or [s.name for s in manifest.inputs],
                  "output_names": meta.get("output_names") or [s.name for s in manifest.outputs],
@@ -366,21 +368,19 @@ def _pack(payload: Path) -> bytes:
 
 
 def _result(item, entry: dict, dev: dict, settings, board: dict, host: str, threads=None) -> dict:
-    from mmdeploy.artifact import read_manifest
-    from mmdeploy.bench.harness import model_bytes
     from mmdeploy.bench.stats import summarize
 
-    run_manifest = read_manifest(item.run_dir)
+    host_side = entry["host_side"]
     samples = [float(s) for s in dev.get("samples_ms") or []]
     trt = dev.get("trtexec") or {}
     if not samples and not trt.get("host_latency"):
         raise RemoteError(f"benchmark on {host} returned no timings for {entry['label']}",
                           "see trtexec's output on the device")
     r = {"artifact": item.artifact, "path": str(item.path), "model": item.model, "component": item.component,
-         "format": "tensorrt" if entry["runtime"] == "tensorrt" else run_manifest.format,
-         "precision": run_manifest.precision, "runner": f"{entry['runtime']} {dev.get('runtime_version') or ''}".strip(),
+         "format": "tensorrt" if entry["runtime"] == "tensorrt" else host_side["format"],
+         "precision": host_side["precision"], "runner": f"{entry['runtime']} {dev.get('runtime_version') or ''}".strip(),
          "batch": settings.batch, "threads": threads, "input_source": entry["input_source"],
-         "load_ms": dev.get("load_ms"), "first_inference_ms": dev.get("first_inference_ms") or samples[0],
+         "load_ms": dev.get("load_ms"), "first_inference_ms": dev.get("first_inference_ms") or (samples[0] if samples else None),
          "rss_delta_mb": None, "host": host, "board": board.get("profile") or board.get("identity"),
          "remote_path": entry["model"]}
     if samples:
@@ -390,7 +390,7 @@ def _result(item, entry: dict, dev: dict, settings, board: dict, host: str, thre
         r.update({"n": None, "p50_ms": lat.get("p50"), "p90_ms": lat.get("p90", lat.get("p95")),
                   "p99_ms": lat.get("p99"), "mean_ms": lat.get("mean"), "std_ms": 0.0,
                   "min_ms": lat.get("min"), "max_ms": lat.get("max"), "latency_source": "trtexec summary"})
-    size = model_bytes(item.run_dir)
+    size = host_side["size_bytes"]
     r["size_bytes"], r["size_mb"] = size, size / 1e6
     mean_s = r["mean_ms"] / 1e3
     r["runs_per_s"] = 1.0 / mean_s if mean_s > 0 else float("inf")
@@ -426,7 +426,7 @@ def warnings_for(board: dict, results: list[dict], host: str) -> list[str]:
     for r in results:
         p = r.get("power") or {}
         lo, hi = p.get("gpu_mhz_min"), p.get("gpu_mhz_max")
-        if lo and hi and lo < 0.9 * hi and (p.get("gpu_util_pct") or 0) > 50:
+        if lo and hi and lo < 0.9 * hi:
             out.append(f"{host}: {r['artifact']}/{r['component']}: the GPU clock sagged to {lo:.0f} MHz "
                        f"(max {hi:.0f}) under load: the board throttled during the run")
         if (r.get("peak_temp_c") or 0) >= HOT_C:
