@@ -180,30 +180,39 @@ def test_jetson_target_on_a_machine_without_tensorrt(sshd, tmp_path, capsys):
 @pytest.mark.slow
 def test_rpi_end_to_end_with_accuracy_on_the_device(sshd, demo_bundle, tmp_path, capsys):
     """`--target rpi`: the board is detected (this machine is no Pi: its own identity is kept,
-    the generic profile applies), the .tflite towers (compiled here) run with tflite-runtime on
-    the device python, and --accuracy evaluates the demo's zero-shot task on the device."""
+    the generic profile applies), the .tflite tower (compiled here) runs with tflite-runtime on
+    the device python, and --accuracy evaluates the demo's zero-shot task with the image tower
+    on the device.  tflite-runtime 2.14 (its last release) lacks GATHER_ND v5, which litert-torch
+    emits for the text tower: that is a setup error naming what to install."""
     from mmdeploy.cli import main
     from mmdeploy.stages.compile import compile_artifact
 
     tfl = tmp_path / "demo-tflite"
     compile_artifact(demo_bundle, "tflite:fp32", tfl)
     targets = user_profile(sshd, tmp_path / "cfg", "rpi")
+    base = ["bench", str(tfl), "--target", "rpi", "--targets-dir", str(targets), "--host",
+            f"{sshd['user']}@127.0.0.1", "--device-python", str(sshd["python"]), "--threads", "1"]
     with pytest.raises(SystemExit) as exc:
-        main(["bench", str(tfl), "--target", "rpi", "--targets-dir", str(targets), "--host",
-              f"{sshd['user']}@127.0.0.1", "--device-python", str(sshd["python"]), "--iters", "10",
-              "--accuracy", "--accuracy-limit", "60", "--json"])
-    assert exc.value.code == 0
-    doc = json.loads(capsys.readouterr().out)
+        main(base + ["--iters", "1", "--components", "text"])
+    err = capsys.readouterr().err.strip()
+    assert exc.value.code == 2 and "lacks op GATHER_ND v5" in err and "ai-edge-litert" in err
+    assert workdir_empty(sshd)
+    with pytest.raises(SystemExit) as exc:
+        main(base + ["--iters", "10", "--components", "vision", "--accuracy", "--accuracy-limit", "30", "--json"])
+    captured = capsys.readouterr()
+    assert exc.value.code == 0, captured.err
+    doc = json.loads(captured.out)
     board = doc["device"]["board"]
     assert board["matched"] is False and board["applied"].startswith("rpi (generic")
     assert board["identity"] and board["model"] is None
-    assert {r["component"]: r["format"] for r in doc["results"]} == {"vision": "tflite", "text": "tflite"}
-    assert all(r["runner"].startswith("tflite tflite-runtime 2.") for r in doc["results"])
+    r = doc["results"][0]
+    assert r["component"] == "vision" and r["format"] == "tflite" and r["runner"].startswith("tflite tflite-runtime 2.")
+    assert len(r["samples_ms"]) == 10 and r["threads"] == 1
     acc = doc["accuracy"][0]
-    assert acc["evaluated_on"] == "device" and acc["n"] == 60
-    assert abs(acc["value"] - acc["host_value"]) <= 1 / 60  # fp32 on both sides
-    parity = doc["results"][0]["device_parity"]["outputs"]
-    assert min(p["cosine"] for p in parity.values()) > 0.9999
+    assert acc["evaluated_on"] == "device" and acc["n"] == 30
+    assert abs(acc["value"] - acc["host_value"]) <= 1 / 30  # fp32 on both sides
+    parity = r["device_parity"]["outputs"]
+    assert min(p["cosine"] for p in parity.values()) > 0.9999 and r["device_parity"]["calls"] >= 1
     assert workdir_empty(sshd)
 
 

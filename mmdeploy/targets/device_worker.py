@@ -159,6 +159,8 @@ def probe(workdir="."):
         "trtexec": trtexec,
         "tegrastats": shutil.which("tegrastats"),
         "free_bytes": free,
+        "loadavg": [round(x, 2) for x in os.getloadavg()] if hasattr(os, "getloadavg") else None,
+        "governor": _read("/sys/devices/system/cpu/cpu0/cpufreq/scaling_governor") or "unknown",
     }
 
 
@@ -384,7 +386,14 @@ class TFLiteRunner:
                 raise DeviceError("setup", "neither tflite-runtime nor ai-edge-litert is installed for %s; "
                                   "pip install tflite-runtime (or ai-edge-litert)" % sys.executable) from None
         kwargs = {"num_threads": int(threads)} if threads else {}
-        self.interp = Interpreter(model_path=item["model"], **kwargs)
+        try:
+            self.interp = Interpreter(model_path=item["model"], **kwargs)
+        except (SystemError, ImportError) as exc:
+            cause = repr(exc.__context__ or exc)
+            if "multiarray" in cause or "_ARRAY_API" in cause:  # a wheel built against numpy 1.x
+                raise DeviceError("setup", "%s was built for numpy 1.x and numpy %s is installed; pip install "
+                                  "'numpy<2' there (or use ai-edge-litert)" % (self.version, _np().__version__)) from None
+            raise
         sigs = self.interp.get_signature_list()
         key = "serving_default" if "serving_default" in sigs else next(iter(sigs))
         self.runner = self.interp.get_signature_runner(key)
@@ -699,7 +708,16 @@ def run_item(np, item, settings, board, workdir, tegra):
     elif runtime == "openvino":
         runner = OpenVINORunner(item, threads)
     elif runtime == "tflite":
-        runner = TFLiteRunner(item, threads)
+        try:
+            runner = TFLiteRunner(item, threads)
+            runner.run(feeds)  # ops are resolved at the first allocation
+        except ValueError as exc:
+            if "Didn't find op for builtin opcode" not in str(exc):
+                raise
+            op = re.search(r"opcode '(\w+)' version '(\d+)'", str(exc))
+            raise DeviceError("setup", "the device's TFLite runtime cannot run %s: it lacks op %s; install a newer "
+                              "LiteRT there (pip install ai-edge-litert)" % (
+                                  item.get("label"), "%s v%s" % op.groups() if op else "(see log)")) from None
     else:
         raise DeviceError("setup", "the device worker has no runtime %r" % runtime)
     result["load_ms"] = (time.perf_counter() - t0) * 1e3

@@ -439,7 +439,8 @@ def _machine(info: dict, board: dict) -> dict:
     tools = {"python": info.get("python"), "numpy": info.get("numpy"), **info.get("runtimes", {})}
     return {"hostname": info.get("hostname"), "system": f"{info.get('os') or '?'} (kernel {info.get('kernel')})",
             "arch": info.get("arch"), "cpu_model": info.get("cpu_model"), "cpu_count": info.get("cpu_count"),
-            "cpu_affinity": info.get("cpu_count"), "governor": "unknown", "loadavg": None,
+            "cpu_affinity": info.get("cpu_count"), "governor": info.get("governor", "unknown"),
+            "loadavg": info.get("loadavg"),
             "memory_gb": board.get("memory_gb"), "tools": {k: v for k, v in tools.items() if v},
             "board": board}
 
