@@ -124,18 +124,18 @@ def _device_error(ssh: SSH, proc, profile, workdir: str) -> MMDeployError:
     err = proc.stderr.decode(errors="replace").strip().splitlines()
     last = err[-1] if err else f"exit {proc.returncode}"
     fix = f"fix the device's setup (python: {profile.python}, runtime: {profile.backend}; {config_hint(profile)})"
-    if "No space left on device" in last or "Disk quota exceeded" in last:
-        return InputError(f"on {ssh.host}: the disk holding {workdir} is full ({last})",
-                          f"free space on the device, or set workdir: in {config_hint(profile)}")
-    if proc.returncode == 127 or "not found" in last or "No such file or directory" in last and profile.python in last:
-        return InputError(f"on {ssh.host}: {profile.python} was not found ({last})",
-                          f"install python3 (>= 3.8) with numpy there, or pass --device-python PATH "
-                          f"(python: in {config_hint(profile)})")
     if last.startswith("error[setup]: "):
         return InputError(f"on {ssh.host}: {last[len('error[setup]: '):]}", fix)
     if last.startswith("error[run]: "):
         return RemoteError(f"benchmark on {ssh.host} failed: {last[len('error[run]: '):]}",
                            "see the message; the device's work folder was removed")
+    if "No space left on device" in last or "Disk quota exceeded" in last:
+        return InputError(f"on {ssh.host}: the disk holding {workdir} is full ({last})",
+                          f"free space on the device, or set workdir: in {config_hint(profile)}")
+    if proc.returncode == 127 or "not found" in last or ("No such file" in last and profile.python in last):
+        return InputError(f"on {ssh.host}: {profile.python} was not found ({last})",
+                          f"install python3 (>= 3.8) with numpy there, or pass --device-python PATH "
+                          f"(python: in {config_hint(profile)})")
     return RemoteError(f"benchmark on {ssh.host} failed: {last}", fix)
 
 
