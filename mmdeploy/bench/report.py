@@ -65,7 +65,7 @@ def markdown(doc: dict) -> str:
         for r in doc["results"]:
             lines.append(
                 f"| {r['artifact']} | {r['component']} | {r['format']}/{r['precision']} | {r['p50_ms']:.3f} | "
-                f"{r['p90_ms']:.3f} | {r['p99_ms']:.3f} | {r['mean_ms']:.3f} ± {r['std_ms']:.3f} | "
+                f"{r['p90_ms']:.3f} | {r['p99_ms']:.3f} | {r['mean_ms']:.3f} ± {_num(r.get('std_ms'), '.3f')} | "
                 f"{r['throughput_per_s']:.1f} | {_num(r.get('load_ms'))} | {_num(r.get('first_inference_ms'))} | "
                 f"{r['size_mb']:.2f} | {_num(r.get('peak_rss_mb'), '.0f')} |")
     lines += device_lines(doc)

@@ -388,7 +388,7 @@ def _result(item, entry: dict, dev: dict, settings, board: dict, host: str, thre
     else:  # trtexec without per-inference times (--exportTimes): its own summary
         lat = trt["host_latency"]
         r.update({"n": None, "p50_ms": lat.get("p50"), "p90_ms": lat.get("p90", lat.get("p95")),
-                  "p99_ms": lat.get("p99"), "mean_ms": lat.get("mean"), "std_ms": 0.0,
+                  "p99_ms": lat.get("p99"), "mean_ms": lat.get("mean"), "std_ms": None,
                   "min_ms": lat.get("min"), "max_ms": lat.get("max"), "latency_source": "trtexec summary"})
     size = host_side["size_bytes"]
     r["size_bytes"], r["size_mb"] = size, size / 1e6
