@@ -62,6 +62,15 @@ class TargetProfile(BaseModel):
         return self.name if self.boards else None
 
 
+def config_hint(profile: TargetProfile) -> str:
+    """The user's config file for a profile, for hints: the file it came from unless that is
+    one shipped inside the package, then where the user's own copy goes."""
+    source = Path(profile.source) if profile.source else None
+    if source is not None and SHIPPED.resolve() not in source.resolve().parents:
+        return str(source)
+    return f"~/.config/mmdeploy/targets/{profile.name}.yaml"
+
+
 def search_dirs(extra: list[str | Path] | None = None) -> list[Path]:
     config = Path(os.environ.get("XDG_CONFIG_HOME") or Path.home() / ".config")
     dirs = [SHIPPED, config / "mmdeploy" / "targets"]
@@ -130,7 +139,10 @@ def board_profiles(profile: TargetProfile, extra_dirs: list[str | Path] | None =
     generic one's connection settings; ``[profile]`` for a specific one."""
     if not profile.boards:
         return [profile]
-    targets = list_targets(extra_dirs)
+    dirs = list(extra_dirs or [])
+    if profile.source and Path(profile.source).parent.resolve() != SHIPPED.resolve():
+        dirs.append(Path(profile.source).parent)  # a user's generic profile sees its sibling boards
+    targets = list_targets(dirs)
     keep = {"host", "port", "identity_file", "ssh_options", "python", "workdir", "env"}
     return [targets[b].model_copy(update={k: getattr(profile, k) for k in keep} | {"remote": True}, deep=True)
             for b in profile.boards]

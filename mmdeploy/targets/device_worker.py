@@ -751,8 +751,9 @@ def run_item(np, item, settings, board, workdir, tegra):
         result["power"] = (summarize_tegrastats(tegra.window(t_start, t_end), len(samples) / (t_end - t_start))
                            if tegra and samples else None)
     if item.get("accuracy"):
-        if runner is None:  # trtexec only: inputs/outputs through files
-            result["accuracy"] = {"error": "accuracy on the device needs TensorRT's Python API"}
+        if runner is None:
+            raise DeviceError("setup", "--accuracy on the device runs the engine through TensorRT's Python API, "
+                              "which is missing; install it (sudo apt install python3-libnvinfer)")
         else:
             result["accuracy"] = _accuracy(np, runner, item["accuracy"], os.path.join(workdir, "acc-%s.npz" % item["id"]))
             result["accuracy_file"] = "acc-%s.npz" % item["id"]

@@ -98,8 +98,10 @@ def estimate_item(comp_dir: Path, manifest, profile, batch: int = 1) -> dict:
         raise InputError(f"{comp_dir}: --estimate counts FLOPs of ONNX artifacts, not {manifest.format}",
                          "pass the ONNX bundle written by `mmdeploy convert`/`quantize`")
     if not profile.peak_gflops or not profile.memory_bandwidth_gbs:
+        from mmdeploy.targets import config_hint
+
         raise InputError(f"target {profile.name} has no peak_gflops / memory_bandwidth_gbs for --estimate",
-                         f"add them to its profile ({profile.source})")
+                         f"add them to {config_hint(profile)}")
     model_file = Path(comp_dir) / manifest.metadata.get("model_file", "model.onnx")
     seq = int(manifest.metadata.get("seq_len", 16))
     c = count(model_file, batch=batch, seq=seq)

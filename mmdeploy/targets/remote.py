@@ -32,6 +32,7 @@ from pathlib import Path
 import numpy as np
 
 from mmdeploy.errors import InputError, MMDeployError
+from mmdeploy.targets import config_hint
 
 WORKER = Path(__file__).with_name("device_worker.py")
 WORKER_NAME = "mmdeploy_device_worker.py"
@@ -51,16 +52,6 @@ class RemoteError(MMDeployError):
     """The device ran the benchmark and it failed there (exit 1: not the user's input)."""
 
     exit_code = 1
-
-
-def config_hint(profile) -> str:
-    """The user's config file for this profile (never a file inside the installed package)."""
-    from mmdeploy.targets import SHIPPED
-
-    source = Path(profile.source) if profile.source else None
-    if source is not None and SHIPPED not in source.resolve().parents:
-        return str(source)
-    return f"~/.config/mmdeploy/targets/{profile.name}.yaml"
 
 
 def _split_host(host: str, port: int) -> tuple[str, int]:
