@@ -59,15 +59,23 @@ def markdown(doc: dict) -> str:
                          f"{r['p50_ms']:.3f} (ESTIMATE) | {r['gflops']:.3f} | {r['weight_mb']:.2f} | "
                          f"{r.get('launch_overhead_ms', 0):.3f} | {r['bound']} |")
     else:
-        lines += ["| artifact | component | format | p50 ms | p90 ms | p99 ms | mean ± std ms | per s | "
-                  "load ms | first ms | size MB | peak RSS MB |",
-                  "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
-        for r in doc["results"]:
+        first = doc["results"][0]["artifact"] if doc["results"] else None
+        speedups = speedup_vs_first(doc["results"])
+        isolated = all(r.get("peak_rss_scope") == "artifact" for r in doc["results"])
+        rss = "peak RSS MB (own process)" if isolated else "peak RSS MB (whole bench process so far)"
+        lines += [f"| artifact | component | format | p50 ms | speed-up vs {first} | p90 ms | p99 ms | "
+                  f"mean ± std ms | per s | load ms | first ms | size MB | {rss} |",
+                  "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+        for r, up in zip(doc["results"], speedups):
             lines.append(
                 f"| {r['artifact']} | {r['component']} | {r['format']}/{r['precision']} | {r['p50_ms']:.3f} | "
+                f"{'–' if up is None else f'{up:.2f}x'} | "
                 f"{r['p90_ms']:.3f} | {r['p99_ms']:.3f} | {r['mean_ms']:.3f} ± {_num(r.get('std_ms'), '.3f')} | "
                 f"{r['throughput_per_s']:.1f} | {_num(r.get('load_ms'))} | {_num(r.get('first_inference_ms'))} | "
                 f"{r['size_mb']:.2f} | {_num(r.get('peak_rss_mb'), '.0f')} |")
+        if not isolated:
+            lines += ["", "Peak RSS is the bench process's peak so far: it includes the artifacts loaded "
+                      "before each row, not that artifact alone."]
     lines += device_lines(doc)
     acc = [a for a in doc.get("accuracy", [])]
     if acc:
@@ -84,8 +92,18 @@ def markdown(doc: dict) -> str:
         lines += ["", f"**Budgets: {ok}/{len(doc['budgets'])} hold — {'PASS' if doc['passed'] else 'FAIL'}**", "",
                   "| | budget | where | check | result |", "|---|---|---|---|---|"]
         for c in doc["budgets"]:
-            lines.append(f"| {'✅' if c['passed'] else '❌'} | {c['name']} | {c['where']} | {c['check']} | {c['message']} |")
+            lines.append(f"| {'PASS' if c['passed'] else 'FAIL'} | {c['name']} | {c['where']} | {c['check']} | {c['message']} |")
     return "\n".join(lines) + "\n"
+
+
+def speedup_vs_first(results: list[dict]) -> list[float | None]:
+    """p50 speed-up of each row against the first artifact's same component (None without one)."""
+    if not results:
+        return []
+    first = results[0]["artifact"]
+    base = {r["component"]: r["p50_ms"] for r in results if r["artifact"] == first}
+    return [base[r["component"]] / r["p50_ms"] if r["component"] in base and r["p50_ms"] > 0 else None
+            for r in results]
 
 
 def _num(value, fmt: str = ".1f") -> str:
@@ -215,20 +233,27 @@ def html_page(doc: dict) -> str:
                     continue
                 cells = [html.escape(c.strip()) for c in row.strip("|").split("|")]
                 tag = "th" if i == 0 else "td"
-                table.append("<tr>" + "".join(f"<{tag}>{c}</{tag}>" for c in cells) + "</tr>")
+                table.append("<tr>" + "".join(f"<{tag}{_verdict_class(c, tag)}>{c}</{tag}>" for c in cells) + "</tr>")
             body.append("\n".join(table + ["</table>"]))
         else:
             text = html.escape(block)
             text = re.sub(r"^### (.*)$", r"<h2>\1</h2>", text, flags=re.M)
             text = re.sub(r"\*\*(.*?)\*\*", r"<b>\1</b>", text)
+            text = re.sub(r"`([^`]*)`", r"<code>\1</code>", text)
+            text = re.sub(r"\b(PASS|FAIL)\b", lambda m: f"<span class='{m[1].lower()}'>{m[1]}</span>", text)
             body.append(f"<p>{text}</p>".replace("\n", "<br>"))
     for title, png in plots(doc):
         body.append(f"<h3>{html.escape(title)}</h3><img alt='{html.escape(title)}' src='data:image/png;base64,{png}'>")
     title = "mmdeploy ESTIMATE" if _estimate(doc) else "mmdeploy benchmark"
     style = ("body{font-family:sans-serif;margin:2em}table{border-collapse:collapse}"
-             "td,th{border:1px solid #ccc;padding:3px 8px;text-align:right}th{background:#eee}")
+             "td,th{border:1px solid #ccc;padding:3px 8px;text-align:right}th{background:#eee}"
+             ".pass{color:#1a7f37;font-weight:bold}.fail{color:#cf222e;font-weight:bold}")
     return (f"<!doctype html><html><head><meta charset='utf-8'><title>{title}</title><style>{style}</style>"
             f"</head><body>{''.join(body)}</body></html>\n")
+
+
+def _verdict_class(cell: str, tag: str) -> str:
+    return f" class='{cell.lower()}'" if tag == "td" and cell in ("PASS", "FAIL") else ""
 
 
 def write_report(doc: dict, directory: str | Path) -> Path:

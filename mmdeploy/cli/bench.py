@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 from typing import List, Optional
 
@@ -49,7 +48,7 @@ def bench(
     list_targets: bool = typer.Option(False, "--list-targets", help="list target profiles and exit"),
 ):
     """Benchmark artifacts on a target; exit 0 when all budgets hold, 1 when one fails, 2 on bad input."""
-    from mmdeploy.cli._common import console, print_json, split_list
+    from mmdeploy.cli._common import console, print_json, quiet, split_list
     from mmdeploy.errors import BudgetExceeded, InputError
 
     from mmdeploy import targets as tg
@@ -83,25 +82,26 @@ def bench(
         raise InputError("an accuracy budget needs --accuracy", "add --accuracy")
     base = bd.load_baseline(baseline) if baseline else None
 
-    progress_cb, progress_ctx = None, None
-    if sys.stderr.isatty() and not estimate:
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+    with quiet(report, json_out=True):  # runtimes' notices go to the log
+        progress_cb, progress_ctx = None, None
+        if console(stderr=True).is_terminal and not estimate:
+            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 
-        progress_ctx = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                                console=console(stderr=True), transient=True)
-        tasks: dict[str, int] = {}
+            progress_ctx = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                                    console=console(stderr=True), transient=True)
+            tasks: dict[str, int] = {}
 
-        def progress_cb(label: str, n: int, total: int) -> None:
-            if label not in tasks:
-                tasks[label] = progress_ctx.add_task(label, total=total or None)
-            progress_ctx.advance(tasks[label], n)
+            def progress_cb(label: str, n: int, total: int) -> None:
+                if label not in tasks:
+                    tasks[label] = progress_ctx.add_task(label, total=total or None)
+                progress_ctx.advance(tasks[label], n)
 
-    if progress_ctx:
-        with progress_ctx:
-            doc = run_bench(artifacts, settings, profile, components=split_list(components),
-                            estimate=estimate, progress=progress_cb)
-    else:
-        doc = run_bench(artifacts, settings, profile, components=split_list(components), estimate=estimate)
+        if progress_ctx:
+            with progress_ctx:
+                doc = run_bench(artifacts, settings, profile, components=split_list(components),
+                                estimate=estimate, progress=progress_cb)
+        else:
+            doc = run_bench(artifacts, settings, profile, components=split_list(components), estimate=estimate)
     checks = gate(doc, budgets, base)
 
     if save_baseline:

@@ -7,7 +7,7 @@ from typing import Optional
 
 import typer
 
-from mmdeploy.cli._common import console, print_json, split_list
+from mmdeploy.cli._common import console, print_json, print_table, quiet, split_list
 
 METHODS = ["auto", "ort-static", "ort-dynamic", "nncf", "inc", "tflite"]
 
@@ -68,13 +68,8 @@ def register(app: typer.Typer) -> None:
             max_float_blocks=max_float_blocks, nodes_to_exclude=split_list(exclude) or [],
             latency_runs=latency_runs,
         )
-        err = console(stderr=True)
-        log = (lambda msg: None) if json_out else (lambda msg: err.print(msg, markup=False))
-        import contextlib
-        import sys
-
-        with contextlib.redirect_stdout(sys.stderr):  # library progress bars (NNCF) never pollute --json
-            manifest = quantize(artifact, output, options, log=log)
+        with quiet(output, json_out) as say:  # library progress bars (NNCF) go to the log
+            manifest = quantize(artifact, output, options, log=say or (lambda msg: None))
         summary = manifest.metadata.get("quantize_summary") or manifest.metadata.get("quantize")
         if json_out:
             print_json({"output": str(output), "precision": manifest.precision, "summary": summary})
@@ -93,7 +88,7 @@ def _print_summary(summary: dict, output: Path) -> None:
         lat = lambda k: f"{row[k]:.2f} ms" if k in row else "-"  # noqa: E731
         table.add_row(row["component"], f"{row['size_fp32'] / 1e6:.2f} MB", f"{row['size_quantized'] / 1e6:.2f} MB",
                       f"{row['cosine']:.5f}", lat("latency_ms_fp32"), lat("latency_ms_quantized"))
-    out.print(table)
+    print_table(table, out)
     acc = summary["accuracy"]
     if acc["metric"] == "task":
         out.print(f"{acc['task']}: fp32 {acc['fp32']:.2f} % → {acc['value']:.2f} % "

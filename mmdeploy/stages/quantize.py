@@ -24,7 +24,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict
 
 from mmdeploy.artifact import (
-    MANIFEST_NAME, REFERENCE_NAME, ArtifactRef, Manifest, PassRecord, atomic_output, bundle_dir,
+    LOG_DIR, MANIFEST_NAME, REFERENCE_NAME, ArtifactRef, Manifest, PassRecord, atomic_output, bundle_dir,
     load_reference, read_manifest, sha256_file, sha256_path, tool_versions, write_manifest,
 )
 from mmdeploy.errors import (
@@ -514,7 +514,7 @@ def _write(artifact, manifest, comps, selected, bundle, output: Path, options, m
             cm = _component_manifest(comp, tmp, method, options, summary)
             cm.metadata["quantize_summary"] = summary
             return write_manifest(tmp, cm)
-        skip = {c.ref_path.split("/")[0] for c in comps if c.ref_path} | {MANIFEST_NAME}
+        skip = {c.ref_path.split("/")[0] for c in comps if c.ref_path} | {MANIFEST_NAME, LOG_DIR}
         for item in Path(artifact).iterdir():  # preprocess/ and any other bundle files
             if item.name not in skip and not item.name.startswith("."):
                 (shutil.copytree if item.is_dir() else shutil.copy2)(item, tmp / item.name)
