@@ -218,7 +218,7 @@ def target_kind(options) -> tuple[str, Any]:
 
 
 def select(comps, evaluator, options, log, build: Callable, runner_for: Callable,
-           timer: Callable = time_interleaved) -> tuple[Outcome, dict[str, Any]]:
+           timer: Callable | None = None) -> tuple[Outcome, dict[str, Any]]:
     """Build and score every candidate; return the chosen Outcome (its state restored into
     ``comps``) and the record for the manifest.
 
@@ -229,16 +229,16 @@ def select(comps, evaluator, options, log, build: Callable, runner_for: Callable
     cpu = cpu_features()
     names = KIND_CANDIDATES[kind]
     measured_remote = None
-    if profile is not None and profile.remote:
+    remote = profile is not None and profile.remote
+    if remote:
         preference = list(getattr(profile, "quantize_preference", None) or DEFAULT_PREFERENCE[kind])
         names = tuple(n for n in preference if n in CANDIDATES)
     outcomes: list[Outcome] = []
     for name in names:
         cand = CANDIDATES[name]
-        missing = availability(cand, cpu) if kind == "cpu" or cand.runtime not in ("tensorrt",) else None
-        if cand.runtime == "tensorrt" and missing:
-            # the int8/fp16 ONNX is built here; the engine (and its timing) needs the device
-            missing = None if (profile is not None and profile.remote) else missing
+        missing = availability(cand, cpu)
+        if missing and cand.runtime == "tensorrt" and remote:
+            missing = None  # the QDQ / fp16 ONNX is built here; the engine (and its timing) on the device
         if missing:
             log(f"auto: skip {missing}")
             outcomes.append(Outcome(cand, skipped=missing))
@@ -257,7 +257,7 @@ def select(comps, evaluator, options, log, build: Callable, runner_for: Callable
             + ("; ".join(parts) or "no candidate could be built here") + "; nothing written",
             "loosen --accuracy-budget, raise --max-float-blocks, or quantize with --fp16")
 
-    if profile is not None and profile.remote:
+    if remote:
         builds = {o.candidate.name: {n: s["out_dir"] for n, s in o.state.items()} for o in holding}
         measured_remote = measure_on_target(profile, builds, {c.name: c.calib.feeds[0] for c in comps})
     if measured_remote:
@@ -266,13 +266,13 @@ def select(comps, evaluator, options, log, build: Callable, runner_for: Callable
         how = f"measured on {profile.name} through the device agent"
         timed = [o for o in holding if o.latency_ms is not None]
         chosen = min(timed, key=lambda o: o.latency_ms) if timed else holding[0]
-    elif profile is not None and profile.remote:
+    elif remote:
         how = (f"profile preference of {profile.name} ({', '.join(names)}): not measured, the device "
                "agent was not reachable")
         chosen = holding[0]
     else:
         # every built candidate is timed (those over budget too: the record shows what they cost)
-        _time(built, comps, runner_for, timer, getattr(options, "auto_blocks", 5))
+        _time(built, comps, runner_for, timer or time_interleaved, getattr(options, "auto_blocks", 5))
         chosen = min(holding, key=lambda o: o.latency_ms)
         how = ("measured here: every candidate timed side by side in one process (interleaved blocks, "
                "batch of the calibration feeds, ONNX Runtime spinning off); sum over components")
