@@ -77,7 +77,8 @@ def build(work: Path, ckpt: Path, optimum_venv: Path, flag: str, threads: int, c
 
     built: dict = {}
     t = time.time()
-    convert(ckpt, work / "bundle", progress=lambda m: print("[convert]", m))
+    if not (work / "bundle" / "manifest.json").is_file():  # the convert output is kept between runs
+        convert(ckpt, work / "bundle", progress=lambda m: print("[convert]", m))
     print(f"[build] convert {time.time() - t:.0f} s")
     t = time.time()
     quantize(work / "bundle", work / "int8", QuantizeOptions(metric="cosine", calib_limit=calib, latency_runs=0),
@@ -387,8 +388,10 @@ def main(argv=None) -> int:
     flag = optimum_flag(cpu["features"])
     ckpt = clip_b32()
     if not (args.reuse and (args.work / "built.json").is_file()):
-        shutil.rmtree(args.work, ignore_errors=True)
-        args.work.mkdir(parents=True)
+        args.work.mkdir(parents=True, exist_ok=True)
+        for item in args.work.iterdir():
+            if item.name != "bundle":
+                shutil.rmtree(item) if item.is_dir() else item.unlink()
         build(args.work, ckpt, args.optimum_venv, flag, args.threads, args.calib)
     built = json.loads((args.work / "built.json").read_text())
     int8 = read_manifest(args.work / "int8")

@@ -45,11 +45,11 @@ class _Eval:
         return "embedding cosine >= 0.99"
 
 
-def _fake_build(values: dict[str, float]):
+def _fake_build(values: dict[str, float], aware_gain: float = 0.0):
     """build(): a built Outcome scoring ``values[name]`` (cosine), no real quantization."""
 
-    def build(cand, log):
-        value = values[cand.name]
+    def build(cand, log, aware):
+        value = values[cand.name] + (aware_gain if aware else 0.0)
         state = {"vision": {"result": None, "out_dir": Path("/nonexistent"), "excluded": [], "passes": [],
                             "base_model": None}}
         return Outcome(cand, state=state, score={"value": value, "ok": value >= 0.99}, ok=value >= 0.99)
@@ -62,10 +62,10 @@ def _comps():
                             out_dir=None, excluded=[], passes=[], base_model=None)]
 
 
-def _select(monkeypatch, values, latencies, cpu=CPU_AMX, **options):
+def _select(monkeypatch, values, latencies, cpu=CPU_AMX, aware_gain=0.0, **options):
     monkeypatch.setattr(autoselect, "cpu_features", lambda: cpu)
     opts = QuantizeOptions(**options)
-    return autoselect.select(_comps(), _Eval(), opts, lambda m: None, build=_fake_build(values),
+    return autoselect.select(_comps(), _Eval(), opts, lambda m: None, build=_fake_build(values, aware_gain),
                              runner_for=lambda comp, state, cand: cand.name, timer=_timer(latencies))
 
 
@@ -111,6 +111,16 @@ def test_no_candidate_within_budget_names_best_per_candidate(monkeypatch):
     assert info.value.exit_code == 1 and "nothing written" in message
     for name in autoselect.KIND_CANDIDATES["cpu"]:
         assert f"{name} cosine {values[name]:.5f}" in message
+
+
+def test_sensitive_blocks_kept_float_only_when_no_route_holds_fully_quantized(monkeypatch):
+    values = {n: 0.985 for n in CANDIDATES}
+    latencies = {"ort-static": 20.0, "ort-dynamic": 30.0, "nncf": 16.0, "nncf+bf16": 12.0,
+                 "openvino-bf16": 9.0, "openvino-fp16": 25.0}
+    values["openvino-bf16"] = 0.95  # not int8: no blocks to keep in float, stays over budget
+    chosen, record = _select(monkeypatch, values, latencies, aware_gain=0.01)
+    assert chosen.candidate.name == "nncf+bf16"
+    assert {r["name"]: r["holds_budget"] for r in record["candidates"]}["openvino-bf16"] is False
 
 
 def test_remote_target_without_agent_uses_profile_preference(monkeypatch, tmp_path):

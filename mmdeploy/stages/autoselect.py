@@ -222,7 +222,8 @@ def select(comps, evaluator, options, log, build: Callable, runner_for: Callable
     """Build and score every candidate; return the chosen Outcome (its state restored into
     ``comps``) and the record for the manifest.
 
-    ``build(candidate, log) -> Outcome`` quantizes all components (the stage's accuracy loop);
+    ``build(candidate, log, aware) -> Outcome`` quantizes all components (fully; with ``aware``
+    through the stage's accuracy loop, keeping sensitive blocks in float);
     ``runner_for(comp, state, candidate)`` gives a runner over a built component; ``timer``
     times runners side by side (injected in tests)."""
     kind, profile = target_kind(options)
@@ -244,9 +245,18 @@ def select(comps, evaluator, options, log, build: Callable, runner_for: Callable
             outcomes.append(Outcome(cand, skipped=missing))
             continue
         log(f"auto: candidate {name} ({cand.note})")
-        outcomes.append(build(cand, log))
+        outcomes.append(build(cand, log, False))
     built = [o for o in outcomes if o.skipped is None and o.error is None and o.state]
     holding = [o for o in built if o.ok]
+    if not holding and getattr(options, "accuracy_aware", True):
+        # nobody holds the budget fully quantized: now keep sensitive blocks in float (costly:
+        # one probe per block), int8 routes only
+        for i, o in enumerate(outcomes):
+            if o in built and o.candidate.precision == "int8":
+                log(f"auto: {o.candidate.name} over budget: keeping sensitive blocks in float")
+                outcomes[i] = build(o.candidate, log, True)
+        built = [o for o in outcomes if o.skipped is None and o.error is None and o.state]
+        holding = [o for o in built if o.ok]
     record: dict[str, Any] = {"target": options.target or "this machine", "cpu": cpu,
                               "budget": evaluator.describe()}
     if not holding:

@@ -311,8 +311,9 @@ def quantize(artifact: str | Path, output: str | Path, options: QuantizeOptions 
             built: dict = {}  # quantize-method -> built state, shared by candidates of one method
             chosen, record = autoselect.select(
                 selected, evaluator, options, log,
-                build=lambda cand, log: _build_candidate(selected, evaluator, options, cand, Path(tmp),
-                                                         manifest.family, log, built),
+                build=lambda cand, log, aware: _build_candidate(
+                    selected, evaluator, options.model_copy(update={"accuracy_aware": aware}), cand, Path(tmp),
+                    manifest.family, log, built),
                 runner_for=_candidate_runner)
             method, steps, float_blocks = chosen.candidate.method, chosen.steps, chosen.float_blocks
             summary = _summary(selected, evaluator, steps, float_blocks, options, method, log)
@@ -356,7 +357,7 @@ def _build_candidate(comps: list[_Component], evaluator: _Evaluator, options: Qu
     from mmdeploy.stages.autoselect import Outcome
 
     outcome = Outcome(cand)
-    key = (cand.method, cand.runtime == "tensorrt")
+    key = (cand.method, cand.runtime == "tensorrt", options.accuracy_aware)
     try:
         if key in reuse:  # e.g. nncf+bf16: the nncf IR, run at another precision
             for comp in comps:
@@ -366,7 +367,8 @@ def _build_candidate(comps: list[_Component], evaluator: _Evaluator, options: Qu
             outcome.steps, outcome.float_blocks = reuse[key]["steps"], reuse[key]["float_blocks"]
         else:
             for comp in comps:
-                _prepare(comp, tmp / cand.name / comp.name, options, cand.method, family, log,
+                _prepare(comp, tmp / cand.name / ("aware" if options.accuracy_aware else "all") / comp.name,
+                         options, cand.method, family, log,
                          optimize=cand.optimize if options.optimize is None else options.optimize)
             if cand.method == "openvino-float":
                 for comp in comps:
