@@ -400,6 +400,9 @@ def _build_candidate(comps: list[_Component], evaluator: _Evaluator, options: Qu
         runners = {c.name: _candidate_runner(c, outcome.state[c.name], cand) for c in comps}
         outcome.score = evaluator.score(runners)
     outcome.ok = bool(outcome.score["ok"])
+    # the summary's final step is this candidate's own score (its runtime and precision)
+    outcome.steps = list(outcome.steps) + [{"float_block": None, "component": None, "candidate": cand.name,
+                                            **brief(outcome.score)}]
     log(f"auto: {cand.name}: {describe(outcome.score, evaluator)}" + ("" if outcome.ok else " (over budget)"))
     return outcome
 
