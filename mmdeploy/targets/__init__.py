@@ -45,6 +45,7 @@ class TargetProfile(BaseModel):
     workdir: str = "/tmp/mmdeploy-bench"
     env: dict[str, str] = Field(default_factory=dict)  # environment on the device
     compile: dict[str, Any] = Field(default_factory=dict)  # options for the backend's compile()
+    quantize_preference: list[str] = Field(default_factory=list)  # quantize --method auto without a measurement
     peak_gflops: float | None = None
     peak_int8_gops: float | None = None  # for integer MatMul/Conv in --estimate (None: peak_gflops)
     memory_bandwidth_gbs: float | None = None
