@@ -47,7 +47,7 @@ def _cosine_to_reference(component_dir: Path) -> float:
 
 def test_default_int8_bundle_layout(bundle, tmp_path):
     out = tmp_path / "int8"
-    m = quantize(bundle, out, _opts())
+    m = quantize(bundle, out, _opts(method="ort-static"))  # auto: tests/test_autoselect.py
     assert m.kind == "model" and m.precision == "int8"
     assert m.parent["path"] == str(bundle.resolve())
     assert (out / "preprocess" / "tokenizer.json").is_file()

@@ -17,7 +17,9 @@ def bench(
         None, help="convert/quantize output directories (every component is benched) or component directories"),
     target: str = typer.Option("cpu", "--target", "-t", help="target profile name (see --list-targets)"),
     targets_dir: Optional[List[Path]] = typer.Option(None, "--targets-dir", help="extra folder of target *.yaml profiles"),
-    host: Optional[str] = typer.Option(None, "--host", help="user@address[:port] of a remote device (overrides the profile)"),
+    host: Optional[str] = typer.Option(None, "--host", help="user@address[:port] of a remote device (overrides the profile); a,b,c: each, in parallel"),
+    device_python: Optional[str] = typer.Option(None, "--device-python", help="the device's python3 (with numpy and the runtime)"),
+    identity: Optional[Path] = typer.Option(None, "--identity", help="SSH private key for the device (overrides identity_file)"),
     components: Optional[str] = typer.Option(None, "--components", help="comma-separated components to bench"),
     warmup: int = typer.Option(10, "--warmup", min=0, help="untimed runs before timing"),
     iters: int = typer.Option(100, "--iters", min=1, help="timed runs per component"),
@@ -34,6 +36,8 @@ def bench(
     max_mean_ms: Optional[float] = typer.Option(None, "--max-mean-ms", help="budget: mean latency in ms"),
     max_size_mb: Optional[float] = typer.Option(None, "--max-size-mb", help="budget: model size in MB"),
     max_load_ms: Optional[float] = typer.Option(None, "--max-load-ms", help="budget: load time in ms"),
+    max_energy_mj: Optional[float] = typer.Option(None, "--max-energy-mj", help="energy per inference (Jetson, tegrastats)"),
+    max_temp_c: Optional[float] = typer.Option(None, "--max-temp-c", help="peak temperature during the run (Jetson)"),
     max_accuracy_drop: Optional[float] = typer.Option(None, "--max-accuracy-drop", help="points vs the reference"),
     budget: Optional[Path] = typer.Option(None, "--budget", help="YAML budgets file (docs/budgets.md)"),
     baseline: Optional[Path] = typer.Option(None, "--baseline", help="compare with a stored bench JSON"),
@@ -70,12 +74,13 @@ def bench(
 
     for path in artifacts:
         ensure_unmodified(path, force, log=lambda msg: typer.echo(msg, err=True))
-    profile = tg.get_target(target, targets_dir, host=host)
+    profile = tg.get_target(target, targets_dir, host=host, python=device_python, identity=identity)
     settings = BenchSettings(warmup=warmup, iters=None if duration else iters, duration=duration, batch=batch,
                              threads=threads, blocks=blocks, accuracy=accuracy, accuracy_limit=accuracy_limit)
     budgets = bd.load_budgets(budget) if budget else bd.BudgetFile()
     quick = bd.quick_rules(max_p50_ms=max_p50_ms, max_p90_ms=max_p90_ms, max_p99_ms=max_p99_ms,
                            max_mean_ms=max_mean_ms, max_size_mb=max_size_mb, max_load_ms=max_load_ms,
+                           max_energy_mj=max_energy_mj, max_temp_c=max_temp_c,
                            max_accuracy_drop_pts=max_accuracy_drop)
     budgets.budgets += quick.budgets
     if any(r.max_accuracy_drop_pts is not None for r in budgets.budgets) and not accuracy:
@@ -114,6 +119,8 @@ def bench(
         print_json(doc)
     else:
         typer.echo(rp.markdown(doc))
+    for warning in doc.get("warnings") or []:
+        typer.echo(f"warning: {warning}", err=True)
     failed = [c for c in checks if not c["passed"]]
     if failed:
         first = failed[0]

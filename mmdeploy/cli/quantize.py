@@ -20,7 +20,8 @@ def register(app: typer.Typer) -> None:
         output: Path = typer.Option(..., "--output", "-o", help="Directory for the new artifact."),
         int8: bool = typer.Option(False, "--int8", help="Calibrated int8 (the default)."),
         fp16: bool = typer.Option(False, "--fp16", help="float16 weights and compute, float32 I/O."),
-        method: str = typer.Option("auto", "--method", help="auto (= ort-static), ort-static (calibrated "
+        method: str = typer.Option("auto", "--method", help="auto (build every route that runs on the target, "
+                                   "keep those within the budget, pick the fastest measured), ort-static (calibrated "
                                    "QDQ for ORT/OpenVINO/TensorRT), ort-dynamic (+ ORT fusions), nncf (OpenVINO IR), "
                                    "inc (Neural Compressor tuning), tflite (litert-torch, needs the checkpoint)."),
         calibrate_method: str = typer.Option("minmax", "--calibrate-method",
@@ -44,6 +45,9 @@ def register(app: typer.Typer) -> None:
         optimize: Optional[bool] = typer.Option(None, "--optimize/--no-optimize",
                                                 help="ORT transformer fusions (ONNX Runtime only; default: "
                                                 "on for ort-dynamic)."),
+        target: Optional[str] = typer.Option(None, "--target", help="--method auto: choose for this target "
+                                             "profile (measured on the device when its agent is reachable, else "
+                                             "the profile's preference); default: this machine."),
         latency_runs: int = typer.Option(10, "--latency-runs", help="Runs for the latency column (0: skip)."),
         force: bool = typer.Option(False, "--force", help="Use an artifact whose files changed since it was written."),
         json_out: bool = typer.Option(False, "--json", help="Machine-readable output."),
@@ -68,7 +72,7 @@ def register(app: typer.Typer) -> None:
             calib_limit=calib_limit, components=split_list(components), metric=metric,
             accuracy_budget=accuracy_budget, accuracy_aware=not no_accuracy_aware,
             max_float_blocks=max_float_blocks, nodes_to_exclude=split_list(exclude) or [],
-            latency_runs=latency_runs,
+            latency_runs=latency_runs, target=target,
         )
         from mmdeploy.artifact import ensure_unmodified
 
@@ -94,6 +98,18 @@ def _print_summary(summary: dict, output: Path) -> None:
         table.add_row(row["component"], f"{row['size_fp32'] / 1e6:.2f} MB", f"{row['size_quantized'] / 1e6:.2f} MB",
                       f"{row['cosine']:.5f}", lat("latency_ms_fp32"), lat("latency_ms_quantized"))
     print_table(table, out)
+    auto = summary.get("auto")
+    if auto:
+        out.print(f"auto: {auto['chosen']} — {auto['reason']}", soft_wrap=True)
+        for cand in auto["candidates"]:
+            if cand.get("skipped"):
+                out.print(f"  {cand['name']}: skipped ({cand['skipped']})", soft_wrap=True)
+            elif cand.get("error"):
+                out.print(f"  {cand['name']}: failed ({cand['error']})", soft_wrap=True)
+            else:
+                lat = f"{cand['latency_ms']:.2f} ms" if cand.get("latency_ms") is not None else "not timed"
+                out.print(f"  {cand['name']}: {lat}, accuracy {cand['accuracy']['value']:.5f}"
+                          f"{'' if cand['holds_budget'] else ' (over budget)'}", soft_wrap=True)
     acc = summary["accuracy"]
     if acc["metric"] == "task":
         out.print(f"{acc['task']}: fp32 {acc['fp32']:.2f} % → {acc['value']:.2f} % "

@@ -139,6 +139,8 @@ def compile_bundle(bundle_dir: Path, targets: list[str] | list[TargetSpec] | str
         specs = parse_targets(targets)
     components = onnx_components(bundle_dir)
     if not components:
+        if _already_compiled(bundle_dir, specs):  # e.g. quantize --method auto chose OpenVINO IRs
+            return []
         raise InputError(f"{bundle_dir} holds no ONNX component", "pass a bundle written by `mmdeploy convert`")
     wanted = options.get("components")
     if wanted:
@@ -181,6 +183,17 @@ def compile_bundle(bundle_dir: Path, targets: list[str] | list[TargetSpec] | str
         say("checking the task on each target against PyTorch")
         record_task_agreement(bundle_dir, refs, adapter, options.get("eval_limit"))
     return refs
+
+
+def _already_compiled(bundle_dir: Path, specs: list[TargetSpec]) -> bool:
+    """Every component of the bundle is already in each requested backend's format."""
+    from mmdeploy.targets import BACKEND_FORMATS
+
+    manifest_path = Path(bundle_dir) / MANIFEST_NAME
+    if not manifest_path.is_file() or read_manifest(bundle_dir).kind != "model":
+        return False
+    refs = read_manifest(bundle_dir).artifacts
+    return bool(refs) and all(r.format in BACKEND_FORMATS.get(s.backend, ()) for r in refs for s in specs)
 
 
 def record_task_agreement(bundle_dir: Path, refs: list[ArtifactRef], adapter, limit: int | None = None,
