@@ -72,7 +72,7 @@ def test_modified_bundle(cli, modified, tmp_path):
 
 
 def test_failed_accuracy_budget_exits_1_with_a_remedy_that_works(cli, demo_bundle, tmp_path):
-    common = ["--metric", "cosine", "--no-accuracy-aware", "--latency-runs", "0"]
+    common = ["--method", "ort-static", "--metric", "cosine", "--no-accuracy-aware", "--latency-runs", "0"]
     result = cli("quantize", demo_bundle / "vision", "-o", tmp_path / "q", "--accuracy-budget", "1.0", *common, "--json")
     assert result.returncode == 1, result.stderr
     hint = json.loads(result.stdout)["error"]["hint"]
