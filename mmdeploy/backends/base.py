@@ -158,3 +158,45 @@ def fit_static(feeds: dict[str, np.ndarray], inputs) -> dict[str, np.ndarray]:
             value = np.concatenate([value] * reps)[:shape[0]]
         out[name] = value
     return out
+
+
+def static_runner(runner, inputs, outputs):
+    """``runner`` wrapped in :class:`StaticShapeRunner` when the signature is static (a fixed
+    batch, or a fixed token length), else ``runner`` itself."""
+    wrapped = StaticShapeRunner(runner, inputs, outputs)
+    return wrapped if wrapped.model_batch or wrapped.pad else runner
+
+
+def fit_static_batches(feeds: list[dict[str, np.ndarray]], inputs) -> list[dict[str, np.ndarray]]:
+    """Calibration feeds (one sample or a few each) regrouped into feeds of exactly a static
+    signature: the batched inputs' rows concatenated and cut into static-batch slices (the last
+    filled up by repetition), token inputs padded/cut to the static length.  Unbatched inputs
+    (a shared ``scale [1, 1]``) come from the first feed.  Feeds of a dynamic signature are
+    returned as they are."""
+    if not feeds:
+        return feeds
+    first = [t.shape[0] for t in inputs if t.shape]
+    model_batch = first[0] if first and all(isinstance(d, int) for d in first) else None
+    specs = {t.name: list(t.shape) for t in inputs}
+    static_length = any(len(s) > 1 and isinstance(s[1], int) and np.dtype(t.dtype).kind in "iu"
+                        for t, s in ((t, specs[t.name]) for t in inputs))
+    if not model_batch and not static_length:
+        return feeds
+    if not model_batch:
+        return [fit_static(f, inputs) for f in feeds]
+    # fit lengths sample by sample first (captions of different lengths cannot be concatenated)
+    fitted = [fit_static(f, [t.model_copy(update={"shape": ["batch", *t.shape[1:]]}) if t.shape else t
+                             for t in inputs]) for f in feeds]
+    batched = [n for n in fitted[0] if specs.get(n) and (isinstance(specs[n][0], str) or specs[n][0] == model_batch)]
+    rows = {n: np.concatenate([f[n] for f in fitted]) for n in batched}
+    total = len(next(iter(rows.values()))) if rows else model_batch
+    out = []
+    for start in range(0, total, model_batch):
+        piece = dict(fitted[0])
+        for name, value in rows.items():
+            part = value[start:start + model_batch]
+            if len(part) < model_batch:
+                part = np.concatenate([part, np.repeat(part[-1:], model_batch - len(part), axis=0)])
+            piece[name] = part
+        out.append(piece)
+    return out

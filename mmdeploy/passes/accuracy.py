@@ -56,11 +56,13 @@ def budget_error(evaluator, best: dict, float_blocks: list) -> AccuracyBudgetErr
         f"accuracy budget {evaluator.describe()} cannot be met; {reached}; nothing written",
         remedy(evaluator, best, float_blocks))
     error.best = best  # the score reached (quantize --method auto names it per candidate)
+    error.float_blocks = float_blocks
     return error
 
 
-def remedy(evaluator, best: dict, float_blocks: list) -> str:
-    """What to rerun with: the options that would have let this run pass, most direct first."""
+def remedy(evaluator, best: dict, float_blocks: list, who: str = "this run") -> str:
+    """What to rerun with: the options that would have let this run pass, most direct first
+    (``who`` reached ``best``: "this run", or a ``--method auto`` candidate)."""
     import math
 
     options = getattr(evaluator, "options", None)
@@ -71,9 +73,9 @@ def remedy(evaluator, best: dict, float_blocks: list) -> str:
         fixes.append(f"raise --max-float-blocks above {options.max_float_blocks}")
     if evaluator.metric == "task":
         fixes.append(f"pass --accuracy-budget {math.ceil(max(best['drop'], 0) * 100) / 100 + 0.01:g} "
-                     "(the drop this run reached)")
+                     f"(the drop {who} reached)")
     else:
         fixes.append(f"pass --accuracy-budget {math.floor(best['value'] * 1e4) / 1e4:g} "
-                     "(the cosine this run reached)")
+                     f"(the cosine {who} reached)")
     fixes.append("or use --fp16")
     return "; ".join(fixes)

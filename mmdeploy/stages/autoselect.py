@@ -265,7 +265,7 @@ def select(comps, evaluator, options, log, build: Callable, runner_for: Callable
         raise NoCandidateError(
             f"no candidate holds the accuracy budget {evaluator.describe()}; best reached: "
             + ("; ".join(parts) or "no candidate could be built here") + "; nothing written",
-            "loosen --accuracy-budget, raise --max-float-blocks, or quantize with --fp16")
+            _remedy(built, evaluator))
 
     if remote:
         builds = {o.candidate.name: {n: s["out_dir"] for n, s in o.state.items()} for o in holding}
@@ -305,6 +305,19 @@ def _time(built: list[Outcome], comps, runner_for, timer, blocks: int) -> None:
             total[name] += ms
     for o in built:
         o.latency_ms = total[o.candidate.name]
+
+
+def _remedy(built: list[Outcome], evaluator) -> str:
+    """The accuracy guard's remedy (:func:`mmdeploy.passes.accuracy.remedy`) for the candidate
+    that came closest: rerunning with what it suggests lets that candidate through."""
+    from mmdeploy.passes.accuracy import remedy
+
+    scored = [o for o in built if o.score is not None]
+    if not scored:
+        return "quantize with another --method, or use --fp16"
+    task = evaluator.metric == "task"
+    best = min(scored, key=lambda o: o.score["drop"]) if task else max(scored, key=lambda o: o.score["value"])
+    return remedy(evaluator, best.score, best.float_blocks, who=best.candidate.name)
 
 
 def _reached(o: Outcome, evaluator) -> str:

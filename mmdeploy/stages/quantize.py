@@ -96,8 +96,19 @@ class _Component:
 
 
 def model_runner(model_file: Path, fmt: str, name: str = "", input_names=None, output_names=None, pad=None,
-                 inference_precision: str | None = None):
-    """A Runner over a model file (before it becomes an artifact)."""
+                 inference_precision: str | None = None, signature: Manifest | None = None):
+    """A Runner over a model file (before it becomes an artifact).  ``signature``: the component
+    manifest whose inputs/outputs the model keeps; a static one (``convert --batch N --sequence
+    L``) gets feeds of any batch and length through :class:`~mmdeploy.backends.base.StaticShapeRunner`."""
+    runner = _model_runner(model_file, fmt, name, input_names, output_names, pad, inference_precision)
+    if signature is None or fmt == "tflite":  # the TFLite runner pads and slices itself
+        return runner
+    from mmdeploy.backends.base import static_runner
+
+    return static_runner(runner, signature.inputs, signature.outputs)
+
+
+def _model_runner(model_file: Path, fmt: str, name: str, input_names, output_names, pad, inference_precision):
     if fmt == "onnx":
         from mmdeploy.backends.onnxruntime import OnnxRuntimeRunner
 
@@ -138,9 +149,15 @@ def calibration_set(comp: _Component, adapter, bundle: Path | None, path: Path |
     from mmdeploy.passes.calibration import pad_to_common_shape
 
     calib = _calibration_set(comp, adapter, bundle, path, kind, limit)
+    from mmdeploy.backends.base import fit_static_batches
+
     calib.feeds, padded = pad_to_common_shape(calib.feeds)
     if padded:
         calib.extra["padded_to"] = padded
+    static = fit_static_batches(calib.feeds, comp.manifest.inputs)  # convert --batch N / --sequence L
+    if static is not calib.feeds:
+        calib.feeds = static
+        calib.extra["static_shape"] = {t.name: list(t.shape) for t in comp.manifest.inputs}
     return calib
 
 
@@ -194,7 +211,8 @@ class _Evaluator:
         self.comps = {c.name: c for c in comps}
         self.adapter = adapter
         self.options = options
-        self.fp32 = {c.name: model_runner(_model_file(c.src, c.manifest), "onnx", "onnxruntime-fp32") for c in comps}
+        self.fp32 = {c.name: model_runner(_model_file(c.src, c.manifest), "onnx", "onnxruntime-fp32",
+                                       signature=c.manifest) for c in comps}
         self.metric = "cosine"
         self.baseline: float | None = None
         self.task_name = None
@@ -228,7 +246,7 @@ class _Evaluator:
                     return
                 m = read_manifest(src)
                 runners[name] = model_runner(_model_file(src, m), m.format or "onnx", "",
-                                             [t.name for t in m.inputs], [t.name for t in m.outputs])
+                                             [t.name for t in m.inputs], [t.name for t in m.outputs], signature=m)
         self.task_runners = runners
         try:
             result = self.adapter.evaluate(runners, limit=self.options.eval_limit)
@@ -394,7 +412,7 @@ def _build_candidate(comps: list[_Component], evaluator: _Evaluator, options: Qu
                                                                          lambda m: log("  " + m))
                 except AccuracyBudgetError as exc:
                     outcome.score = getattr(exc, "best", None)
-                    outcome.steps, outcome.float_blocks = [], []
+                    outcome.steps, outcome.float_blocks = [], list(getattr(exc, "float_blocks", []))
             reuse[key] = {"steps": outcome.steps, "float_blocks": outcome.float_blocks,
                           "state": {c.name: {"result": copy.deepcopy(c.result), "out_dir": c.out_dir,
                                              "excluded": list(c.excluded), "passes": list(c.passes),
@@ -424,7 +442,7 @@ def _candidate_runner(comp: _Component, state: dict, cand):
     result = state["result"]
     return model_runner(state["out_dir"] / result.model_file, result.format, f"{cand.name}-{comp.name}",
                         comp.input_names, [t.name for t in comp.manifest.outputs], result.report.get("pad"),
-                        inference_precision=cand.inference_precision)
+                        inference_precision=cand.inference_precision, signature=comp.manifest)
 
 
 def _openvino_float(comp: _Component, cand) -> None:
@@ -498,7 +516,8 @@ def _quantize_component(comp: _Component, options: QuantizeOptions, method: str,
     result.report["record"] = p.record(config, result)
     comp.result, comp.out_dir = result, out
     return result, model_runner(out / result.model_file, result.format, f"{method}-{comp.name}",
-                                comp.input_names, [t.name for t in comp.manifest.outputs], result.report.get("pad"))
+                                comp.input_names, [t.name for t in comp.manifest.outputs], result.report.get("pad"),
+                                signature=comp.manifest)
 
 
 def _accuracy_loop(comps: list[_Component], evaluator: _Evaluator, options: QuantizeOptions,
@@ -586,7 +605,8 @@ def _summary(comps, evaluator: _Evaluator, steps, float_blocks, options, method,
             feeds = comp.calib.feeds[0]
             qrunner = model_runner(comp.out_dir / comp.result.model_file, comp.result.format, "",
                                    comp.input_names, [t.name for t in comp.manifest.outputs],
-                                   comp.result.report.get("pad"), comp.result.report.get("inference_precision"))
+                                   comp.result.report.get("pad"), comp.result.report.get("inference_precision"),
+                                   signature=comp.manifest)
             row["latency_ms_fp32"] = _latency(evaluator.fp32[comp.name], feeds, options.latency_runs)
             row["latency_ms_quantized"] = _latency(qrunner, feeds, options.latency_runs)
         rows.append(row)
@@ -628,7 +648,7 @@ def _component_manifest(comp: _Component, out_dir: Path, method: str, options, s
     if cases:
         runner = model_runner(out_dir / result.model_file, result.format, "", comp.input_names,
                               [t.name for t in comp.manifest.outputs], result.report.get("pad"),
-                              result.report.get("inference_precision"))
+                              result.report.get("inference_precision"), signature=comp.manifest)
         m.parity = verify_runner(runner, cases, atol=None, label=f"{method}/{comp.name}")
     return m
 
