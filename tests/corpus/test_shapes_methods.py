@@ -111,3 +111,86 @@ def test_tensorrt_profile_max_sequence_is_the_models_max_length(demo_bundle, tmp
     settings = json.loads((tmp_path / "trt" / "text-tensorrt" / "build_settings.json").read_text())
     max_length = read_manifest(demo_bundle).metadata["text_max_length"]
     assert settings["profiles"]["input_ids"]["max"][1] == max_length
+
+
+# --------------------------------------------------------------------------- static-shape bundles
+
+
+@pytest.fixture(scope="module")
+def static_bundles(tmp_path_factory):
+    """`convert demo:tiny-clip --batch 4` and `--sequence 16` (read-only)."""
+    from mmdeploy.stages.convert import convert
+
+    root = tmp_path_factory.mktemp("static")
+    out = {}
+    for key, static in {"batch": {"batch": 4}, "sequence": {"sequence": 16}}.items():
+        convert("demo:tiny-clip", root / key, **static)
+        out[key] = root / key
+    return out
+
+
+def test_fit_static_batches_groups_ragged_samples_into_the_static_signature():
+    from mmdeploy.artifact import TensorSpec
+    from mmdeploy.backends.base import fit_static_batches
+
+    inputs = [TensorSpec(name="input_ids", dtype="int64", shape=[4, 6]),
+              TensorSpec(name="scale", dtype="float32", shape=[1, 1])]
+    feeds = [{"input_ids": np.full((1, n), n, np.int64), "scale": np.ones((1, 1), np.float32)} for n in (3, 5, 8, 2, 4)]
+    out = fit_static_batches(feeds, inputs)
+    assert len(out) == 2 and all(f["input_ids"].shape == (4, 6) and f["scale"].shape == (1, 1) for f in out)
+    assert out[0]["input_ids"][:, 0].tolist() == [3, 5, 8, 2] and out[1]["input_ids"][:, 0].tolist() == [4, 4, 4, 4]
+    assert out[0]["input_ids"][0].tolist() == [3, 3, 3, 0, 0, 0]  # padded
+    assert out[0]["input_ids"][2].tolist() == [8] * 6  # cut
+    dynamic = [TensorSpec(name="input_ids", dtype="int64", shape=["batch", "sequence"])]
+    assert fit_static_batches(feeds, dynamic) is feeds
+
+
+@pytest.mark.parametrize("method", ["ort-static", "ort-dynamic", "nncf"])
+@pytest.mark.parametrize("shape", ["batch", "sequence"])
+def test_quantize_static_shape_bundle(static_bundles, tmp_path, method, shape):
+    """Calibration feeds are regrouped to the static signature; scoring, the task check and
+    verification of the written components run through the static-shape wrapper."""
+    from mmdeploy.stages.quantize import QuantizeOptions, quantize
+
+    m = quantize(static_bundles[shape], tmp_path / "q", QuantizeOptions(method=method, latency_runs=0),
+                 log=lambda msg: None)
+    assert m.precision == "int8" and m.metadata["quantize"]["accuracy"]["ok"]
+    for name in ("vision", "text"):
+        comp = read_manifest(tmp_path / "q" / name)
+        parent = read_manifest(static_bundles[shape] / name)
+        assert comp.parity["passed"], comp.parity
+        assert [t.shape for t in comp.inputs] == [t.shape for t in parent.inputs]
+        if name == "text" or shape == "batch":  # --sequence leaves the vision tower dynamic
+            assert comp.metadata["calibration"]["static_shape"]
+    text = read_manifest(tmp_path / "q" / "text").inputs[0].shape
+    assert text[0] == 4 if shape == "batch" else text[1] == 16
+
+
+def test_quantize_static_batch_bundle_with_auto(static_bundles, tmp_path):
+    from mmdeploy.stages.quantize import QuantizeOptions, quantize
+
+    m = quantize(static_bundles["batch"], tmp_path / "q", QuantizeOptions(latency_runs=0), log=lambda msg: None)
+    auto = m.metadata["quantize"]["auto"]
+    built = [c for c in auto["candidates"] if "skipped" not in c]
+    assert built and not any(c.get("error") for c in built), built
+    assert all("latency_ms" in c for c in built) and auto["chosen"] in {c["name"] for c in built}
+    assert read_manifest(tmp_path / "q" / "vision").parity["passed"]
+
+
+def test_auto_without_a_candidate_in_budget_hints_a_budget_that_passes(cli, demo_bundle, tmp_path):
+    """`--method auto` (the default): one line naming each candidate's best, exit 1, nothing
+    written; the hint is the accuracy guard's remedy for the closest candidate."""
+    common = ["--target", "cpu", "--metric", "cosine", "--no-accuracy-aware", "--latency-runs", "0"]
+    result = cli("quantize", demo_bundle / "vision", "-o", tmp_path / "q", "--accuracy-budget", "1.0", *common, "--json")
+    assert result.returncode == 1, result.stderr
+    error = json.loads(result.stdout)["error"]
+    assert "\n" not in error["message"] and "nothing written" in error["message"]
+    assert "ort-static cosine" in error["message"] and "ort-dynamic cosine" in error["message"]
+    assert not (tmp_path / "q").exists()
+    hint = error["hint"]
+    assert "drop --no-accuracy-aware" in hint and "reached)" in hint
+    budget = hint.split("pass --accuracy-budget ")[1].split()[0]
+    assert float(budget) < 1.0
+    again = cli("quantize", demo_bundle / "vision", "-o", tmp_path / "q2", "--accuracy-budget", budget, *common)
+    assert again.returncode == 0, again.stderr
+    assert (tmp_path / "q2" / "manifest.json").is_file()
