@@ -177,3 +177,25 @@ def test_real_auto_records_candidates_and_openvino_choice_runs_everywhere(bundle
     compiled = compile_artifact(out, "openvino", tmp_path / "compiled", {"evaluate": False})
     assert {a.format for a in compiled.artifacts} == {"openvino"}
     assert load_runner(tmp_path / "compiled" / "vision").run(pixels)
+
+
+def test_timing_race_stops_runners_that_cannot_win():
+    """time_interleaved: a runner whose fastest run is over RACE_RATIO x the leader's median stops
+    after RACE_BLOCKS blocks (a 20 ms sleep against a no-op), the leader runs every block."""
+    import time as _time
+
+    class _Counting:
+        def __init__(self, delay):
+            self.delay, self.calls = delay, 0
+
+        def run(self, feeds):
+            self.calls += 1
+            if self.delay:
+                _time.sleep(self.delay)
+            return {}
+
+    runners = {"fast": _Counting(0.0), "slow": _Counting(0.02)}
+    result = autoselect.time_interleaved(runners, {"fast": {}, "slow": {}}, blocks=5, runs=3)
+    assert runners["fast"].calls == 2 + 5 * 3
+    assert runners["slow"].calls == 2 + autoselect.RACE_BLOCKS * 3
+    assert result["slow"] > result["fast"]
