@@ -134,8 +134,8 @@ def availability(candidate: Candidate, cpu: dict[str, Any]) -> str | None:
 # --------------------------------------------------------------------------- timing
 
 
-RACE_BLOCKS = 2  # blocks every runner gets before one can be dropped from the race
-RACE_RATIO = 2.0  # dropped when even its fastest run is this many times the leader's median
+RACE_BLOCKS = 3  # blocks every runner gets before one can be dropped from the race
+RACE_RATIO = 3.0  # dropped when even its fastest run is this many times the leader's median
 
 
 def time_interleaved(runners: dict[str, Any], feeds: dict[str, dict], blocks: int = 5, runs: int = 5) -> dict[str, float]:
