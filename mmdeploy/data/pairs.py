@@ -123,8 +123,9 @@ def read_pairs(path: str | Path) -> PairSet:
     index: dict[Path, int] = {}
     captions, caption_file = [], []
     for number, record in rows:
+        captions_here = row_captions(path, number, record)
         media = resolve_media(path, number, record.get(column), column)
-        for caption in row_captions(path, number, record):
+        for caption in captions_here:
             if media not in index:
                 index[media] = len(files)
                 files.append(media)
