@@ -134,12 +134,14 @@ def test_undecodable_image_is_skipped_and_counted_strict_fails(cli, demo_bundle,
     _one_line(strict, str(bad))
 
 
-def _one_line(result, *fragments):
+def _one_line(result, *fragments, progress: bool = False):
+    """Exit 2 and one error line naming what is wrong (``progress``: log lines may precede it)."""
     assert result.returncode == 2, (result.stdout, result.stderr)
     lines = [line for line in result.stderr.strip().splitlines() if line.strip() and not line.startswith("·")]
-    assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
+    assert "Traceback" not in result.stderr
+    assert (progress or len(lines) == 1) and lines[-1].startswith("error: "), result.stderr
     for fragment in fragments:
-        assert fragment in lines[0]
+        assert fragment in lines[-1]
 
 
 def test_bad_data_one_line(cli, demo_bundle, tmp_path):
@@ -169,3 +171,20 @@ def test_task_the_artifact_cannot_do(cli, demo_bundle, shapes_pairs):
     _one_line(cli("eval", str(demo_bundle), "--data", str(shapes_pairs), "--task", "captioning"),
               "does not write captions")
     _one_line(cli("eval", str(demo_bundle), "--data", str(shapes_pairs), "--task", "vqa"), "question")
+
+
+def test_quantize_guarded_by_a_user_set(cli, demo_bundle, shapes_folder, tmp_path):
+    """`quantize --eval`: the guard measures acc1 on the user's ImageFolder, and refuses a budget
+    finer than one image of it (72 images: 1.39 pp)."""
+    refused = cli("quantize", str(demo_bundle), "--int8", "-o", str(tmp_path / "no"), "--eval", str(shapes_folder),
+                  "--accuracy-budget", "0.5", "--latency-runs", "0")
+    _one_line(refused, "below the resolution", "n=72", "1.39 pp", progress=True)
+    assert not (tmp_path / "no").exists()
+    out = tmp_path / "int8"
+    result = cli("quantize", str(demo_bundle), "--int8", "-o", str(out), "--eval", str(shapes_folder),
+                 "--accuracy-budget", "12", "--latency-runs", "0", "--json")
+    assert result.returncode == 0, result.stderr
+    acc = json.loads(result.stdout)["summary"]["accuracy"]
+    assert acc["task"].startswith("acc1 on") and acc["n"] == 72 and acc["ok"]
+    assert acc["fp32_ci95"][0] <= acc["fp32"] <= acc["fp32_ci95"][1]
+    assert acc["resolution"] == pytest.approx(100 / 72)

@@ -33,6 +33,11 @@ def register(app: typer.Typer) -> None:
             None, "--accuracy-budget", help="Task points of drop allowed (default 0.5 pp zero-shot top-1), "
             "or, without a task metric, the minimum embedding cosine (default 0.99)."),
         metric: str = typer.Option("auto", "--metric", help="auto, task or cosine."),
+        eval_data: Optional[str] = typer.Option(
+            None, "--eval", help="Your evaluation set for the guard (ImageFolder, .csv/.jsonl of image,caption, "
+            "builtin:NAME); --accuracy-budget is then in points of its metric (acc1, recall@1)."),
+        eval_task: str = typer.Option("auto", "--eval-task", help="auto, classification or retrieval."),
+        templates: Optional[Path] = typer.Option(None, "--templates", help="Prompt templates for --eval ({c})."),
         no_accuracy_aware: bool = typer.Option(False, "--no-accuracy-aware",
                                                help="Quantize everything; fail if the budget does not hold."),
         max_float_blocks: int = typer.Option(8, "--max-float-blocks", help="Most blocks kept in float."),
@@ -66,7 +71,7 @@ def register(app: typer.Typer) -> None:
             calib_limit=calib_limit, components=split_list(components), metric=metric,
             accuracy_budget=accuracy_budget, accuracy_aware=not no_accuracy_aware,
             max_float_blocks=max_float_blocks, nodes_to_exclude=split_list(exclude) or [],
-            latency_runs=latency_runs,
+            latency_runs=latency_runs, eval_data=eval_data, eval_task=eval_task, templates=templates,
         )
         err = console(stderr=True)
         log = (lambda msg: None) if json_out else (lambda msg: err.print(msg, markup=False))
@@ -102,7 +107,8 @@ def _print_summary(summary: dict, output: Path) -> None:
         out.print(f"embedding cosine {acc['value']:.5f} (budget ≥ {acc['budget']:g})")
     fmt = (lambda v: f"{v:.2f} %") if acc["metric"] == "task" else (lambda v: f"cosine {v:.6f}")  # noqa: E731
     for block in summary["float_blocks"]:
-        out.print(f"kept in float: {block['component']}:{block['block']} ({len(block['nodes'])} nodes): "
+        out.print(f"kept in float: {block.get('label') or block['component'] + ':' + block['block']} "
+                  f"({len(block['nodes'])} nodes): "
                   f"{fmt(block['metric_before'])} → {fmt(block['metric_after'])}", soft_wrap=True)
     if not summary["float_blocks"]:
         out.print("kept in float: nothing (the budget held with every block quantized)")
