@@ -41,6 +41,7 @@ class BenchSettings:
     blocks: int = 1
     accuracy: bool = False
     accuracy_limit: int | None = None
+    eval_data: str | None = None  # --eval: the user's set for --accuracy (recorded in the document)
 
     def check(self) -> None:
         if self.warmup < 0:

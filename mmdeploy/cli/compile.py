@@ -63,6 +63,8 @@ def register(app: typer.Typer) -> None:
         trt_workspace_mb: Optional[int] = typer.Option(None, "--trt-workspace-mb"),
         trt_allow_unsupported: bool = typer.Option(False, "--trt-allow-unsupported",
                                                    help="Write the TensorRT bundle and report despite unsupported ops."),
+        eval_data: Optional[str] = typer.Option(None, "--eval", help="Also evaluate every target on your set "
+                                                "(ImageFolder, image,caption pairs, builtin:NAME): eval.json."),
         json_out: bool = typer.Option(False, "--json", help="Machine-readable output."),
     ):
         """Compile ONNX components into backend artifacts, each verified against PyTorch."""
@@ -71,13 +73,15 @@ def register(app: typer.Typer) -> None:
 
         options = {"components": split_list(components), "threads": threads, "atol": atol, "ort_save_optimized": ort_optimized,
                    "trt_shapes": _shapes(trt_shape), "trt_max_batch": trt_max_batch,
-                   "trt_workspace_mb": trt_workspace_mb, "trt_allow_unsupported": trt_allow_unsupported}
+                   "trt_workspace_mb": trt_workspace_mb, "trt_allow_unsupported": trt_allow_unsupported,
+                   "eval_data": eval_data}
         bundle = compile_artifact(artifact, target, output, options)
         made = set(bundle.metadata.get("compiled", []))
         refs = [a for a in bundle.artifacts if a.path in made]
         rows = artifact_rows(output, refs)
         if json_out:
-            print_json({"output": str(output), "artifacts": rows})
+            print_json({"output": str(output), "artifacts": rows,
+                        **({"eval": bundle.metadata["eval"]} if "eval" in bundle.metadata else {})})
             return
         from rich.table import Table
 
@@ -91,6 +95,12 @@ def register(app: typer.Typer) -> None:
                           "-" if r["min_cosine"] is None else f"{r['min_cosine']:.6f}", r["parity"],
                           "-" if not task else f"{task['agreement_with_pytorch']:.1%} agree")
         console().print(table)
+        if "eval" in bundle.metadata:
+            ev = bundle.metadata["eval"]
+            for label, r in ev["results"].items():
+                ci = f" [{100 * r['ci95'][0]:.1f}, {100 * r['ci95'][1]:.1f}]" if r["ci95"] else ""
+                console().print(f"{ev['metric']} {label}: {100 * r['value']:.2f} %{ci} (n={r['n']}) "
+                                f"on {ev['data']}", soft_wrap=True)
 
     @app.command("targets")
     def targets_cmd(json_out: bool = typer.Option(False, "--json", help="Machine-readable output.")):

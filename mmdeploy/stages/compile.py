@@ -297,4 +297,24 @@ def compile_artifact(artifact: str | Path, targets: str | list[str], output: str
         bundle.artifacts = [a for a in bundle.artifacts if a.path not in new] + refs
         bundle.metadata = {**bundle.metadata, "compiled": [r.path for r in refs]}  # this run's additions
         write_manifest(tmp, bundle)
+        if (options or {}).get("eval_data"):  # --eval: every target on the user's set, written beside
+            bundle.metadata["eval"] = eval_summary(tmp, options, Path(output).name)
+            write_manifest(tmp, bundle)
     return bundle
+
+
+def eval_summary(bundle_dir: Path, options: dict, name: str | None = None) -> dict:
+    """``mmdeploy eval`` of every target in ``bundle_dir`` on ``options["eval_data"]`` (eval.json)."""
+    import json
+
+    from mmdeploy.stages.eval import run_eval
+
+    doc = run_eval([bundle_dir], options["eval_data"], options.get("eval_task", "auto"),
+                   options.get("templates"), limit=options.get("eval_limit"), threads=options.get("threads"),
+                   names=[name or bundle_dir.name])
+    (bundle_dir / "eval.json").write_text(json.dumps(doc, indent=2, default=str) + "\n")
+    key = doc["primary_metric"]
+    return {"data": doc["data"]["path"], "task": doc["task"], "metric": key, "file": "eval.json",
+            "results": {r["artifact"]: {"value": r["metrics"][key]["value"], "ci95": r["metrics"][key]["ci95"],
+                                        "n": r["metrics"][key]["n"], "agreement": r["agreement"]}
+                        for r in doc["results"]}}

@@ -41,8 +41,9 @@ class Subject:
 # --------------------------------------------------------------------------- opening artifacts
 
 
-def open_subjects(path: str | Path, threads: int | None = None) -> list[Subject]:
-    """The subjects of one ARTIFACT argument (several for a bundle compiled to several targets)."""
+def open_subjects(path: str | Path, threads: int | None = None, name: str | None = None) -> list[Subject]:
+    """The subjects of one ARTIFACT argument (several for a bundle compiled to several targets);
+    ``name`` replaces the directory's name in labels."""
     from mmdeploy.artifact import MANIFEST_NAME, bundle_dir, read_manifest
     from mmdeploy.models import adapter_for_bundle
 
@@ -87,7 +88,8 @@ def open_subjects(path: str | Path, threads: int | None = None) -> list[Subject]
     subjects = []
     for (target, precision), refs in complete:
         suffix = "-".join(x for x in (target, precision if precision != "fp32" else "") if x)
-        label = f"{path.name}/{suffix}" if suffix and len(complete) > 1 else path.name
+        base = name or path.name
+        label = f"{base}/{suffix}" if suffix and len(complete) > 1 else base
         subjects.append(_bundle_subject(path, adapter, refs, label, threads))
     return subjects
 
@@ -391,7 +393,8 @@ def evaluate_subject(subject: Subject, data: EvalData, feeds: _Feeds, batch: int
 
 def run_eval(artifacts: list[str | Path], data: str | Path, task: str = "auto",
              templates: str | Path | None = None, strict: bool = False, limit: int | None = None,
-             threads: int | None = None, batch: int = 32, log=lambda msg: None) -> dict:
+             threads: int | None = None, batch: int = 32, log=lambda msg: None,
+             names: list[str] | None = None) -> dict:
     """The evaluation document: data set, one entry per subject, deltas against the first."""
     if not artifacts:
         raise InputError("no ARTIFACT given", "pass one or more artifacts, the reference (fp32) first")
@@ -400,7 +403,8 @@ def run_eval(artifacts: list[str | Path], data: str | Path, task: str = "auto",
     loaded = load_data(data, task, templates, strict, limit)
     if loaded.skipped:
         log(f"skipped {len(loaded.skipped)} undecodable file(s), e.g. {loaded.skipped[0]['reason']}")
-    subjects = [s for a in artifacts for s in open_subjects(a, threads)]
+    names = list(names or []) + [None] * len(artifacts)
+    subjects = [s for a, n in zip(artifacts, names) for s in open_subjects(a, threads, n)]
     _unique_labels(subjects)
     feeds = _Feeds()
     results = []
@@ -473,3 +477,19 @@ class TaskEvaluator:
         m = res["metrics"][self.metric]
         return {"value": 100.0 * m["value"], "n": m["n"], "ci95": [100.0 * x for x in m["ci95"]] if m["ci95"] else None,
                 "predictions": res["predictions"], "resolution": M.resolution(m), "half_width": M.half_width(m)}
+
+
+def scorer(data: str | Path, task: str = "auto", templates=None, limit: int | None = None):
+    """``scorer(adapter, runners)`` -> the primary metric on ``data`` as a fraction, with n, ci95
+    and predictions: what ``bench --accuracy --eval`` measures (data read once)."""
+    loaded = load_data(data, task, templates, limit=limit)
+    feeds = _Feeds()
+    key = PRIMARY[loaded.task]
+
+    def score(adapter, runners) -> dict:
+        res = evaluate_subject(Subject("bench", adapter, runners), loaded, feeds)
+        m = res["metrics"][key]
+        return {"name": f"{key} on {loaded.path.name}", "value": m["value"], "n": m["n"], "ci95": m["ci95"],
+                "predictions": res["predictions"]}
+
+    return score

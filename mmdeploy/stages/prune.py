@@ -237,8 +237,13 @@ def _cosine(a: np.ndarray, b: np.ndarray) -> dict[str, float]:
     return {"mean": round(float(cos.mean()), 5), "min": round(float(cos.min()), 5)}
 
 
-def task_metric(src: Source, model, limit: int | None = None) -> dict | None:
-    """The family's task metric on ``model`` (demo: zero-shot top-1), or None if it has none."""
+def task_metric(src: Source, model, limit: int | None = None, scorer=None) -> dict | None:
+    """The family's task metric on ``model`` (demo: zero-shot top-1), or None if it has none;
+    with ``scorer`` (``--eval``) the primary metric on the user's set."""
+    if scorer is not None and src.adapter is not None:
+        runners = {c: TorchTowerRunner(model, c) for c in src.adapter.task_components()}
+        score = scorer(src.adapter, runners)
+        return {"name": score["name"], "value": float(score["value"]), "n": score["n"], "ci95": score["ci95"]}
     if src.adapter is not None and src.adapter.task_components():
         try:
             runners = {c: TorchTowerRunner(model, c) for c in src.adapter.task_components()}
@@ -387,7 +392,8 @@ def prune(source: str | Path, output: str | Path, method: str, amount: float,
           components: list[str] | None = None, recover_steps: int = 0, calib: str | Path | None = None,
           scope: str = "per-layer", recover_lr: float = 1e-4, batch_size: int = 16, calib_size: int = 64,
           measure_latency: bool = True, latency_runs: int = 20, threads: int | None = None,
-          eval_limit: int | None = None, allow_pickle: bool = False, seed: int = 0) -> dict[str, Any]:
+          eval_limit: int | None = None, allow_pickle: bool = False, seed: int = 0,
+          eval_data: str | None = None) -> dict[str, Any]:
     """Prune SOURCE's towers (``method``: heads, mlp, heads,mlp or magnitude; ``amount`` in
     (0, 1)), optionally recover by distillation, and write a checkpoint folder at ``output``.
 
@@ -411,7 +417,8 @@ def _prune(source: str | Path, output: str | Path, method: str, amount: float,
           components: list[str] | None = None, recover_steps: int = 0, calib: str | Path | None = None,
           scope: str = "per-layer", recover_lr: float = 1e-4, batch_size: int = 16, calib_size: int = 64,
           measure_latency: bool = True, latency_runs: int = 20, threads: int | None = None,
-          eval_limit: int | None = None, allow_pickle: bool = False, seed: int = 0) -> dict[str, Any]:
+          eval_limit: int | None = None, allow_pickle: bool = False, seed: int = 0,
+          eval_data: str | None = None) -> dict[str, Any]:
     from mmdeploy.artifact import atomic_output
 
     P.check_method(method)
@@ -420,6 +427,11 @@ def _prune(source: str | Path, output: str | Path, method: str, amount: float,
         raise InputError(f"unknown --scope {scope!r}", "use per-layer or global")
     if recover_steps < 0:
         raise InputError(f"--recover-steps {recover_steps} is negative", "give 0 or more steps")
+    user_scorer = None
+    if eval_data is not None:  # --eval: before/after on the user's set (read once)
+        from mmdeploy.stages.eval import scorer
+
+        user_scorer = scorer(eval_data, limit=eval_limit)
     config = P.PruneConfig(method=method, amount=amount, components=components, scope=scope,
                            recover_steps=recover_steps, recover_lr=recover_lr, batch_size=batch_size, seed=seed)
     src = Source(source, allow_pickle=allow_pickle)
@@ -457,7 +469,7 @@ def _run(src: Source, tmp: Path, name: str, config: "P.PruneConfig", *, calib, c
     before = {
         "params": P.count_params(model),
         "flops": {c: P.count_flops(model, c, batch1[c]) for c in chosen},
-        "metric": task_metric(src, model, eval_limit),
+        "metric": task_metric(src, model, eval_limit, user_scorer),
     }
 
     # prune
@@ -467,7 +479,7 @@ def _run(src: Source, tmp: Path, name: str, config: "P.PruneConfig", *, calib, c
         details: dict[str, Any] = {"scope": scope}
     else:
         details = {m: P.prune_structured(model, m, amount, calib_b, chosen) for m in methods}
-    after_prune = {"metric": task_metric(src, model, eval_limit),
+    after_prune = {"metric": task_metric(src, model, eval_limit, user_scorer),
                    "cosine": {c: _cosine(_embed(teacher, c, heldout[c]), _embed(model, c, heldout[c])) for c in chosen}}
 
     losses: list[float] = []
@@ -489,7 +501,7 @@ def _run(src: Source, tmp: Path, name: str, config: "P.PruneConfig", *, calib, c
     after = {
         "params": P.count_params(model),
         "flops": {c: P.count_flops(model, c, batch1[c]) for c in chosen},
-        "metric": task_metric(src, model, eval_limit) if recover_steps else after_prune["metric"],
+        "metric": task_metric(src, model, eval_limit, user_scorer) if recover_steps else after_prune["metric"],
         "cosine": {c: _cosine(_embed(teacher, c, heldout[c]), _embed(model, c, heldout[c])) for c in chosen},
     }
 
