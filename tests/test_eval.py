@@ -188,3 +188,22 @@ def test_quantize_guarded_by_a_user_set(cli, demo_bundle, shapes_folder, tmp_pat
     assert acc["task"].startswith("acc1 on") and acc["n"] == 72 and acc["ok"]
     assert acc["fp32_ci95"][0] <= acc["fp32"] <= acc["fp32_ci95"][1]
     assert acc["resolution"] == pytest.approx(100 / 72)
+
+
+def test_quantize_calib_one_path_per_tower(demo_bundle, shapes_folder, tmp_path):
+    """--calib images/ --calib captions.txt: each tower calibrates on its own modality."""
+    from mmdeploy.errors import CalibrationError
+    from mmdeploy.stages.quantize import QuantizeOptions, quantize
+
+    captions = tmp_path / "captions.txt"
+    captions.write_text("a photo of a red star\na blue circle\na green cross on the left\n")
+    images = shapes_folder / "red_star"
+    m = quantize(demo_bundle, tmp_path / "q", QuantizeOptions(calib=[images, captions], accuracy_aware=False,
+                                                              metric="cosine", accuracy_budget=0.9, latency_runs=0))
+    calib = m.metadata["quantize"]["components"]
+    from mmdeploy.artifact import read_manifest
+
+    sources = {c: read_manifest(tmp_path / "q" / c).metadata["calibration"]["source"] for c in ("vision", "text")}
+    assert sources == {"vision": str(images), "text": str(captions)} and calib
+    with pytest.raises(CalibrationError, match="both hold image data"):
+        quantize(demo_bundle, tmp_path / "q2", QuantizeOptions(calib=[images, shapes_folder / "blue_star"]))

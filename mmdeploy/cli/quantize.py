@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
+from typing import List, Optional
 
 import typer
 
@@ -25,8 +25,9 @@ def register(app: typer.Typer) -> None:
                                    "inc (Neural Compressor tuning), tflite (litert-torch, needs the checkpoint)."),
         calibrate_method: str = typer.Option("minmax", "--calibrate-method",
                                              help="ort-static: minmax, entropy or percentile."),
-        calib: Optional[Path] = typer.Option(None, "--calib", help="Folder of images, captions .txt file or "
-                                             "folder of audio clips (default: the family's bundled set)."),
+        calib: Optional[List[Path]] = typer.Option(None, "--calib", help="Folder of images, captions .txt file or "
+                                                   "folder of audio clips (default: the family's bundled set); "
+                                                   "repeat it to give each tower its own (images + captions)."),
         calib_limit: int = typer.Option(32, "--calib-limit", help="At most this many calibration samples."),
         components: Optional[str] = typer.Option(None, "--components", help="Only these components, e.g. vision."),
         accuracy_budget: Optional[float] = typer.Option(
@@ -67,7 +68,7 @@ def register(app: typer.Typer) -> None:
             raise InputError("--calib-limit must be at least 1")
         options = QuantizeOptions(
             precision="fp16" if fp16 else "int8", method=method, calibrate_method=calibrate_method,
-            per_channel=per_channel, activation_type=activation_type, optimize=optimize, calib=calib,
+            per_channel=per_channel, activation_type=activation_type, optimize=optimize, calib=list(calib) if calib else None,
             calib_limit=calib_limit, components=split_list(components), metric=metric,
             accuracy_budget=accuracy_budget, accuracy_aware=not no_accuracy_aware,
             max_float_blocks=max_float_blocks, nodes_to_exclude=split_list(exclude) or [],

@@ -4,6 +4,7 @@
   (``captions.jsonl``: retrieval and captioning references);
 * ``skimage-vqa``: the same photos + a few questions with answers (``vqa.jsonl``);
 * ``demo-shapes``: the demo model's held-out shapes as an ImageFolder (+ its ``templates.txt``);
+* ``demo-shapes-captions``: one held-out shape per class with two captions each (retrieval);
 * ``synthetic-audio``: the synthetic clips as class folders (CLAP).
 
 Each is generated deterministically once into a cache folder and reused.
@@ -20,7 +21,7 @@ from mmdeploy.errors import InputError
 
 PREFIX = "builtin:"
 VERSION = 1
-SETS = ("skimage-captions", "skimage-vqa", "demo-shapes", "synthetic-audio")
+SETS = ("skimage-captions", "skimage-vqa", "demo-shapes", "demo-shapes-captions", "synthetic-audio")
 _SPEC = Path(__file__).with_name("skimage_photos.json")
 
 
@@ -86,6 +87,29 @@ def write_shapes(folder: Path, split: str = "eval", n: int | None = None) -> Pat
     return folder
 
 
+def write_shape_captions(folder: Path, split: str = "eval") -> Path:
+    """One shape per class (``images/``) and ``captions.jsonl`` with two captions each: the class
+    prompt and a caption naming its size or position ("a small red star on the left")."""
+    import random
+
+    from mmdeploy.data import shapes
+
+    images, metas = shapes.generate(split, len(shapes.CLASS_NAMES))
+    rng = random.Random(7)
+    (folder / "images").mkdir(parents=True, exist_ok=True)
+    rows = []
+    for i, (image, meta) in enumerate(zip(images, metas)):
+        image.save(folder / "images" / f"{i:02d}.png")
+        name = shapes.CLASS_NAMES[meta.label]
+        where = meta.position
+        where = " in the middle" if where == "middle" else f" on the {where}" if where in ("left", "right") else f" at the {where}"
+        detail = f"a {meta.size_word} {name}" if meta.size_word and rng.random() < 0.5 else f"a {name}{where}"
+        rows.append({"image": f"images/{i:02d}.png", "captions": [f"a photo of a {name}", detail]})
+    out = folder / "captions.jsonl"
+    out.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    return out
+
+
 def write_audio(folder: Path, split: str = "eval", n: int | None = None) -> Path:
     """The synthetic audio clips as class folders of 16-bit WAV files (+ ``templates.txt``)."""
     from mmdeploy.data import synthetic_audio as audio
@@ -108,7 +132,8 @@ def builtin_path(name: str, root: Path | None = None) -> Path:
         raise InputError(f"unknown built-in data set {name!r}", "built-in sets: " + ", ".join(PREFIX + s for s in SETS))
     folder = (root or cache_root()) / f"{name}-v{VERSION}"
     done = folder / ".complete"
-    target = {"skimage-captions": "captions.jsonl", "skimage-vqa": "vqa.jsonl"}.get(name)
+    target = {"skimage-captions": "captions.jsonl", "skimage-vqa": "vqa.jsonl",
+              "demo-shapes-captions": "captions.jsonl"}.get(name)
     if not done.is_file():
         import shutil
 
@@ -119,6 +144,8 @@ def builtin_path(name: str, root: Path | None = None) -> Path:
                 write_skimage(tmp, vqa=name == "skimage-vqa")
             elif name == "demo-shapes":
                 write_shapes(tmp)
+            elif name == "demo-shapes-captions":
+                write_shape_captions(tmp)
             else:
                 write_audio(tmp)
             (tmp / ".complete").write_text("ok\n")

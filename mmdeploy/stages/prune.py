@@ -438,11 +438,12 @@ def _prune(source: str | Path, output: str | Path, method: str, amount: float,
     with atomic_output(output) as tmp:  # checks --output now; it appears only on success
         return _run(src, Path(tmp), Path(output).name, config, calib=calib, calib_size=calib_size,
                     measure_latency=measure_latency, latency_runs=latency_runs, threads=threads,
-                    eval_limit=eval_limit)
+                    eval_limit=eval_limit, user_scorer=user_scorer)
 
 
 def _run(src: Source, tmp: Path, name: str, config: "P.PruneConfig", *, calib, calib_size: int,
-         measure_latency: bool, latency_runs: int, threads: int | None, eval_limit: int | None) -> dict[str, Any]:
+         measure_latency: bool, latency_runs: int, threads: int | None, eval_limit: int | None,
+         user_scorer=None) -> dict[str, Any]:
     """The work of :func:`prune`, writing into the temporary output directory ``tmp``."""
     import torch
 

@@ -53,7 +53,7 @@ class QuantizeOptions(BaseModel):
     activation_type: Literal["uint8", "int8"] = "uint8"
     optimize: bool | None = None  # ORT fusions; None: on for ort-dynamic (ORT-only graph)
     fuse_attention: bool = True  # with optimize: fuse Attention too (int8 QAttention)
-    calib: Path | None = None
+    calib: Path | list[Path] | None = None  # several: one per modality (images for vision, captions for text)
     calib_limit: int = 32
     components: list[str] | None = None
     metric: Literal["auto", "task", "cosine"] = "auto"
@@ -133,6 +133,19 @@ def _adapter(bundle: Path | None):
         return adapter_for_bundle(bundle)
     except (UnsupportedError, ImportError, NotImplementedError):
         return None
+
+
+def calibration_paths(calib) -> dict[str, Path]:
+    """{modality: path} of the --calib paths (at most one per modality)."""
+    paths = [] if calib is None else [calib] if isinstance(calib, (str, Path)) else list(calib)
+    by_kind: dict[str, Path] = {}
+    for path in paths:
+        kind = data_kind(Path(path))
+        if kind in by_kind:
+            raise CalibrationError(f"--calib {by_kind[kind]} and {path} both hold {kind} data",
+                                   "pass one --calib per modality (e.g. images and a captions file)")
+        by_kind[kind] = Path(path)
+    return by_kind
 
 
 def calibration_set(comp: _Component, adapter, bundle: Path | None, path: Path | None,
@@ -344,17 +357,23 @@ def quantize(artifact: str | Path, output: str | Path, options: QuantizeOptions 
             read_manifest(bundle) if bundle else manifest), torch_modules)
     adapter = _adapter(bundle)
 
-    # calibration data: one --calib path serves the components of its modality
-    kind = data_kind(options.calib) if options.calib is not None else None
-    if kind is not None:
-        modalities = {c.name: component_modality([t.name for t in c.manifest.inputs]) for c in selected}
+    # calibration data: each --calib path serves the components of its modality
+    by_kind = calibration_paths(options.calib)
+    modalities = {c.name: component_modality([t.name for t in c.manifest.inputs]) for c in selected}
+    for kind in by_kind:
         matching = [c for c in selected if modalities[c.name] in (kind, "tensor")]
-        if not matching or options.components:
+        if not matching:
             for c in selected:
                 check_modality(kind, modalities[c.name], c.name)
+    if by_kind and options.components:
+        for c in selected:
+            if modalities[c.name] != "tensor" and modalities[c.name] not in by_kind:
+                check_modality(next(iter(by_kind)), modalities[c.name], c.name)
     for comp in selected:
-        modality = component_modality([t.name for t in comp.manifest.inputs])
-        use_path = options.calib if kind is not None and modality in (kind, "tensor") else None
+        modality = modalities[comp.name]
+        kind = modality if modality in by_kind else (next(iter(by_kind)) if modality == "tensor" and len(by_kind) == 1
+                                                      else None)
+        use_path = by_kind.get(kind) if kind else None
         comp.calib = calibration_set(comp, adapter, bundle, use_path, kind if use_path else None,
                                      options.calib_limit)
         log(f"calibration {comp.name}: {len(comp.calib.feeds)} samples from {comp.calib.source}")
