@@ -343,7 +343,7 @@ def _media_samples(subject: Subject, data: EvalData, modality: str) -> list:
 
 def evaluate_subject(subject: Subject, data: EvalData, feeds: _Feeds, batch: int = 32) -> dict:
     """{"metrics": {name: {value, n, ci95}}, "predictions": [...], "seconds": float}."""
-    start = time.perf_counter()
+    start, cpu_start = time.perf_counter(), time.process_time()
     adapter, task = subject.adapter, data.task
     if task in ("classification", "retrieval"):
         text_fn = text_tower(adapter)
@@ -388,7 +388,8 @@ def evaluate_subject(subject: Subject, data: EvalData, feeds: _Feeds, batch: int
         ds = data.dataset
         predictions = list(answer(subject.runners, data.samples, ds.questions))
         metrics = M.vqa(predictions, ds.answers)
-    return {"metrics": metrics, "predictions": predictions, "seconds": time.perf_counter() - start}
+    return {"metrics": metrics, "predictions": predictions, "seconds": time.perf_counter() - start,
+            "cpu_seconds": time.process_time() - cpu_start}
 
 
 def run_eval(artifacts: list[str | Path], data: str | Path, task: str = "auto",
@@ -420,7 +421,7 @@ def run_eval(artifacts: list[str | Path], data: str | Path, task: str = "auto",
                       else v["value"] - first["metrics"][k]["value"]) for k, v in res["metrics"].items()}
         entries.append({"artifact": subject.label, **subject.info, "metrics": res["metrics"],
                         "delta": deltas, "agreement": M.agreement(res["predictions"], reference["predictions"]),
-                        "seconds": round(res["seconds"], 3)})
+                        "seconds": round(res["seconds"], 3), "cpu_seconds": round(res["cpu_seconds"], 3)})
     ds = loaded.dataset
     return {
         "task": loaded.task, "primary_metric": PRIMARY[loaded.task],
