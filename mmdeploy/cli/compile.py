@@ -63,6 +63,9 @@ def register(app: typer.Typer) -> None:
         trt_workspace_mb: Optional[int] = typer.Option(None, "--trt-workspace-mb"),
         trt_allow_unsupported: bool = typer.Option(False, "--trt-allow-unsupported",
                                                    help="Write the TensorRT bundle and report despite unsupported ops."),
+        processor: Optional[Path] = typer.Option(None, "--processor", metavar="DIR",
+                                                 help="Tokenizer / image processor / feature extractor from this "
+                                                 "folder (when the bundle was converted without them)."),
         json_out: bool = typer.Option(False, "--json", help="Machine-readable output."),
     ):
         """Compile ONNX components into backend artifacts, each verified against PyTorch."""
@@ -71,7 +74,8 @@ def register(app: typer.Typer) -> None:
 
         options = {"components": split_list(components), "threads": threads, "atol": atol, "ort_save_optimized": ort_optimized,
                    "trt_shapes": _shapes(trt_shape), "trt_max_batch": trt_max_batch,
-                   "trt_workspace_mb": trt_workspace_mb, "trt_allow_unsupported": trt_allow_unsupported}
+                   "trt_workspace_mb": trt_workspace_mb, "trt_allow_unsupported": trt_allow_unsupported,
+                   "processor": str(processor) if processor else None}
         bundle = compile_artifact(artifact, target, output, options)
         made = set(bundle.metadata.get("compiled", []))
         refs = [a for a in bundle.artifacts if a.path in made]

@@ -242,23 +242,26 @@ def record_task_agreement(bundle_dir: Path, refs: list[ArtifactRef], adapter, li
     return results
 
 
-def adapter_from_source(manifest: Manifest):
+def adapter_from_source(manifest: Manifest, processor: str | None = None):
     """The torch-capable adapter for a bundle, re-resolved from its source if it still exists."""
     from mmdeploy.models import resolve
 
     path = (manifest.source or {}).get("path")
     if not path or not (str(path).startswith("demo:") or Path(path).exists()):
         return None
-    return resolve(path, family=manifest.family, options=(manifest.metadata or {}).get("options"))
+    options = dict((manifest.metadata or {}).get("options") or {})
+    if processor:
+        options["processor"] = str(processor)
+    return resolve(path, family=manifest.family, options=options)
 
 
-def _bundle_adapter(bundle_dir: Path):
+def _bundle_adapter(bundle_dir: Path, processor: str | None = None):
     """The family adapter over a bundle's preprocess files (no weights), if the family has one."""
     from mmdeploy.errors import MMDeployError
     from mmdeploy.models import adapter_for_bundle
 
     try:
-        return adapter_for_bundle(bundle_dir)
+        return adapter_for_bundle(bundle_dir, {"processor": processor})
     except (MMDeployError, NotImplementedError):
         return None
 
@@ -273,8 +276,13 @@ def compile_artifact(artifact: str | Path, targets: str | list[str], output: str
     if manifest.kind == "component" and manifest.format != "onnx":
         raise InputError(f"{source} is a {manifest.format} artifact; compile starts from ONNX",
                          "pass the bundle or its ONNX component")
+    processor = (options or {}).get("processor")
+    if processor:
+        from mmdeploy.models.preprocess import processor_dir_of
+
+        processor_dir_of({"processor": processor})  # a bad --processor fails before any work
     if adapter is None and NEEDS_TORCH & {s.backend for s in specs}:
-        adapter = adapter_from_source(manifest)
+        adapter = adapter_from_source(manifest, processor)
     with atomic_output(output) as tmp:
         if manifest.kind == "model":
             shutil.copytree(source, tmp, dirs_exist_ok=True)
@@ -289,7 +297,7 @@ def compile_artifact(artifact: str | Path, targets: str | list[str], output: str
         refs = compile_bundle(tmp, specs, options, adapter)
         evaluate = (options or {}).get("evaluate", True) and (tmp / "preprocess").is_dir()
         if adapter is None and manifest.kind == "model" and evaluate:  # task data needs preprocess/
-            task_adapter = _bundle_adapter(tmp)
+            task_adapter = _bundle_adapter(tmp, processor)
             if task_adapter is not None:
                 record_task_agreement(tmp, refs, task_adapter, (options or {}).get("eval_limit"),
                                       torch_reference=False)

@@ -55,6 +55,7 @@ class QuantizeOptions(BaseModel):
     fuse_attention: bool = True  # with optimize: fuse Attention too (int8 QAttention)
     calib: Path | None = None
     calib_limit: int = 32
+    processor: Path | None = None  # tokenizer / processor files the bundle was converted without
     components: list[str] | None = None
     metric: Literal["auto", "task", "cosine"] = "auto"
     accuracy_budget: float | None = None  # pp drop (task) or min cosine; None: the default
@@ -121,13 +122,13 @@ def _model_file(comp_dir: Path, manifest: Manifest) -> Path:
 # --------------------------------------------------------------------------- calibration
 
 
-def _adapter(bundle: Path | None):
+def _adapter(bundle: Path | None, processor: Path | None = None):
     if bundle is None:
         return None
     from mmdeploy.models import adapter_for_bundle
 
     try:
-        return adapter_for_bundle(bundle)
+        return adapter_for_bundle(bundle, {"processor": str(processor) if processor else None})
     except (UnsupportedError, ImportError, NotImplementedError):
         return None
 
@@ -281,7 +282,9 @@ def quantize(artifact: str | Path, output: str | Path, options: QuantizeOptions 
     if method == "tflite":
         _attach_torch_modules(selected, manifest if manifest.kind == "model" else (
             read_manifest(bundle) if bundle else manifest), torch_modules)
-    adapter = _adapter(bundle)
+    adapter = _adapter(bundle, options.processor)
+    if adapter is not None:
+        adapter.processor_dir()  # a bad --processor fails before calibration
 
     # calibration data: one --calib path serves the components of its modality
     kind = data_kind(options.calib) if options.calib is not None else None
