@@ -19,6 +19,7 @@ FAMILIES: dict[str, str] = {
     "siglip": "mmdeploy.models.siglip:SiglipAdapter",
     "clap": "mmdeploy.models.clap:ClapAdapter",
     "blip": "mmdeploy.models.blip:BlipAdapter",
+    "blip-vqa": "mmdeploy.models.blip_vqa:BlipVqaAdapter",
     "hf-encoder": "mmdeploy.models.hf_encoder:HFEncoderAdapter",
     "custom": "mmdeploy.models.custom:CustomAdapter",
 }
