@@ -45,7 +45,7 @@ def convert(
         source, output, components=split_list(components), opset=opset, atol=atol,
         batch=batch or None, sequence=sequence or None, simplify=simplify,
         targets=split_list(target), family=family, allow_pickle=allow_pickle, processor=processor,
-        dtype=dtype.strip().lower(), progress=None if json_out else (lambda msg: out.print(f"· {msg}", markup=False, style="dim")),
+        dtype=dtype.strip().lower(), progress=None if json_out else (lambda msg: out.print(f"· {msg}", markup=False, style="dim", soft_wrap=True)),
     )
     if json_out:
         print_json(manifest.model_dump(mode="json"))

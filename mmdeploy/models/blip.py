@@ -293,7 +293,9 @@ class BlipAdapter(Adapter):
 
         self.resolve_preprocessing()
         generation = [self.source / "generation_config.json"] if (self.source / "generation_config.json").is_file() else []
-        return preprocess_files_from(self.source, self.processor_dir()) + generation + derived_files(self.provenance)
+        # config.json too: what the config determines (vocabulary size...) is needed without weights
+        config = [self.source / "config.json"] if (self.source / "config.json").is_file() else []
+        return config + preprocess_files_from(self.source, self.processor_dir()) + generation + derived_files(self.provenance)
 
     # ---- data ---------------------------------------------------------------------------
     def _runner(self, component: str):

@@ -199,7 +199,9 @@ class ClapAdapter(Adapter):
         from mmdeploy.models.preprocess import derived_files, preprocess_files_from
 
         self.resolve_preprocessing()
-        return preprocess_files_from(self.source, self.processor_dir()) + derived_files(self.provenance)
+        # config.json too: what the config determines (vocabulary size...) is needed without weights
+        config = [self.source / "config.json"] if (self.source / "config.json").is_file() else []
+        return config + preprocess_files_from(self.source, self.processor_dir()) + derived_files(self.provenance)
 
     # ---- data ---------------------------------------------------------------------------
     def calibration_feeds(self, component: str, path: Path | None = None,

@@ -143,13 +143,13 @@ class HFEncoderAdapter(Adapter):
                                          required=path is not None)
             if tokenizer is None:  # no tokenizer: token ids drawn from the vocabulary, labelled so
                 vocab = int(self.config.get("vocab_size", 1000))
-                return [pp.random_token_ids(vocab, 1, 4 + len(text.split()), seed)
-                        for seed, text in enumerate(sentences[:limit])]
-            feeds = []
-            for text in sentences[:limit]:
-                enc = tokenizer([text], return_tensors="np", truncation=True)
-                feeds.append({n: np.asarray(enc[n], dtype=np.int64) for n in ("input_ids", "attention_mask")})
-            return feeds
+                length = min(16, int(self.config.get("max_position_embeddings", 16)))
+                return [pp.random_token_ids(vocab, 1, length, seed) for seed in range(len(sentences[:limit]))]
+            # one padded length for the whole set (the mask marks the padding), so that samples
+            # batch together in calibration and in the accuracy check
+            enc = tokenizer(list(sentences[:limit]), return_tensors="np", truncation=True, padding=True)
+            ids, mask = (np.asarray(enc[n], dtype=np.int64) for n in ("input_ids", "attention_mask"))
+            return [{"input_ids": ids[i:i + 1], "attention_mask": mask[i:i + 1]} for i in range(len(ids))]
         if path is None:
             images = [img for _, img in pp.skimage_photos()]
         else:

@@ -160,9 +160,16 @@ def load_hf_model(model_cls, folder: Path, allow_pickle: bool = False, **kwargs)
             for file in pickles:  # one file, or the shards of pytorch_model.bin.index.json
                 state_dict.update(load_pickle_state_dict(file, allow_pickle))
             saved = _state_dtype(state_dict)
-            config = model_cls.config_class.from_pretrained(str(folder), local_files_only=True)
-            config._attn_implementation = kwargs["attn_implementation"]
-            model = model_cls(config).float()
+            if hasattr(model_cls, "config_class"):
+                config = model_cls.config_class.from_pretrained(str(folder), local_files_only=True)
+                config._attn_implementation = kwargs["attn_implementation"]
+                model = model_cls(config).float()
+            else:  # an Auto class (hf-encoder): the config says which model
+                from transformers import AutoConfig
+
+                config = AutoConfig.from_pretrained(str(folder), local_files_only=True)
+                config._attn_implementation = kwargs["attn_implementation"]
+                model = model_cls.from_config(config).float()
             missing, unexpected = model.load_state_dict(_strip_prefix(model, state_dict), strict=False)
             missing = [m for m in missing if m not in _tied_or_buffers(model)]
             if missing:
