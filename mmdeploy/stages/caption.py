@@ -13,7 +13,7 @@ FORMAT_OF = {"onnxruntime": "onnx", "ort": "onnx", "onnx": "onnx", "openvino": "
 
 
 CAPTION = {"family": "blip", "components": ("vision", "text_decoder", "text_decoder_with_past"),
-           "required": ("vision", "text_decoder"), "what": "BLIP captioning"}
+           "required": ("vision", "text_decoder"), "what": "BLIP"}
 VQA = {"family": "blip-vqa", "components": ("vision", "question_encoder", "text_decoder", "text_decoder_with_past"),
        "required": ("vision", "question_encoder", "text_decoder"), "what": "BLIP question answering"}
 
