@@ -17,5 +17,5 @@ def _lines() -> tuple[str, ...]:
 
 
 def sentences(limit: int | None = None) -> list[str]:
-    """The shipped sentences (70), optionally the first ``limit``."""
+    """The shipped sentences (76), optionally the first ``limit``."""
     return list(_lines()[:limit] if limit else _lines())
