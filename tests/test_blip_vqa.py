@@ -14,7 +14,7 @@ from mmdeploy.backends import load_runner
 from mmdeploy.backends.torch import TorchRunner
 from mmdeploy.compare import verify_runner
 from mmdeploy.models import adapter_for_bundle, resolve
-from tests.modalities_helpers import convert_bundle, openvino_runner, tiny_blip_vqa_checkpoint
+from builders import convert_bundle, openvino_runner, tiny_blip_vqa_checkpoint
 
 COMPONENTS = ("vision", "question_encoder", "text_decoder", "text_decoder_with_past")
 

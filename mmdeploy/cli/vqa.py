@@ -23,11 +23,12 @@ def register(app: typer.Typer) -> None:
         json_out: bool = typer.Option(False, "--json", help="Print machine-readable JSON."),
     ):
         """Print the answer to QUESTION about IMAGE, generated greedily on the bundle's runners."""
-        from mmdeploy.cli._common import print_json
+        from mmdeploy.cli._common import print_json, quiet
         from mmdeploy.stages.caption import answer_question
 
-        result = answer_question(artifact, image, question, max_length=max_length, threads=threads,
-                                 backend=backend, precision=precision)
+        with quiet():
+            result = answer_question(artifact, image, question, max_length=max_length, threads=threads,
+                                     backend=backend, precision=precision)
         if json_out:
             print_json(result)
         else:

@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 
 from mmdeploy.artifact import read_manifest
-from tests.modalities_helpers import tiny_blip_checkpoint, tiny_clap_checkpoint
+from builders import tiny_blip_checkpoint, tiny_clap_checkpoint
 
 WEIGHTS = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin", "pytorch_model.bin.index.json")
 
