@@ -155,7 +155,8 @@ def machine() -> dict:
         flags = re.search(r"Flags:\s*(.*)", text).group(1)
     except (OSError, AttributeError):
         pass
-    wanted = [f for f in ("avx2", "avx512f", "avx512_vnni", "avx512_bf16", "amx_tile", "amx_int8") if f in flags.split()]
+    names = ("avx2", "avx512f", "avx512_vnni", "avx512_bf16", "amx_tile", "amx_int8")
+    wanted = [f for f in names if f in flags.split()]
     return {"cpu": model, "flags": wanted, "cores": os.cpu_count(),
             "load": subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip()}
 

@@ -165,6 +165,9 @@ def read_manifest(directory: str | Path) -> Manifest:
         )
     try:
         return Manifest.model_validate(json.loads(path.read_text()))
+    except OSError as exc:
+        raise InputError(f"{path} cannot be read ({exc.strerror or exc.__class__.__name__})",
+                         "check the file's permissions") from None
     except (ValueError, ValidationError) as exc:
         raise InputError(f"{path} is not a valid manifest: {str(exc).splitlines()[0]}",
                          "re-create the artifact") from None
@@ -182,9 +185,27 @@ def verify_files(directory: str | Path) -> list[str]:
     return bad
 
 
+def ensure_unmodified(directory: str | Path, force: bool = False, log=None) -> None:
+    """Refuse an artifact whose files changed since its manifest was written (unless ``force``).
+
+    A bundle's manifest hashes its components' files and manifests too, so one check covers all.
+    """
+    bad = verify_files(directory)
+    if not bad:
+        return
+    names = ", ".join(bad[:3]) + (f" and {len(bad) - 3} more" if len(bad) > 3 else "")
+    if force:
+        if log:
+            log(f"warning: {directory}: files modified since written: {names} (--force)")
+        return
+    raise InputError(f"{directory}: {names} changed since the artifact was written (sha256 mismatch)",
+                     "re-create the artifact, or pass --force to use it as it is")
+
+
 def artifact_size(directory: str | Path) -> int:
-    """Bytes of the artifact's files, manifest excluded."""
-    return sum(e.bytes for e in read_manifest(directory).files.values())
+    """Bytes of the model's own files: the manifest and ``reference.npz`` (verification data) excluded."""
+    return sum(e.bytes for rel, e in read_manifest(directory).files.items()
+               if Path(rel).name != REFERENCE_NAME)
 
 
 def component_dirs(path: str | Path) -> list[tuple[Path, Manifest]]:
@@ -270,10 +291,16 @@ def load_reference(directory: str | Path) -> list[tuple[dict, dict]]:
     path = Path(directory) / REFERENCE_NAME
     if not path.is_file():
         return []
+    import zipfile
+
     cases: dict[int, tuple[dict, dict]] = {}
-    with np.load(path, allow_pickle=False) as data:
-        for key in data.files:
-            index, role, name = key.split("/", 2)
-            feeds, outputs = cases.setdefault(int(index), ({}, {}))
-            (feeds if role == "input" else outputs)[name] = data[key]
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            for key in data.files:
+                index, role, name = key.split("/", 2)
+                feeds, outputs = cases.setdefault(int(index), ({}, {}))
+                (feeds if role == "input" else outputs)[name] = data[key]
+    except (ValueError, OSError, EOFError, zipfile.BadZipFile) as exc:  # truncated, foreign or pickled
+        raise InputError(f"{path} is not a readable reference file ({exc.__class__.__name__})",
+                         "re-create the artifact (its verification data is damaged)") from None
     return [cases[i] for i in sorted(cases)]

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
-from _tiny_clip import write_bundle  # noqa: E402
+from builders import quantize_bundle  # noqa: E402
 
 from mmdeploy.artifact import read_manifest  # noqa: E402
 from mmdeploy.stages import autoselect  # noqa: E402
@@ -30,7 +30,7 @@ CPU_AVX2 = {**CPU_AMX, "model": "test Zen 3", "openvino_capabilities": ["FP32", 
 
 @pytest.fixture(scope="module")
 def bundle(tmp_path_factory) -> Path:
-    return write_bundle(tmp_path_factory.mktemp("tiny") / "bundle")
+    return quantize_bundle(tmp_path_factory.mktemp("tiny") / "bundle")
 
 
 def _timer(latencies: dict[str, float]):

@@ -74,7 +74,7 @@ def test_relative_gate_catches_2x_slowdown_and_not_a_rerun(models, tmp_path, cap
     by = {c["artifact"]: c for c in doc["budgets"]}
     assert by["same"]["passed"], by["same"]["message"]
     assert not by["slow"]["passed"], by["slow"]["message"]
-    assert 1.5 < by["slow"]["measured"] < 3.0
+    assert by["slow"]["measured"] > 1.5  # a lower bound only: load on a shared runner inflates the ratio
     assert code == 1
 
 

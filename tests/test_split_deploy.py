@@ -110,7 +110,8 @@ def test_serve_export_any_artifacts_is_servable(tmp_path_factory, tmp_path, caps
     written = json.loads(capsys.readouterr().out)
     assert written["models"] == ["vision_cloud", "vision"]
     for name in written["models"]:
-        assert (out / "triton" / name / "config.pbtxt").is_file() and (out / "triton" / name / "1" / "model.onnx").is_file()
+        repo = out / "triton" / name
+        assert (repo / "config.pbtxt").is_file() and (repo / "1" / "model.onnx").is_file()
     isvc = _load(out / "kserve-mmdeploy.yaml")
     assert isvc.spec.predictor.containers[0].args[1:3] == ["/models/vision_cloud", "/models/vision"]
     _load(out / "kserve-triton.yaml")

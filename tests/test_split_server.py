@@ -132,6 +132,8 @@ def test_token_from_environment(split_dir, monkeypatch):
         assert _request(srv, "GET", "/v2/models/vision_cloud", token=None)[0] == 401
         assert _request(srv, "GET", "/v2/models/vision_cloud", token="from-env")[0] == 200
         assert _request(srv, "GET", "/v2/health/ready", token=None)[0] == 200
+        assert _request(srv, "GET", "/v1/models", token=None)[0] == 401  # model names are not health
+        assert _request(srv, "GET", "/metrics", token=None)[0] == 401
     finally:
         srv.shutdown()
 

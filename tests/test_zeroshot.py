@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
-from _tiny_clip import write_bundle  # noqa: E402
+from builders import quantize_bundle  # noqa: E402
 
 from mmdeploy.errors import InputError  # noqa: E402
 from mmdeploy.passes.preprocess import preprocess_graph, read_image_config  # noqa: E402
@@ -20,7 +20,7 @@ LABELS = ["red circle", "blue square", "green triangle"]
 
 @pytest.fixture(scope="module")
 def bundle(tmp_path_factory) -> Path:
-    return write_bundle(tmp_path_factory.mktemp("tiny") / "bundle")
+    return quantize_bundle(tmp_path_factory.mktemp("tiny") / "bundle")
 
 
 def _photo():

@@ -51,3 +51,110 @@ class Backend:
 
     def load(self, artifact_dir: Path, **options) -> Runner:
         raise NotImplementedError
+
+
+def run_static(run_one, feeds: dict[str, np.ndarray], model_batch: int | None, batched: list[str],
+               pad: dict[str, dict] | None = None) -> dict[str, np.ndarray]:
+    """Run a static-shape model on feeds of any batch size and (padded) length.
+
+    ``batched``: the inputs with a batch axis; only they are cut into slices of ``model_batch``
+    (the last slice filled up by repeating its last row, the extra outputs dropped); the others
+    (a shared ``scale [1, 1]``) go whole to every run.  ``pad``: input -> {"axis", "length",
+    "value", "trim": {output: axis}}; shorter inputs are padded up to ``length`` and outputs that
+    carry the same axis (a ``last_hidden_state``) are cut back to the length fed.
+    """
+    pad = pad or {}
+    trims: dict[str, tuple[int, int]] = {}
+    fitted = {}
+    for name, value in feeds.items():
+        value = np.asarray(value)
+        rule = pad.get(name)
+        if rule and value.shape[rule["axis"]] < rule["length"]:
+            fed = value.shape[rule["axis"]]
+            for out, axis in (rule.get("trim") or {}).items():
+                trims[out] = (int(axis), fed)
+            widths = [(0, 0)] * value.ndim
+            widths[rule["axis"]] = (0, rule["length"] - fed)
+            value = np.pad(value, widths, constant_values=rule.get("value", 0))
+        fitted[name] = value
+    sliced = [n for n in batched if n in fitted]
+    batch = int(np.shape(fitted[sliced[0]])[0]) if sliced else None
+    if not model_batch or batch is None or batch == model_batch:
+        outputs = run_one(fitted)
+    else:
+        parts = []
+        for start in range(0, batch, model_batch):
+            piece = dict(fitted)
+            for name in sliced:
+                rows = fitted[name][start:start + model_batch]
+                if len(rows) < model_batch:
+                    rows = np.concatenate([rows, np.repeat(rows[-1:], model_batch - len(rows), axis=0)])
+                piece[name] = rows
+            out = run_one(piece)
+            keep = min(model_batch, batch - start)
+            parts.append({k: (v[:keep] if np.ndim(v) and np.shape(v)[0] == model_batch else v) for k, v in out.items()})
+        outputs = {k: (np.concatenate([p[k] for p in parts]) if np.ndim(parts[0][k]) and
+                       np.shape(parts[0][k])[0] == min(model_batch, batch) else parts[0][k]) for k in parts[0]}
+    for name, (axis, length) in trims.items():
+        if name in outputs and np.ndim(outputs[name]) > axis:
+            outputs[name] = np.take(outputs[name], np.arange(length), axis=axis)
+    return outputs
+
+
+class StaticShapeRunner:
+    """A runner over a graph exported with static shapes (``convert --batch N --sequence L``):
+    feeds of any batch size and any token length are cut or filled to the built shape.
+
+    Token inputs (integer dtypes) are zero-padded, or cut, to the static length along axis 1;
+    outputs whose axis 1 has that length are cut back to the length fed.  The batch is run in
+    slices of the static size (see :func:`run_static`).
+    """
+
+    def __init__(self, runner, inputs, outputs):
+        self.runner = runner
+        self.name = runner.name
+        self.input_names = list(runner.input_names)
+        self.output_names = list(runner.output_names)
+        self.specs = {t.name: list(t.shape) for t in inputs}
+        first = [t.shape[0] for t in inputs if t.shape]
+        self.model_batch = first[0] if first and all(isinstance(d, int) for d in first) else None
+        self.batched = [t.name for t in inputs if t.shape and (isinstance(t.shape[0], str) or self.model_batch)]
+        self.pad = {}
+        for t in inputs:
+            if np.dtype(t.dtype).kind in "iu" and len(t.shape) > 1 and isinstance(t.shape[1], int):
+                trim = {o.name: 1 for o in outputs if len(o.shape) > 1 and o.shape[1] == t.shape[1]}
+                self.pad[t.name] = {"axis": 1, "length": t.shape[1], "value": 0, "trim": trim}
+
+    def fit(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """Cut token inputs longer than the static length (padding is done per run)."""
+        out = {}
+        for name, value in feeds.items():
+            rule = self.pad.get(name)
+            value = np.asarray(value)
+            if rule and value.ndim > 1 and value.shape[1] > rule["length"]:
+                value = value[:, :rule["length"]]
+            out[name] = value
+        return out
+
+    def run(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        return run_static(self.runner.run, self.fit(feeds), self.model_batch, self.batched, self.pad)
+
+
+def fit_static(feeds: dict[str, np.ndarray], inputs) -> dict[str, np.ndarray]:
+    """Feeds of exactly a static signature: token inputs padded/cut to the static length, every
+    batched input's rows repeated or cut to the static batch (for ``reference.npz``, so PyTorch and
+    the exported graph see the same tensors)."""
+    specs = {t.name: list(t.shape) for t in inputs}
+    out = {}
+    for name, value in feeds.items():
+        value = np.asarray(value)
+        shape = specs.get(name)
+        if shape and len(shape) > 1 and isinstance(shape[1], int) and value.ndim > 1 and value.dtype.kind in "iu":
+            length = shape[1]
+            value = value[:, :length] if value.shape[1] >= length else np.pad(
+                value, [(0, 0), (0, length - value.shape[1])] + [(0, 0)] * (value.ndim - 2))
+        if shape and isinstance(shape[0], int) and value.ndim and value.shape[0] != shape[0]:
+            reps = -(-shape[0] // value.shape[0])
+            value = np.concatenate([value] * reps)[:shape[0]]
+        out[name] = value
+    return out

@@ -49,11 +49,13 @@ def supported_ops() -> dict[str, Any]:
 
 def derive_profiles(inputs, cases: list[tuple[dict, dict]] | None = None,
                     overrides: dict[str, Any] | None = None,
-                    max_batch: int = DEFAULT_MAX_BATCH) -> dict[str, dict[str, list[int]]]:
+                    max_batch: int = DEFAULT_MAX_BATCH,
+                    max_length: int | None = None) -> dict[str, dict[str, list[int]]]:
     """min/opt/max shapes per input from its symbolic dims.
 
     Batch-like dims (named "batch*" or leading) get 1/1/``max_batch``; other symbolic dims
-    (sequence length...) 1/L/L with L the largest value seen in the reference inputs.
+    (sequence length...) 1/L/M with L the largest value seen in the reference inputs and M the
+    model's maximum text length (``max_length``) for a dim named "sequence", else L.
     ``overrides`` maps a dim name to ``[min, opt, max]`` (or an input name to
     ``{"min": shape, "opt": shape, "max": shape}``).
     """
@@ -86,7 +88,8 @@ def derive_profiles(inputs, cases: list[tuple[dict, dict]] | None = None,
                     if length is None:
                         raise InputError(f"tensorrt: no size known for dynamic dim {name!r} of input {spec.name}",
                                          f"pass --trt-shape {name}=MIN,OPT,MAX")
-                    triple = (1, length, length)
+                    top = max(length, int(max_length or 0)) if "sequence" in name.lower() else length
+                    triple = (1, length, top)
             if len(triple) != 3 or not triple[0] <= triple[1] <= triple[2] or triple[0] < 1:
                 raise InputError(f"tensorrt: bad profile {list(triple)} for dim {dim!r} of {spec.name}",
                                  "give MIN,OPT,MAX with 1 <= MIN <= OPT <= MAX")
@@ -352,7 +355,8 @@ class TensorRTBackend(Backend):
         parent, model_path = read_onnx_artifact(onnx_artifact)
         label = options.get("component") or parent.name
         profiles = derive_profiles(parent.inputs, load_reference(onnx_artifact), options.get("trt_shapes"),
-                                   int(options.get("trt_max_batch") or DEFAULT_MAX_BATCH))
+                                   int(options.get("trt_max_batch") or DEFAULT_MAX_BATCH),
+                                   options.get("sequence_length"))
         report = compat_report(model_path, profiles)
         if report["errors"] and not options.get("trt_allow_unsupported"):
             first = report["errors"][0]

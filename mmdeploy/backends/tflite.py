@@ -76,8 +76,10 @@ class TFLiteRunner:
     """Signature runner over a ``.tflite`` file; XNNPACK is LiteRT's default CPU delegate."""
 
     def __init__(self, model_path: str | Path, input_names: list[str], output_names: list[str],
-                 threads: int | None = None, name: str = "tflite", pad: dict[str, dict] | None = None):
+                 threads: int | None = None, name: str = "tflite", pad: dict[str, dict] | None = None,
+                 batched: list[str] | None = None):
         self.name = name
+        self.batched = list(input_names if batched is None else batched)  # inputs with a batch axis
         self.pad = dict(pad or {})  # input -> {"axis", "length", "value"}: padded to the static length
         kwargs = {"num_threads": int(threads)} if threads else {}
         self.interpreter = interpreter_class()(model_path=str(model_path), **kwargs)
@@ -104,21 +106,19 @@ class TFLiteRunner:
                 for k, v in out.items()}
 
     def run(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        feeds = {k: pad_feed(self.pad, k, v) for k, v in feeds.items()}
+        from mmdeploy.backends.base import run_static
+
         for name in self.input_names:
             if name not in feeds:
                 raise InputError(f"{self.name}: missing input {name}", f"inputs are {', '.join(self.input_names)}")
-            want, got = self._specs[name][1], np.shape(feeds[name])
-            if len(want) != len(got) or tuple(want[1:]) != tuple(got[1:]):
+            want, got = self._specs[name][1], np.shape(pad_feed(self.pad, name, feeds[name]))
+            first = 1 if name in self.batched else 0
+            if len(want) != len(got) or tuple(want[first:]) != tuple(got[first:]):
                 raise InputError(f"{self.name}: input {name} has shape {list(got)}, the .tflite was built "
                                  f"for {list(want)} (static shapes)", "feed that shape, or re-compile")
-        batch = int(np.shape(feeds[self.input_names[0]])[0])
-        model_batch = self._specs[self.input_names[0]][1][0]
-        if batch == model_batch:
-            return self._run_one(feeds)
-        parts = [self._run_one({n: feeds[n][i:i + model_batch] for n in self.input_names})
-                 for i in range(0, batch, model_batch)]
-        return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
+        batched = [n for n in self.input_names if n in self.batched]
+        model_batch = self._specs[batched[0]][1][0] if batched else None
+        return run_static(self._run_one, {n: feeds[n] for n in self.input_names}, model_batch, batched, self.pad)
 
 
 class TFLiteBackend(Backend):
@@ -164,7 +164,9 @@ class TFLiteBackend(Backend):
                 "bundle's source.path so `mmdeploy compile` can reload it")
         cases = load_reference(onnx_artifact)
         sample = cases[0][0] if cases else component.make_inputs(1, 0)
-        sample = {n: np.asarray(sample[n])[:1] for n in component.input_names}
+        batched = batched_inputs(parent)
+        sample = {n: np.asarray(sample[n])[:1] if n in batched else np.asarray(sample[n])
+                  for n in component.input_names}
         pad = padding_rules(parent, [f for f, _ in cases] or [sample], options.get("sequence_length"))
         sample = {n: pad_feed(pad, n, v) for n, v in sample.items()}
         path = Path(output_dir) / MODEL_FILE
@@ -172,15 +174,19 @@ class TFLiteBackend(Backend):
         convert_tflite(component, sample, path, precision)
         seconds = round(time.perf_counter() - start, 3)
 
-        interp = TFLiteRunner(path, component.input_names, component.output_names, pad=pad)
+        interp = TFLiteRunner(path, component.input_names, component.output_names, pad=pad, batched=batched)
         inputs = [TensorSpec(name=n, dtype=np.dtype(interp._specs[n][0]).name, shape=list(interp._specs[n][1]))
                   for n in component.input_names]
         casts = {n: f"{np.asarray(sample[n]).dtype.name}->{s.dtype}" for n, s in zip(component.input_names, inputs)
                  if np.asarray(sample[n]).dtype.name != s.dtype}
-        outputs = [TensorSpec(name=o.name, dtype=o.dtype, shape=[1, *o.shape[1:]]) for o in parent.outputs]
+        built = interp.runner.get_output_details()
+        shapes = {interp._out_keys.get(k, k): [int(d) for d in v["shape"]] for k, v in built.items()}
+        outputs = [TensorSpec(name=o.name, dtype=o.dtype, shape=shapes.get(o.name, [1, *o.shape[1:]]))
+                   for o in parent.outputs]
         manifest = child_manifest(
             self, onnx_artifact, parent, precision=precision, inputs=inputs, outputs=outputs,
             metadata={"model_file": MODEL_FILE, "static_batch": 1, "input_casts": casts, "pad_inputs": pad,
+                      "batched_inputs": batched,
                       "input_names": list(component.input_names),
                       "output_names": list(component.output_names),
                       "route": "litert-torch (PyTorch module → .tflite, no TensorFlow)",
@@ -200,7 +206,15 @@ class TFLiteBackend(Backend):
         return TFLiteRunner(Path(artifact_dir) / meta.get("model_file", MODEL_FILE),
                             meta.get("input_names") or [i.name for i in manifest.inputs],
                             meta.get("output_names") or [o.name for o in manifest.outputs],
-                            threads=threads, name=name, pad=meta.get("pad_inputs"))
+                            threads=threads, name=name, pad=meta.get("pad_inputs"),
+                            batched=meta.get("batched_inputs"))
+
+
+def batched_inputs(parent) -> list[str]:
+    """Inputs whose first dim is the (symbolic) batch axis; a fixed ``scale [1, 1]`` is not one.
+    With every dim static (``convert --batch N``) all inputs count as batched."""
+    named = [t.name for t in parent.inputs if t.shape and isinstance(t.shape[0], str)]
+    return named or [t.name for t in parent.inputs]
 
 
 def padding_rules(parent, feeds: list[dict], length: int | None = None) -> dict[str, dict]:
@@ -208,17 +222,19 @@ def padding_rules(parent, feeds: list[dict], length: int | None = None) -> dict[
 
     The .tflite is built at the longest length (the model's max, e.g. ``text_max_length``, when
     known) and shorter feeds are zero-padded; that leaves a causal text tower's pooled output
-    unchanged (padding comes after the eos token and is masked).  A dim that an output also
-    carries is never padded: the feeds must then match the built length.
+    unchanged (padding comes after the eos token and is masked), and a BERT-like encoder's
+    outputs for the real tokens too (the mask hides the padding; positions are absolute).
+    Outputs that carry the same dim (``last_hidden_state``) are cut back to the length fed
+    (``trim``).
     """
-    out_dims = {d for o in parent.outputs for d in o.shape if isinstance(d, str)}
     rules = {}
     for spec in parent.inputs:
         for axis, dim in enumerate(spec.shape):
-            if axis == 0 or not isinstance(dim, str) or dim in out_dims:
+            if axis == 0 or not isinstance(dim, str):
                 continue
             seen = max((np.shape(f[spec.name])[axis] for f in feeds if spec.name in f), default=0)
-            rules[spec.name] = {"axis": axis, "length": int(max(seen, int(length or 0))), "value": 0}
+            trim = {o.name: o.shape.index(dim) for o in parent.outputs if dim in o.shape}
+            rules[spec.name] = {"axis": axis, "length": int(max(seen, int(length or 0))), "value": 0, "trim": trim}
     return rules
 
 

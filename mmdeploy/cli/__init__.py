@@ -47,15 +47,33 @@ for _name in COMMAND_MODULES:
     importlib.import_module(f"mmdeploy.cli.{_name}").register(app)
 
 
-def main(argv: list[str] | None = None) -> None:
-    """Entry point: runs the app, turning MMDeployError into one line and an exit code."""
-    import click
+def get_command():
+    """The click group behind ``app``, with readable metavars (PATH, N, MS) on every option."""
+    import typer.main
 
+    from mmdeploy.cli._usage import readable_metavars
+
+    group = typer.main.get_command(app)
+    readable_metavars(group)
+    return group
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point: runs the app, turning MMDeployError into one line and an exit code.
+
+    Usage errors (unknown command or option, a missing or malformed value) exit 2 with a
+    "did you mean"; with ``--json`` every failure also prints ``{"error": {...}}`` on stdout.
+    """
+    from typer._click.exceptions import ClickException, NoArgsIsHelpError
+    from typer.exceptions import Abort, Exit
+
+    from mmdeploy.cli._usage import print_json_error, show_usage_error, usage_message
     from mmdeploy.errors import CheckFailed, MMDeployError
 
     args = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in args or os.environ.get("MMDEPLOY_DEBUG") == "1"
     args = [a for a in args if a != "--debug"]
+    as_json = "--json" in args
     from mmdeploy import logs
 
     logs.VERBOSE = "--verbose" in args or os.environ.get("MMDEPLOY_VERBOSE") == "1"
@@ -64,8 +82,14 @@ def main(argv: list[str] | None = None) -> None:
     from mmdeploy.models.preprocess import quiet_libraries
 
     quiet_libraries()
+
+    def fail(kind: str, message: str, hint: str | None, exit_code: int) -> None:
+        if as_json:
+            print_json_error(kind, message, hint, exit_code)
+        sys.exit(exit_code)
+
     try:
-        code = app(args=args, prog_name="mmdeploy", standalone_mode=False)
+        code = get_command().main(args=args, prog_name="mmdeploy", standalone_mode=False)
     except MMDeployError as exc:
         if debug:
             import traceback
@@ -74,21 +98,24 @@ def main(argv: list[str] | None = None) -> None:
         if isinstance(exc, CheckFailed) and exc.details:
             print(exc.details, file=sys.stderr)
         print(f"error: {exc.one_line()}", file=sys.stderr)
-        sys.exit(exc.exit_code)
-    except click.exceptions.ClickException as exc:
-        exc.show()
+        fail(type(exc).__name__, exc.message, exc.hint, exc.exit_code)
+    except NoArgsIsHelpError as exc:
+        print(exc.format_message())
         sys.exit(2)
-    except click.exceptions.Exit as exc:
+    except ClickException as exc:
+        show_usage_error(exc)
+        fail("UsageError", usage_message(exc), "see --help", 2)
+    except Exit as exc:
         sys.exit(exc.exit_code)
-    except (click.exceptions.Abort, KeyboardInterrupt):
+    except (Abort, KeyboardInterrupt):
         print("interrupted, nothing written", file=sys.stderr)
         sys.exit(130)
     except Exception as exc:  # noqa: BLE001 - the last line of defence for users
         if debug:
             raise
-        print(f"internal error: {exc.__class__.__name__}: {exc}".splitlines()[0]
-              + " (rerun with --debug for a traceback and report it)", file=sys.stderr)
-        sys.exit(1)
+        message = f"{exc.__class__.__name__}: {exc}".splitlines()[0] if str(exc) else exc.__class__.__name__
+        print(f"internal error: {message} (rerun with --debug for a traceback and report it)", file=sys.stderr)
+        fail("InternalError", message, "rerun with --debug for a traceback and report it", 1)
     if code == 130:  # typer turns Ctrl-C into exit code 130
         print("interrupted, nothing written", file=sys.stderr)
     sys.exit(code if isinstance(code, int) else 0)

@@ -21,21 +21,21 @@ def bench(
     device_python: Optional[str] = typer.Option(None, "--device-python", help="the device's python3 (with numpy and the runtime)"),
     identity: Optional[Path] = typer.Option(None, "--identity", help="SSH private key for the device (overrides identity_file)"),
     components: Optional[str] = typer.Option(None, "--components", help="comma-separated components to bench"),
-    warmup: int = typer.Option(10, "--warmup", help="untimed runs before timing"),
-    iters: int = typer.Option(100, "--iters", help="timed runs per component"),
+    warmup: int = typer.Option(10, "--warmup", min=0, help="untimed runs before timing"),
+    iters: int = typer.Option(100, "--iters", min=1, help="timed runs per component"),
     duration: Optional[float] = typer.Option(None, "--duration", help="seconds of timed runs per component (instead of --iters)"),
-    batch: int = typer.Option(1, "--batch", help="batch size of the inputs"),
+    batch: int = typer.Option(1, "--batch", min=1, help="batch size of the inputs"),
     threads: Optional[int] = typer.Option(None, "--threads", help="runtime threads (default: the profile's)"),
-    blocks: int = typer.Option(1, "--blocks", help="split timed runs into N blocks interleaved across artifacts"),
+    blocks: int = typer.Option(1, "--blocks", min=1, help="split timed runs into N blocks interleaved across artifacts"),
     accuracy: bool = typer.Option(False, "--accuracy", help="also measure the family's task metric"),
     accuracy_limit: Optional[int] = typer.Option(None, "--accuracy-limit", help="evaluate at most N samples"),
     estimate: bool = typer.Option(False, "--estimate", help="roofline ESTIMATE from FLOPs/bytes instead of running"),
-    max_p50_ms: Optional[float] = typer.Option(None, "--max-p50-ms"),
-    max_p90_ms: Optional[float] = typer.Option(None, "--max-p90-ms"),
-    max_p99_ms: Optional[float] = typer.Option(None, "--max-p99-ms"),
-    max_mean_ms: Optional[float] = typer.Option(None, "--max-mean-ms"),
-    max_size_mb: Optional[float] = typer.Option(None, "--max-size-mb"),
-    max_load_ms: Optional[float] = typer.Option(None, "--max-load-ms"),
+    max_p50_ms: Optional[float] = typer.Option(None, "--max-p50-ms", help="budget: median latency in ms"),
+    max_p90_ms: Optional[float] = typer.Option(None, "--max-p90-ms", help="budget: p90 latency in ms"),
+    max_p99_ms: Optional[float] = typer.Option(None, "--max-p99-ms", help="budget: p99 latency in ms"),
+    max_mean_ms: Optional[float] = typer.Option(None, "--max-mean-ms", help="budget: mean latency in ms"),
+    max_size_mb: Optional[float] = typer.Option(None, "--max-size-mb", help="budget: model size in MB"),
+    max_load_ms: Optional[float] = typer.Option(None, "--max-load-ms", help="budget: load time in ms"),
     max_energy_mj: Optional[float] = typer.Option(None, "--max-energy-mj", help="energy per inference (Jetson, tegrastats)"),
     max_temp_c: Optional[float] = typer.Option(None, "--max-temp-c", help="peak temperature during the run (Jetson)"),
     max_accuracy_drop: Optional[float] = typer.Option(None, "--max-accuracy-drop", help="points vs the reference"),
@@ -46,6 +46,7 @@ def bench(
     report: Optional[Path] = typer.Option(None, "--report", "--output", help="write report.md, report.html, results.json (+ junit.xml) here"),
     json_out: bool = typer.Option(False, "--json", help="print the JSON document (schema mmdeploy.bench v1)"),
     list_targets: bool = typer.Option(False, "--list-targets", help="list target profiles and exit"),
+    force: bool = typer.Option(False, "--force", help="bench artifacts whose files changed since written"),
 ):
     """Benchmark artifacts on a target; exit 0 when all budgets hold, 1 when one fails, 2 on bad input."""
     from mmdeploy.cli._common import console, print_json, quiet, split_list
@@ -69,6 +70,10 @@ def bench(
     from mmdeploy.bench import budgets as bd
     from mmdeploy.bench import report as rp
 
+    from mmdeploy.artifact import ensure_unmodified
+
+    for path in artifacts:
+        ensure_unmodified(path, force, log=lambda msg: typer.echo(msg, err=True))
     profile = tg.get_target(target, targets_dir, host=host, python=device_python, identity=identity)
     settings = BenchSettings(warmup=warmup, iters=None if duration else iters, duration=duration, batch=batch,
                              threads=threads, blocks=blocks, accuracy=accuracy, accuracy_limit=accuracy_limit)

@@ -60,12 +60,14 @@ def register(app: typer.Typer) -> None:
         trt_shape: Optional[List[str]] = typer.Option(None, "--trt-shape",
                                                       help="TensorRT profile for a dynamic dim: DIM=MIN,OPT,MAX."),
         trt_max_batch: Optional[int] = typer.Option(None, "--trt-max-batch", help="TensorRT profile max batch."),
-        trt_workspace_mb: Optional[int] = typer.Option(None, "--trt-workspace-mb"),
+        trt_workspace_mb: Optional[int] = typer.Option(None, "--trt-workspace-mb",
+                                                        help="TensorRT builder workspace limit in MB."),
         trt_allow_unsupported: bool = typer.Option(False, "--trt-allow-unsupported",
                                                    help="Write the TensorRT bundle and report despite unsupported ops."),
         processor: Optional[Path] = typer.Option(None, "--processor", metavar="DIR",
                                                  help="Tokenizer / image processor / feature extractor from this "
                                                  "folder (when the bundle was converted without them)."),
+        force: bool = typer.Option(False, "--force", help="Use an artifact whose files changed since it was written."),
         json_out: bool = typer.Option(False, "--json", help="Machine-readable output."),
     ):
         """Compile ONNX components into backend artifacts, each verified against PyTorch."""
@@ -76,6 +78,9 @@ def register(app: typer.Typer) -> None:
                    "trt_shapes": _shapes(trt_shape), "trt_max_batch": trt_max_batch,
                    "trt_workspace_mb": trt_workspace_mb, "trt_allow_unsupported": trt_allow_unsupported,
                    "processor": str(processor) if processor else None}
+        from mmdeploy.artifact import ensure_unmodified
+
+        ensure_unmodified(artifact, force, log=lambda msg: typer.echo(msg, err=True))
         with quiet(output, json_out) as say:
             bundle = compile_artifact(artifact, target, output, options, progress=say)
         made = set(bundle.metadata.get("compiled", []))

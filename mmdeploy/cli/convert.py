@@ -22,10 +22,10 @@ def convert(
     components: Optional[str] = typer.Option(None, help="Comma-separated components, e.g. vision,text"),
     target: Optional[str] = typer.Option(None, "--target", "-t",
                                          help="Also compile for these targets, e.g. openvino,tflite"),
-    opset: int = typer.Option(17, help="ONNX opset"),
-    batch: int = typer.Option(0, help="Static batch size (0 = dynamic batch axis)"),
-    sequence: int = typer.Option(0, help="Static text sequence length (0 = dynamic)"),
-    atol: float = typer.Option(1e-4, help="Max abs error allowed against PyTorch"),
+    opset: int = typer.Option(17, min=7, max=23, help="ONNX opset"),
+    batch: int = typer.Option(0, min=0, help="Static batch size (0 = dynamic batch axis)"),
+    sequence: int = typer.Option(0, min=0, help="Static text sequence length (0 = dynamic)"),
+    atol: float = typer.Option(1e-4, min=0.0, help="Max abs error allowed against PyTorch"),
     simplify: bool = typer.Option(True, "--simplify/--no-simplify", help="Run onnxsim"),
     family: Optional[str] = typer.Option(None, help="Force the model family instead of auto-detecting"),
     allow_pickle: bool = typer.Option(False, "--allow-pickle",
@@ -56,18 +56,55 @@ def convert(
 def inspect(
     artifact: Path = typer.Argument(..., help="A bundle or component directory"),
     json_out: bool = typer.Option(False, "--json", help="Print the manifest(s) as JSON"),
-    check: bool = typer.Option(True, "--check/--no-check", help="Verify file hashes"),
+    check: bool = typer.Option(True, "--check/--no-check",
+                               help="Verify file hashes (exit 1 when a file changed since written)"),
 ):
     from mmdeploy.artifact import read_manifest, verify_files
+    from mmdeploy.errors import CheckFailed
 
     manifest = read_manifest(artifact)
+    bad = verify_files(artifact) if check else []
     if json_out:
         data = manifest.model_dump(mode="json")
         if check:
-            data["modified_files"] = verify_files(artifact)
+            data["modified_files"] = bad
         print_json(data)
-        return
-    _print_summary(artifact, check=check)
+    else:
+        _print_summary(artifact, check=check)
+    if bad:
+        raise CheckFailed(f"{artifact}: {', '.join(bad)} changed since the artifact was written",
+                          "re-create the artifact (every later stage refuses it without --force)")
+
+
+def task_summary(task: dict | None) -> dict | None:
+    """One vocabulary for the task numbers a manifest records (bundle- and component-level keys)."""
+    if not task or "value" not in task:
+        return None
+    return {
+        "metric": task.get("metric") or task.get("name") or "task",
+        "n": task.get("n"),
+        "dataset": task.get("dataset"),
+        "reference": task.get("reference_label") or "PyTorch",
+        "reference_value": task.get("reference_value", task.get("pytorch_value")),
+        "value": task["value"],
+        "agreement": task.get("top1_agreement", task.get("agreement_with_pytorch")),
+        "max_abs_logit_error": task.get("max_abs_logit_error"),
+        "measured_on": task.get("measured_on"),
+    }
+
+
+def _task_line(task: dict) -> str:
+    on = f" ({task['measured_on']})" if task.get("measured_on") else ""
+    n = f" on {task['n']} {task.get('dataset') or ''} samples".replace("  ", " ") if task.get("n") else ""
+    parts = [f"task {task['metric']}{on}{n}:"]
+    if task.get("reference_value") is not None:
+        parts.append(f"{task['reference']} {task['reference_value']:.1%},")
+    parts.append(f"exported {task['value']:.1%}")
+    if task.get("agreement") is not None:
+        parts.append(f", agreement {task['agreement']:.1%}")
+    if task.get("max_abs_logit_error") is not None:
+        parts.append(f", max logit error {task['max_abs_logit_error']:.1e}")
+    return " ".join(parts).replace(" ,", ",")
 
 
 def _print_summary(path: Path, check: bool = False) -> None:
@@ -80,16 +117,19 @@ def _print_summary(path: Path, check: bool = False) -> None:
     what = f"{top.kind} {top.name}" + (f" ({top.family})" if top.family else "")
     out.print(f"{path}: {what}, created by {top.created_by}", markup=False)
     table = Table(show_edge=False)
-    for col in ("artifact", "format", "precision", "size", "max abs err", "min cosine"):
-        table.add_column(col)
+    for col in ("artifact", "format", "precision", "size", "max abs err", "min cosine", "task (agree)"):
+        table.add_column(col, no_wrap=col in ("artifact", "task (agree)"))
     signatures = []
     for cdir, m in component_dirs(path):
         name = cdir.name if cdir != Path(path) else m.name
-        parity = m.parity.get("outputs", {})
-        worst = max((v.get("max_abs", 0) for v in parity.values()), default=None)
-        cos = min((v.get("cosine", 1) for v in parity.values()), default=None)
+        parity = m.parity.get("outputs", {}) if isinstance(m.parity.get("outputs"), dict) else {}
+        worst = max((v.get("max_abs", 0) for v in parity.values() if isinstance(v, dict)), default=None)
+        cos = min((v.get("cosine", 1) for v in parity.values() if isinstance(v, dict)), default=None)
+        task = task_summary(m.parity.get("task"))
         table.add_row(name, m.format or "-", m.precision, _human(artifact_size(cdir)),
-                      f"{worst:.1e}" if worst is not None else "-", f"{cos:.6f}" if cos is not None else "-")
+                      f"{worst:.1e}" if worst is not None else "-", f"{cos:.6f}" if cos is not None else "-",
+                      f"{task['value']:.1%}" + (f" ({task['agreement']:.0%})" if task["agreement"] is not None
+                                                else "") if task else "-")
         signatures.append((name, "; ".join([f"in {t.name}: {t.dtype}[{', '.join(map(str, t.shape))}]" for t in m.inputs]
                                            + [f"out {t.name}: {t.dtype}[{', '.join(map(str, t.shape))}]"
                                               for t in m.outputs])))
@@ -99,12 +139,10 @@ def _print_summary(path: Path, check: bool = False) -> None:
         groups.setdefault(signature, []).append(name)
     out.print("I/O signature:\n" + "\n".join(f"  {', '.join(names)}: {sig}" for sig, names in groups.items()),
               markup=False, highlight=False, soft_wrap=True)
-    task = top.parity.get("task")
-    if task and "value" in task:
-        out.print(f"task {task['metric']} on {task['n']} {task.get('dataset')} samples: PyTorch "
-                  f"{task['reference_value']:.1%}, exported {task['value']:.1%}, agreement "
-                  f"{task['top1_agreement']:.1%}, max logit error {task['max_abs_logit_error']:.1e}",
-                  markup=False)
+    task = task_summary(top.parity.get("task")) if top.kind == "model" else None
+    if task:
+        task["measured_on"] = task["measured_on"] or "the ONNX components"
+        out.print(_task_line(task), markup=False, soft_wrap=True)
     if check:
         bad = verify_files(path)
         out.print("files: all sha256 match the manifest" if not bad else

@@ -20,7 +20,7 @@ def register(app: typer.Typer) -> None:
         calib: Optional[Path] = typer.Option(None, "--calib", help="Images folder / captions .txt for importance and recovery."),
         scope: str = typer.Option("per-layer", "--scope", help="magnitude: per-layer or global."),
         lr: float = typer.Option(1e-4, "--lr", help="Recovery learning rate."),
-        batch_size: int = typer.Option(16, "--batch-size"),
+        batch_size: int = typer.Option(16, "--batch-size", help="Samples per recovery step."),
         latency: bool = typer.Option(True, "--latency/--no-latency", help="Measure ORT batch-1 latency before/after."),
         runs: int = typer.Option(20, "--runs", help="Timed runs per model for the latency."),
         threads: Optional[int] = typer.Option(None, "--threads", help="Threads for torch and ONNX Runtime."),

@@ -41,7 +41,8 @@ def register(app: typer.Typer) -> None:
                                                help="Quantize everything; fail if the budget does not hold."),
         max_float_blocks: int = typer.Option(8, "--max-float-blocks", help="Most blocks kept in float."),
         exclude: Optional[str] = typer.Option(None, "--exclude", help="Node names always kept in float."),
-        per_channel: bool = typer.Option(True, "--per-channel/--per-tensor"),
+        per_channel: bool = typer.Option(True, "--per-channel/--per-tensor",
+                                          help="Weight scales per output channel (default) or one per tensor."),
         activation_type: str = typer.Option("uint8", "--activation-type",
                                             help="uint8 (CPU) or int8 (symmetric, for TensorRT)."),
         optimize: Optional[bool] = typer.Option(None, "--optimize/--no-optimize",
@@ -51,6 +52,7 @@ def register(app: typer.Typer) -> None:
                                              "profile (measured on the device when its agent is reachable, else "
                                              "the profile's preference); default: this machine."),
         latency_runs: int = typer.Option(10, "--latency-runs", help="Runs for the latency column (0: skip)."),
+        force: bool = typer.Option(False, "--force", help="Use an artifact whose files changed since it was written."),
         json_out: bool = typer.Option(False, "--json", help="Machine-readable output."),
     ):
         """Quantize a converted model (int8 or fp16); sensitive blocks stay float until the budget holds."""
@@ -75,6 +77,9 @@ def register(app: typer.Typer) -> None:
             max_float_blocks=max_float_blocks, nodes_to_exclude=split_list(exclude) or [],
             latency_runs=latency_runs, target=target,
         )
+        from mmdeploy.artifact import ensure_unmodified
+
+        ensure_unmodified(artifact, force, log=lambda msg: typer.echo(msg, err=True))
         with quiet(output, json_out) as say:  # library progress bars (NNCF) go to the log
             manifest = quantize(artifact, output, options, log=say or (lambda msg: None))
         summary = manifest.metadata.get("quantize_summary") or manifest.metadata.get("quantize")

@@ -192,8 +192,9 @@ def serve_command(
     port: int = typer.Option(8000, "--port", metavar="PORT", help="REST port (0 picks a free one)."),
     grpc_port: int = typer.Option(8001, "--grpc-port", metavar="PORT", help="gRPC port (0 picks a free one; "
                                   "-1 turns gRPC off)."),
-    host: str = typer.Option("127.0.0.1", "--host", help="Address to bind (127.0.0.1 unless you mean it)."),
-    token: Optional[str] = typer.Option(None, "--token", envvar="MMDEPLOY_SERVE_TOKEN",
+    host: str = typer.Option("127.0.0.1", "--host", metavar="HOST",
+                             help="Address to bind (127.0.0.1 unless you mean it)."),
+    token: Optional[str] = typer.Option(None, "--token", envvar="MMDEPLOY_SERVE_TOKEN", metavar="TOKEN",
                                         help="Require 'Authorization: Bearer TOKEN' (or MMDEPLOY_SERVE_TOKEN)."),
     max_request_mb: float = typer.Option(64.0, "--max-request-mb", metavar="MB",
                                          help="Largest request body accepted (after inflating gzip/deflate)."),

@@ -5,11 +5,12 @@ from __future__ import annotations
 
 import numpy as np
 
-from mmdeploy.errors import MMDeployError
+from mmdeploy.errors import CheckFailed
 
 
-class AccuracyBudgetError(MMDeployError):
-    """The accuracy budget cannot be met by any choice of nodes kept in float (exit 2)."""
+class AccuracyBudgetError(CheckFailed):
+    """The accuracy budget cannot be met by any choice of nodes kept in float: a check that ran
+    and failed (exit 1)."""
 
 
 def cosine(ref: np.ndarray, got: np.ndarray) -> float:
@@ -20,14 +21,18 @@ def cosine(ref: np.ndarray, got: np.ndarray) -> float:
 
 
 def embedding_cosine(ref_runner, runner, feeds) -> float:
-    """Mean cosine of every float output to the fp32 model's, the worst output reported."""
+    """Mean cosine of every float output to the fp32 model's, the worst output reported.
+
+    Per-sample cosines are averaged over the feeds, so feeds of different sequence lengths (a
+    text encoder's ``last_hidden_state``) never need to be concatenated."""
     worst = 1.0
     refs, gots = [ref_runner.run(f) for f in feeds], [runner.run(f) for f in feeds]
     for name in refs[0]:
         if refs[0][name].dtype.kind != "f":
             continue
-        worst = min(worst, cosine(np.concatenate([r[name] for r in refs]),
-                                   np.concatenate([g[name] for g in gots])))
+        weights = [len(r[name]) for r in refs]
+        values = [cosine(r[name], g[name]) for r, g in zip(refs, gots)]
+        worst = min(worst, float(np.average(values, weights=weights)))
     return worst
 
 
@@ -49,7 +54,26 @@ def budget_error(evaluator, best: dict, float_blocks: list) -> AccuracyBudgetErr
         reached = f"best reached: cosine {best['value']:.5f}{kept}"
     error = AccuracyBudgetError(
         f"accuracy budget {evaluator.describe()} cannot be met; {reached}; nothing written",
-        "loosen --accuracy-budget, raise --max-float-blocks, try --method ort-static --calibrate-method "
-        "percentile, or use --fp16")
+        remedy(evaluator, best, float_blocks))
     error.best = best  # the score reached (quantize --method auto names it per candidate)
     return error
+
+
+def remedy(evaluator, best: dict, float_blocks: list) -> str:
+    """What to rerun with: the options that would have let this run pass, most direct first."""
+    import math
+
+    options = getattr(evaluator, "options", None)
+    fixes = []
+    if options is not None and not options.accuracy_aware:
+        fixes.append("drop --no-accuracy-aware (sensitive blocks then stay float)")
+    elif options is not None and len(float_blocks) >= options.max_float_blocks:
+        fixes.append(f"raise --max-float-blocks above {options.max_float_blocks}")
+    if evaluator.metric == "task":
+        fixes.append(f"pass --accuracy-budget {math.ceil(max(best['drop'], 0) * 100) / 100 + 0.01:g} "
+                     "(the drop this run reached)")
+    else:
+        fixes.append(f"pass --accuracy-budget {math.floor(best['value'] * 1e4) / 1e4:g} "
+                     "(the cosine this run reached)")
+    fixes.append("or use --fp16")
+    return "; ".join(fixes)

@@ -116,13 +116,45 @@ def read_images(path: Path, limit: int | None = None) -> list:
 
 
 
-def split_batch(feeds: list[dict[str, np.ndarray]]) -> list[dict[str, np.ndarray]]:
-    """Batch-1 feeds from feeds of any batch size."""
+def split_batch(feeds: list[dict[str, np.ndarray]], batched: list[str] | None = None) -> list[dict[str, np.ndarray]]:
+    """Batch-1 feeds from feeds of any batch size.
+
+    Only the inputs in ``batched`` (those with a batch axis; default: all) are sliced per sample;
+    the others (a shared ``scale [1, 1]``) are passed whole to every sample."""
     out = []
     for feed in feeds:
-        n = int(next(iter(feed.values())).shape[0]) if feed else 0
-        out.extend({k: np.asarray(v)[i:i + 1] for k, v in feed.items()} for i in range(n))
+        sliced = [k for k in feed if batched is None or k in batched]
+        n = int(np.shape(feed[sliced[0]])[0]) if sliced else (1 if feed else 0)
+        out.extend({k: (np.asarray(v)[i:i + 1] if k in sliced else np.asarray(v)) for k, v in feed.items()}
+                   for i in range(n))
     return out
+
+
+def pad_to_common_shape(feeds: list[dict[str, np.ndarray]]) -> tuple[list[dict[str, np.ndarray]], dict]:
+    """Zero-pad inputs whose non-batch dims differ between samples (captions of different token
+    lengths) to the longest, so every calibrator (minmax, entropy, percentile, NNCF, INC) sees one
+    shape.  Padding goes at the end with value 0, which an attention mask of 0 masks out.
+    Returns the feeds and ``{input: [padded shape]}`` for the inputs that were padded."""
+    if len(feeds) < 2:
+        return feeds, {}
+    padded: dict[str, list[int]] = {}
+    for name in feeds[0]:
+        shapes = {np.shape(f[name]) for f in feeds if name in f}
+        if len(shapes) < 2 or len({len(s) for s in shapes}) != 1:
+            continue
+        target = [max(dims) for dims in zip(*shapes)]
+        padded[name] = target[1:]
+    if not padded:
+        return feeds, {}
+    out = []
+    for feed in feeds:
+        new = dict(feed)
+        for name, rest in padded.items():
+            value = np.asarray(feed[name])
+            widths = [(0, 0)] + [(0, want - have) for want, have in zip(rest, value.shape[1:])]
+            new[name] = np.pad(value, widths, constant_values=0)
+        out.append(new)
+    return out, padded
 
 
 def feeds_sha256(feeds: list[dict[str, np.ndarray]]) -> str:

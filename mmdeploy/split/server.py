@@ -41,7 +41,7 @@ from mmdeploy.errors import InputError, UnsupportedError
 
 TOKEN_ENV = "MMDEPLOY_SERVE_TOKEN"
 DEFAULT_MAX_REQUEST = 64 << 20
-OPEN_PATHS = {"/", "/v2/health/live", "/v2/health/ready", "/v1/models"}  # health checks only
+OPEN_PATHS = {"/", "/v2/health/live", "/v2/health/ready"}  # health checks only
 OPEN_GRPC = {"ServerLive", "ServerReady"}
 
 

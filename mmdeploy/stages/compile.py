@@ -157,16 +157,10 @@ def compile_bundle(bundle_dir: Path, targets: list[str] | list[TargetSpec] | str
     torch_components = {}
     if NEEDS_TORCH & set(backends):
         if adapter is None:
-            raise UnsupportedError(
-                "tflite converts from the PyTorch module, and no checkpoint is available for this bundle",
-                "run `mmdeploy convert SOURCE --target tflite`, or keep the checkpoint at the bundle's source.path")
+            raise tflite_needs_torch(read_manifest(bundle_dir).source)
         torch_components = adapter.components()
-        try:  # static text length for TFLite: the model's max, not just the reference's longest
-            meta = adapter.metadata() or {}
-        except Exception:  # noqa: BLE001 - metadata is a nicety here
-            meta = {}
-        if meta.get("text_max_length") and not options.get("sequence_length"):
-            options["sequence_length"] = int(meta["text_max_length"])
+    if not options.get("sequence_length"):  # TFLite's static length, TensorRT's max: the model's max
+        options["sequence_length"] = model_max_length(bundle_dir, adapter)
 
     refs: list[ArtifactRef] = []
     for component, onnx_dir, _ in components:
@@ -258,12 +252,58 @@ def record_task_agreement(bundle_dir: Path, refs: list[ArtifactRef], adapter, li
     return results
 
 
+def model_max_length(bundle_dir: Path, adapter=None) -> int | None:
+    """The model's maximum text length (CLIP's ``text_max_length``, an encoder's
+    ``max_position_embeddings``), from the adapter or the bundle manifest; None if unknown."""
+    metas = []
+    if adapter is not None:
+        try:
+            metas.append(adapter.metadata() or {})
+        except Exception:  # noqa: BLE001 - metadata is a nicety here
+            pass
+    try:
+        metas.append(read_manifest(bundle_dir).metadata or {})
+    except InputError:
+        pass
+    for meta in metas:
+        value = meta.get("text_max_length") or (meta.get("config") or {}).get("max_position_embeddings")
+        if isinstance(value, int) and value > 0:
+            return value
+    return None
+
+
+def tflite_needs_torch(source: dict | None) -> UnsupportedError:
+    """The one-line error when TFLite has no PyTorch module to convert, with what would work."""
+    path = str((source or {}).get("path") or "")
+    if path.lower().endswith(".onnx"):
+        return UnsupportedError(
+            f"TFLite needs the PyTorch module, and {Path(path).name} is an ONNX file (litert-torch converts "
+            "from PyTorch, not ONNX)",
+            "convert the PyTorch checkpoint (a Hugging Face folder or file.py:function) with --target tflite; "
+            "for this ONNX use --target onnxruntime, openvino or tensorrt")
+    if path:
+        return UnsupportedError(
+            f"TFLite needs the PyTorch module, and the bundle's source {path} no longer exists",
+            f"restore {path.split('.py:')[0] + '.py' if '.py:' in path else path} (or convert the checkpoint "
+            "again with --target tflite)")
+    return UnsupportedError("TFLite needs the PyTorch module, and this bundle records no source checkpoint",
+                            "convert the PyTorch checkpoint with --target tflite")
+
+
+def _source_exists(path: str) -> bool:
+    if path.startswith("demo:"):
+        return True
+    if ".py:" in path:  # file.py:function
+        path = path.rsplit(":", 1)[0]
+    return Path(path).exists()
+
+
 def adapter_from_source(manifest: Manifest, processor: str | None = None):
     """The torch-capable adapter for a bundle, re-resolved from its source if it still exists."""
     from mmdeploy.models import resolve
 
     path = (manifest.source or {}).get("path")
-    if not path or not (str(path).startswith("demo:") or Path(path).exists()):
+    if not path or str(path).lower().endswith(".onnx") or not _source_exists(str(path)):
         return None
     options = dict((manifest.metadata or {}).get("options") or {})
     if processor:

@@ -95,20 +95,22 @@ def convert(source: str | Path, output: str | Path, *, components: list[str] | N
                 passes.append(PassRecord(name="weights-dtype", params={"dtype": dtype}, report=weights))
             say(f"[{name}] verifying against PyTorch")
             torch_runner = TorchRunner(component)
+            model = onnx_export.load_onnx(cdir / MODEL_FILE)
+            inputs, outputs = onnx_export.io_signature(model)
             feeds = adapter.verification_feeds(name)
-            if batch:
-                feeds = [f for f in feeds if next(iter(f.values())).shape[0] == batch] or \
-                    [component.make_inputs(batch, 11)]
+            ort_runner = OnnxRuntimeRunner(cdir / MODEL_FILE)
+            if batch or sequence:  # static shapes: verify on feeds of exactly that shape
+                from mmdeploy.backends.base import StaticShapeRunner, fit_static
+
+                feeds = [fit_static(f, inputs) for f in feeds]
+                ort_runner = StaticShapeRunner(ort_runner, inputs, outputs)
             cases = [(f, torch_runner.run(f)) for f in feeds]
             save_reference(cdir, cases)
-            ort_runner = OnnxRuntimeRunner(cdir / MODEL_FILE)
             if weights is not None and weights["weights_dtype"] != saved_dtype:  # rounded: judged by cosine
                 parity = verify_runner(ort_runner, cases, atol=None, label=f"onnxruntime/{name}",
                                        min_cosine=0.999)
             else:
                 parity = verify_runner(ort_runner, cases, atol=atol, label=f"onnxruntime/{name}")
-            model = onnx_export.load_onnx(cdir / MODEL_FILE)
-            inputs, outputs = onnx_export.io_signature(model)
             manifest = Manifest(
                 kind="component", name=name, family=adapter.family, format="onnx", precision=dtype,
                 source=source_info, passes=passes, tools=tool_versions(*TOOLS),
@@ -215,9 +217,11 @@ def convert_onnx_file(path: Path, output: Path, *, atol: float = DEFAULT_ATOL,
     if not path.is_file():
         raise InputError(f"{path} does not exist", "pass an existing .onnx file")
     if targets:
-        from mmdeploy.stages.compile import parse_targets
+        from mmdeploy.stages.compile import NEEDS_TORCH, parse_targets, tflite_needs_torch
 
         targets = parse_targets(targets)
+        if NEEDS_TORCH & {t.backend for t in targets}:
+            raise tflite_needs_torch({"path": str(path)})
     say(f"checking {path}")
     model = onnx_export.load_onnx(path)
     inputs, outputs = onnx_export.io_signature(model)

@@ -135,10 +135,23 @@ def _adapter(bundle: Path | None, processor: Path | None = None):
 
 def calibration_set(comp: _Component, adapter, bundle: Path | None, path: Path | None,
                     kind: str | None, limit: int) -> CalibrationSet:
+    """Feeds for one component, of one shape (see :func:`pad_to_common_shape`)."""
+    from mmdeploy.passes.calibration import pad_to_common_shape
+
+    calib = _calibration_set(comp, adapter, bundle, path, kind, limit)
+    calib.feeds, padded = pad_to_common_shape(calib.feeds)
+    if padded:
+        calib.extra["padded_to"] = padded
+    return calib
+
+
+def _calibration_set(comp: _Component, adapter, bundle: Path | None, path: Path | None,
+                     kind: str | None, limit: int) -> CalibrationSet:
     """Feeds for one component: --calib via the adapter (or preprocess/), else the bundled set,
     else the stored reference inputs."""
     inputs = [t.name for t in comp.manifest.inputs]
     shapes = {t.name: t.shape for t in comp.manifest.inputs}
+    batched = [t.name for t in comp.manifest.inputs if t.shape and isinstance(t.shape[0], str)] or None
     modality = component_modality(inputs)
     feeds = None
     if adapter is not None:
@@ -156,15 +169,15 @@ def calibration_set(comp: _Component, adapter, bundle: Path | None, path: Path |
             else:
                 raise UnsupportedError(f"{kind} calibration data needs the model family's adapter",
                                        "quantize the bundle written by `mmdeploy convert`")
-        feeds = split_batch(feeds)[:limit]
+        feeds = split_batch(feeds, batched)[:limit]
         if not feeds:
             raise CalibrationError(f"--calib {path} gave no calibration samples", "add data to it")
         return CalibrationSet(feeds, str(path), sha256_path(path), kind or modality)
     if feeds:
-        feeds = split_batch(feeds)[:limit]
+        feeds = split_batch(feeds, batched)[:limit]
         return CalibrationSet(feeds, "adapter-default", feeds_sha256(feeds), modality)
     cases = load_reference(comp.src)
-    feeds = split_batch([f for f, _ in cases])[:limit]
+    feeds = split_batch([f for f, _ in cases], batched)[:limit]
     if not feeds:
         raise CalibrationError(f"component {comp.name!r} has no calibration data (no --calib, no bundled set, "
                                "no reference.npz)", "pass --calib PATH")
@@ -583,7 +596,7 @@ def _summary(comps, evaluator: _Evaluator, steps, float_blocks, options, method,
     accuracy = {"metric": evaluator.metric, "budget": evaluator.budget, "value": final["value"], "ok": final["ok"]}
     if evaluator.metric == "task":
         accuracy.update(task=evaluator.task_name, fp32=evaluator.baseline, drop=final["drop"],
-                        agreement=final.get("agreement"))
+                        agreement=final.get("agreement"), n=getattr(evaluator.baseline_result, "n", None))
     return {"method": method, "precision": options.precision, "components": rows, "accuracy": accuracy,
             "float_blocks": float_blocks, "steps": steps,
             "latency_note": "median of %d batch-1 runs, same process, ORT spinning off" % options.latency_runs}
@@ -660,7 +673,21 @@ def _write(artifact, manifest, comps, selected, bundle, output: Path, options, m
                                                 report={k: summary[k] for k in ("method", "accuracy", "float_blocks")})]
         m.tools = {**m.tools, **tool_versions("onnx", "onnxruntime", "openvino", "nncf", "neural-compressor")}
         m.metadata = {**m.metadata, "quantize": summary}
+        m.parity = _bundle_parity(manifest.parity, summary)
         return write_manifest(tmp, m)
+
+
+def _bundle_parity(parent: dict, summary: dict) -> dict:
+    """The quantized bundle's own task numbers (never the parent's), measured by the accuracy guard
+    against the fp32 ONNX; without a task metric, the embedding cosine it reached."""
+    acc = summary["accuracy"]
+    if acc["metric"] != "task":
+        return {"embedding_cosine": acc["value"], "measured_on": f"{summary['precision']} components vs fp32 ONNX"}
+    before = parent.get("task") or {}
+    return {"task": {"metric": acc["task"], "n": acc.get("n", before.get("n")), "dataset": before.get("dataset"),
+                     "reference_label": "fp32 ONNX", "reference_value": acc["fp32"] / 100,
+                     "value": acc["value"] / 100, "top1_agreement": acc.get("agreement"),
+                     "measured_on": f"{summary['precision']} components"}}
 
 
 def _copy_files(src: Path, dest: Path) -> None:
