@@ -66,6 +66,9 @@ def register(app: typer.Typer) -> None:
                                                    help="Write the TensorRT bundle and report despite unsupported ops."),
         eval_data: Optional[str] = typer.Option(None, "--eval", help="Also evaluate every target on your set "
                                                 "(ImageFolder, image,caption pairs, builtin:NAME): eval.json."),
+        processor: Optional[Path] = typer.Option(None, "--processor", metavar="DIR",
+                                                 help="Tokenizer / image processor / feature extractor from this "
+                                                 "folder (when the bundle was converted without them)."),
         force: bool = typer.Option(False, "--force", help="Use an artifact whose files changed since it was written."),
         json_out: bool = typer.Option(False, "--json", help="Machine-readable output."),
     ):
@@ -76,7 +79,7 @@ def register(app: typer.Typer) -> None:
         options = {"components": split_list(components), "threads": threads, "atol": atol, "ort_save_optimized": ort_optimized,
                    "trt_shapes": _shapes(trt_shape), "trt_max_batch": trt_max_batch,
                    "trt_workspace_mb": trt_workspace_mb, "trt_allow_unsupported": trt_allow_unsupported,
-                   "eval_data": eval_data}
+                   "eval_data": eval_data, "processor": str(processor) if processor else None}
         from mmdeploy.artifact import ensure_unmodified
 
         ensure_unmodified(artifact, force, log=lambda msg: typer.echo(msg, err=True))

@@ -30,6 +30,9 @@ def register(app: typer.Typer) -> None:
                                                    "folder of audio clips (default: the family's bundled set); "
                                                    "repeat it to give each tower its own (images + captions)."),
         calib_limit: int = typer.Option(32, "--calib-limit", help="At most this many calibration samples."),
+        processor: Optional[Path] = typer.Option(None, "--processor", metavar="DIR",
+                                                 help="Tokenizer / image processor / feature extractor from this "
+                                                 "folder (when the bundle was converted without them)."),
         components: Optional[str] = typer.Option(None, "--components", help="Only these components, e.g. vision."),
         accuracy_budget: Optional[float] = typer.Option(
             None, "--accuracy-budget", help="Task points of drop allowed (default 0.5 pp zero-shot top-1), "
@@ -75,7 +78,7 @@ def register(app: typer.Typer) -> None:
         options = QuantizeOptions(
             precision="fp16" if fp16 else "int8", method=method, calibrate_method=calibrate_method,
             per_channel=per_channel, activation_type=activation_type, optimize=optimize, calib=list(calib) if calib else None,
-            calib_limit=calib_limit, components=split_list(components), metric=metric,
+            calib_limit=calib_limit, processor=processor, components=split_list(components), metric=metric,
             accuracy_budget=accuracy_budget, accuracy_aware=not no_accuracy_aware,
             max_float_blocks=max_float_blocks, nodes_to_exclude=split_list(exclude) or [],
             latency_runs=latency_runs, target=target, eval_data=eval_data, eval_task=eval_task, templates=templates,

@@ -19,6 +19,7 @@ FAMILIES: dict[str, str] = {
     "siglip": "mmdeploy.models.siglip:SiglipAdapter",
     "clap": "mmdeploy.models.clap:ClapAdapter",
     "blip": "mmdeploy.models.blip:BlipAdapter",
+    "blip-vqa": "mmdeploy.models.blip_vqa:BlipVqaAdapter",
     "hf-encoder": "mmdeploy.models.hf_encoder:HFEncoderAdapter",
     "custom": "mmdeploy.models.custom:CustomAdapter",
 }
@@ -109,12 +110,19 @@ def resolve(source: str | Path, *, family: str | None = None, allow_pickle: bool
                      "pass the folder holding config.json and the weights (or an .onnx file)")
 
 
-def adapter_for_bundle(bundle_dir: str | Path):
-    """The adapter of a converted model bundle (no weights needed), or None if unknown."""
+def adapter_for_bundle(bundle_dir: str | Path, options: dict | None = None):
+    """The adapter of a converted model bundle (no weights needed), or None if unknown.
+
+    ``options`` override the ones recorded at convert time (e.g. ``processor``: a folder with the
+    tokenizer / processor files the bundle was converted without)."""
     from mmdeploy.artifact import read_manifest
 
     bundle_dir = Path(bundle_dir)
     manifest = read_manifest(bundle_dir)
     if not manifest.family or manifest.family not in FAMILIES:
         return None
-    return family_class(manifest.family).from_bundle(bundle_dir, manifest.metadata)
+    metadata = dict(manifest.metadata)
+    extra = {k: v for k, v in (options or {}).items() if v is not None}
+    if extra:
+        metadata["options"] = {**(metadata.get("options") or {}), **extra}
+    return family_class(manifest.family).from_bundle(bundle_dir, metadata)

@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from mmdeploy.errors import CalibrationError, InputError, UnsupportedError
+from mmdeploy.errors import CalibrationError, CheckpointError, InputError, UnsupportedError
 from mmdeploy.models.pruned import load_pretrained
 from mmdeploy.passes import prune as P
 
@@ -37,13 +37,17 @@ PROJECTIONS = {"vision": "visual_projection", "text": "text_projection"}
 class Source:
     """What pruning needs from SOURCE: the torch model, its folder, family and adapter."""
 
-    def __init__(self, source: str | Path, allow_pickle: bool = False):
+    def __init__(self, source: str | Path, allow_pickle: bool = False, processor: str | Path | None = None):
+        from mmdeploy.models.preprocess import processor_dir_of
+
         self.text = str(source)
         self.adapter = None
+        self.processor_dir = processor_dir_of({"processor": str(processor) if processor else None})
         try:
             from mmdeploy.models import resolve
 
-            self.adapter = resolve(source, allow_pickle=allow_pickle)
+            self.adapter = resolve(source, allow_pickle=allow_pickle,
+                                   options={"processor": str(self.processor_dir)} if self.processor_dir else None)
         except (UnsupportedError, ModuleNotFoundError):
             # no adapter (not in this build, or a family resolve does not know): config.json
             # decides below, with the list of families the pruner supports
@@ -81,14 +85,23 @@ class Source:
         return model.eval()
 
     def tokenizer(self):
-        from transformers import AutoTokenizer
+        """--processor DIR's or the checkpoint's tokenizer; one line naming what is missing."""
+        from mmdeploy.models.preprocess import tokenizer_for
 
-        return AutoTokenizer.from_pretrained(str(self.folder), local_files_only=True)
+        return tokenizer_for(self.folder, self.processor_dir, required=True)
 
     def image_processor(self):
+        """--processor DIR's or the checkpoint's image processor, else the adapter's (which may
+        derive it from config.json)."""
         from transformers import AutoImageProcessor
 
-        return AutoImageProcessor.from_pretrained(str(self.folder), local_files_only=True)
+        for place in (self.processor_dir, self.folder):
+            if place is not None and (Path(place) / "preprocessor_config.json").is_file():
+                return AutoImageProcessor.from_pretrained(str(place), local_files_only=True)
+        if self.adapter is not None and hasattr(self.adapter, "image_processor"):
+            return self.adapter.image_processor
+        raise CheckpointError(f"{self.folder} has no preprocessor_config.json (the image processor)",
+                              "pass --processor DIR with the base model's processor files")
 
 
 def _read_config(folder: Path) -> dict:
@@ -393,7 +406,7 @@ def prune(source: str | Path, output: str | Path, method: str, amount: float,
           scope: str = "per-layer", recover_lr: float = 1e-4, batch_size: int = 16, calib_size: int = 64,
           measure_latency: bool = True, latency_runs: int = 20, threads: int | None = None,
           eval_limit: int | None = None, allow_pickle: bool = False, seed: int = 0,
-          eval_data: str | None = None) -> dict[str, Any]:
+          eval_data: str | None = None, processor: str | Path | None = None) -> dict[str, Any]:
     """Prune SOURCE's towers (``method``: heads, mlp, heads,mlp or magnitude; ``amount`` in
     (0, 1)), optionally recover by distillation, and write a checkpoint folder at ``output``.
 
@@ -418,7 +431,7 @@ def _prune(source: str | Path, output: str | Path, method: str, amount: float,
           scope: str = "per-layer", recover_lr: float = 1e-4, batch_size: int = 16, calib_size: int = 64,
           measure_latency: bool = True, latency_runs: int = 20, threads: int | None = None,
           eval_limit: int | None = None, allow_pickle: bool = False, seed: int = 0,
-          eval_data: str | None = None) -> dict[str, Any]:
+          eval_data: str | None = None, processor: str | Path | None = None) -> dict[str, Any]:
     from mmdeploy.artifact import atomic_output
 
     P.check_method(method)
@@ -434,7 +447,7 @@ def _prune(source: str | Path, output: str | Path, method: str, amount: float,
         user_scorer = scorer(eval_data, limit=eval_limit)
     config = P.PruneConfig(method=method, amount=amount, components=components, scope=scope,
                            recover_steps=recover_steps, recover_lr=recover_lr, batch_size=batch_size, seed=seed)
-    src = Source(source, allow_pickle=allow_pickle)
+    src = Source(source, allow_pickle=allow_pickle, processor=processor)
     with atomic_output(output) as tmp:  # checks --output now; it appears only on success
         return _run(src, Path(tmp), Path(output).name, config, calib=calib, calib_size=calib_size,
                     measure_latency=measure_latency, latency_runs=latency_runs, threads=threads,

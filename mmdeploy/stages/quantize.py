@@ -55,6 +55,7 @@ class QuantizeOptions(BaseModel):
     fuse_attention: bool = True  # with optimize: fuse Attention too (int8 QAttention)
     calib: Path | list[Path] | None = None  # several: one per modality (images for vision, captions for text)
     calib_limit: int = 32
+    processor: Path | None = None  # tokenizer / processor files the bundle was converted without
     components: list[str] | None = None
     metric: Literal["auto", "task", "cosine"] = "auto"
     accuracy_budget: float | None = None  # pp drop (task) or min cosine; None: the default
@@ -124,13 +125,13 @@ def _model_file(comp_dir: Path, manifest: Manifest) -> Path:
 # --------------------------------------------------------------------------- calibration
 
 
-def _adapter(bundle: Path | None):
+def _adapter(bundle: Path | None, processor: Path | None = None):
     if bundle is None:
         return None
     from mmdeploy.models import adapter_for_bundle
 
     try:
-        return adapter_for_bundle(bundle)
+        return adapter_for_bundle(bundle, {"processor": str(processor) if processor else None})
     except (UnsupportedError, ImportError, NotImplementedError):
         return None
 
@@ -372,7 +373,9 @@ def quantize(artifact: str | Path, output: str | Path, options: QuantizeOptions 
     if method_needs_torch:
         _attach_torch_modules(selected, manifest if manifest.kind == "model" else (
             read_manifest(bundle) if bundle else manifest), torch_modules)
-    adapter = _adapter(bundle)
+    adapter = _adapter(bundle, options.processor)
+    if adapter is not None:
+        adapter.processor_dir()  # a bad --processor fails before calibration
 
     # calibration data: each --calib path serves the components of its modality
     by_kind = calibration_paths(options.calib)
