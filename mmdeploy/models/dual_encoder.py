@@ -441,6 +441,10 @@ class DualEncoderAdapter(Adapter):
                                                    needs_image="vision" in towers, needs_text="text" in towers)
         return self._prep
 
+    def notes(self) -> list[str]:
+        """One line per thing the user should know about this checkpoint's preprocessing."""
+        return [] if self._in_bundle else list(self.preprocessing["notes"])
+
     @property
     def has_tokenizer(self) -> bool:
         return self.preprocessing["tokenizer_dir"] is not None

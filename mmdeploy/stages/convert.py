@@ -48,6 +48,8 @@ def convert(source: str | Path, output: str | Path, *, components: list[str] | N
         targets = parse_targets(targets)
     adapter = resolve(source, family=family, allow_pickle=allow_pickle)
     say(f"loading {adapter.family} checkpoint {source}")
+    for note in getattr(adapter, "notes", lambda: [])():  # e.g. preprocessing derived from config.json
+        say(note)
     available = adapter.components()
     chosen = components or list(available)
     unknown = [c for c in chosen if c not in available]
