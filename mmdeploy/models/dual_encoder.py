@@ -378,6 +378,8 @@ class DualEncoderAdapter(Adapter):
         self._prep: dict | None = None
         self._in_bundle = False
         self._tmp: tempfile.TemporaryDirectory | None = None
+        self._task_data: tuple | None = None
+        self._task_feeds: dict = {}
 
     # ---- detection ------------------------------------------------------------------------
     @classmethod
@@ -719,6 +721,14 @@ class DualEncoderAdapter(Adapter):
     # ---- data -----------------------------------------------------------------------------
     def task_data(self, limit: int | None = None) -> tuple[list, list[int], list[str]]:
         """(images, labels, class prompts) of the zero-shot evaluation set."""
+        if self._task_data is None:
+            self._task_data = self._load_task_data()
+        images, labels, prompts = self._task_data
+        if limit:
+            images, labels = images[:limit], labels[:limit]
+        return list(images), list(labels), list(prompts)
+
+    def _load_task_data(self) -> tuple[list, list[int], list[str]]:
         if self.dataset() == "demo-shapes":
             from mmdeploy.data import shapes as data
 
@@ -731,8 +741,6 @@ class DualEncoderAdapter(Adapter):
             names = [label for label, _ in photos]
             images, labels = [img for _, img in photos], list(range(len(photos)))
             prompts = [f"a photo of {name}" for name in names]
-        if limit:
-            images, labels = images[:limit], labels[:limit]
         return images, labels, prompts
 
     def verification_feeds(self, component: str) -> list[dict[str, np.ndarray]]:
@@ -806,10 +814,14 @@ class DualEncoderAdapter(Adapter):
         images, labels, prompts = self.task_data(limit)
         if not images:
             return None
-        image_embeds = np.concatenate([
-            _first_output(runners["vision"].run(self.image_feeds(images[i:i + batch])))
-            for i in range(0, len(images), batch)])
-        text_embeds = _first_output(runners["text"].run(self.text_feeds(prompts)))
+        key = (limit, batch)
+        cache = self._task_feeds
+        if key not in cache:  # preprocess once: evaluate runs for PyTorch and for every target
+            cache[key] = ([self.image_feeds(images[i:i + batch]) for i in range(0, len(images), batch)],
+                          self.text_feeds(prompts))
+        image_batches, text = cache[key]
+        image_embeds = np.concatenate([_first_output(runners["vision"].run(f)) for f in image_batches])
+        text_embeds = _first_output(runners["text"].run(text))
         head = self._head()
         logits = zero_shot_logits(image_embeds, text_embeds, head["logit_scale"], head.get("logit_bias"),
                                   scale_is_log=False)
@@ -838,7 +850,7 @@ class DualEncoderAdapter(Adapter):
         scale (logits minus bias, over the scale); VerificationError beyond ``tolerance``."""
         if self.single_tower or not {"vision", "text"} <= set(runners):
             return {"skipped": "needs both towers"}
-        image = self.verification_feeds("vision")[-1]
+        image = self._random_images(2, 7)
         text = self.verification_feeds("text")[1]
         head = self._head()
         got = zero_shot_logits(_first_output(runners["vision"].run(image)), _first_output(runners["text"].run(text)),
