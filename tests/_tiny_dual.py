@@ -44,11 +44,11 @@ def build(family: str, tok):
         text["max_position_embeddings"] = 18
         return (T.AltCLIPModel(T.AltCLIPConfig(text_config=text, vision_config=vision, projection_dim=16)),
                 T.CLIPImageProcessor(size={"shortest_edge": IMAGE}, crop_size={"height": IMAGE, "width": IMAGE}))
-    if family == "align":  # EfficientNet at a quarter width: pooled image embedding of 80
-        config = T.AlignConfig(text_config=_text(tok),
-                               vision_config=dict(image_size=IMAGE, width_coefficient=0.25, depth_coefficient=0.25,
-                                                  hidden_dim=64),
-                               projection_dim=80)
+    if family == "align":  # EfficientNet: 3 stages of one block at a quarter width (pooled dim 16)
+        vision = dict(image_size=IMAGE, width_coefficient=0.25, depth_coefficient=0.25, hidden_dim=64,
+                      kernel_sizes=(3, 3, 5), in_channels=(32, 16, 24), out_channels=(16, 24, 40),
+                      strides=(1, 2, 2), num_block_repeats=(1, 1, 1), expand_ratios=(1, 6, 6))
+        config = T.AlignConfig(text_config=_text(tok), vision_config=vision, projection_dim=16)
         model = T.AlignModel(config)
         for module in model.vision_model.modules():  # std-0.02 init makes a CNN's activations vanish
             if isinstance(module, torch.nn.Conv2d):
