@@ -30,7 +30,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 def build_checkpoint(family: str, size: str, folder: Path) -> Path:
     if size == "tiny":
-        from tests.modalities_helpers import tiny_blip_checkpoint, tiny_clap_checkpoint
+        from tests.builders import tiny_blip_checkpoint, tiny_clap_checkpoint
 
         return (tiny_clap_checkpoint if family == "clap" else tiny_blip_checkpoint)(folder)
     import torch

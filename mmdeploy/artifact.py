@@ -33,6 +33,7 @@ from mmdeploy.errors import InputError
 SCHEMA_VERSION = 1
 MANIFEST_NAME = "manifest.json"
 REFERENCE_NAME = "reference.npz"
+LOG_DIR = "logs"  # a command's library output (mmdeploy.logs); not part of any artifact
 
 
 class TensorSpec(BaseModel):
@@ -106,10 +107,16 @@ def sha256_path(path: str | Path) -> str:
     if path.is_file():
         return sha256_file(path)
     digest = hashlib.sha256()
-    for file in sorted(p for p in path.rglob("*") if p.is_file()):
+    for file in _files(path):
         digest.update(file.relative_to(path).as_posix().encode())
         digest.update(sha256_file(file).encode())
     return digest.hexdigest()
+
+
+def _files(directory: Path) -> list[Path]:
+    """The files of an artifact directory, sorted; its top-level ``logs/`` excluded."""
+    return sorted(p for p in directory.rglob("*")
+                  if p.is_file() and p.relative_to(directory).parts[0] != LOG_DIR)
 
 
 def tool_versions(*packages: str) -> dict[str, str]:
@@ -132,7 +139,7 @@ def write_manifest(directory: str | Path, manifest: Manifest) -> Manifest:
     """Hash every file under ``directory`` into the manifest and write it atomically, last."""
     directory = Path(directory)
     files = {}
-    for file in sorted(p for p in directory.rglob("*") if p.is_file()):
+    for file in _files(directory):
         rel = file.relative_to(directory).as_posix()
         if rel == MANIFEST_NAME:  # sub-artifacts' manifests are hashed like any other file
             continue

@@ -1,6 +1,7 @@
 """Shared fixtures: tiny random checkpoints of each family and their converted bundles.
 
-Built once per test session in a temporary directory; nothing is downloaded.
+Built once per test session in a temporary directory; nothing is downloaded.  Every builder
+behind them (models, checkpoints, hand-built bundles) lives in ``tests/builders.py``.
 """
 
 from __future__ import annotations
@@ -16,17 +17,17 @@ sys.path.insert(0, str(Path(__file__).parent))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 
-from checkpoints import tiny_clip, tiny_siglip  # noqa: E402
+from builders import tiny_clip_checkpoint, tiny_siglip_checkpoint  # noqa: E402
 
 
 @pytest.fixture(scope="session")
 def tiny_clip_dir(tmp_path_factory) -> Path:
-    return tiny_clip(tmp_path_factory.mktemp("ckpt") / "tiny-clip")
+    return tiny_clip_checkpoint(tmp_path_factory.mktemp("ckpt") / "tiny-clip")
 
 
 @pytest.fixture(scope="session")
 def tiny_siglip_dir(tmp_path_factory) -> Path:
-    return tiny_siglip(tmp_path_factory.mktemp("ckpt") / "tiny-siglip")
+    return tiny_siglip_checkpoint(tmp_path_factory.mktemp("ckpt") / "tiny-siglip")
 
 
 @pytest.fixture(scope="session")

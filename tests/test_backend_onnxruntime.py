@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from helpers_backends import shared_bundle
+from builders import shared_bundle
 from mmdeploy.artifact import load_reference, read_manifest, verify_files
 from mmdeploy.backends import get_backend, load_runner
 from mmdeploy.errors import InputError

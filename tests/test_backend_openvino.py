@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 from onnx import TensorProto, helper
 
-from helpers_backends import onnx_graph_artifact, shared_bundle
+from builders import onnx_graph_artifact, shared_bundle
 from mmdeploy.artifact import load_reference, read_manifest, save_reference, write_manifest
 from mmdeploy.backends import get_backend, load_runner
 from mmdeploy.backends.openvino import unconverted_ops

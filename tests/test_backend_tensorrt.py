@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from onnx import TensorProto, helper
 
-from helpers_backends import onnx_graph_artifact, shared_bundle
+from builders import onnx_graph_artifact, shared_bundle
 from mmdeploy.artifact import TensorSpec, read_manifest
 from mmdeploy.backends import get_backend, load_runner
 from mmdeploy.backends.tensorrt import compat_report, derive_profiles, supported_ops, trtexec_command

@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from helpers_backends import shared_adapter, shared_bundle
+from builders import shared_adapter, shared_bundle
 from mmdeploy.artifact import load_reference
 from mmdeploy.backends import get_backend, load_runner
 from mmdeploy.backends.torch import TorchRunner

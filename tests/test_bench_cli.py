@@ -21,8 +21,10 @@ def test_missing_artifact(cli_subprocess, tmp_path):
 
 def test_unknown_target_lists_them(cli, tmp_path):
     b = bundle(tmp_path / "m", {"vision": 1})
-    err = one_line_error(cli("bench", b, "--target", "jetson"))
-    assert "unknown target 'jetson'" in err and "jetson-orin-nano" in err and "cpu" in err
+    err = one_line_error(cli("bench", b, "--target", "jetson-tx9"))
+    assert "unknown target 'jetson-tx9'" in err and "jetson-orin-nano" in err and "cpu" in err
+    err = one_line_error(cli("bench", b, "--target", "jetson"))  # the generic target: needs a device
+    assert "no host is configured" in err and "--host" in err and "--estimate" in err
 
 
 def test_remote_target_without_host_names_what_to_configure(cli, tmp_path):

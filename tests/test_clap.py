@@ -12,7 +12,7 @@ from mmdeploy.backends.torch import TorchRunner
 from mmdeploy.compare import verify_runner
 from mmdeploy.errors import CalibrationError, CheckpointError
 from mmdeploy.models import adapter_for_bundle, resolve
-from tests.modalities_helpers import convert_bundle, tiny_clap_checkpoint
+from builders import convert_bundle, tiny_clap_checkpoint
 
 
 @pytest.fixture(scope="module")

@@ -2,7 +2,7 @@ import json
 
 import pytest
 
-from helpers_backends import copy_bundle, shared_adapter, shared_bundle
+from builders import copy_bundle, shared_adapter, shared_bundle
 from mmdeploy.artifact import read_manifest, verify_files
 from mmdeploy.backends.openvino import OpenVINOBackend
 from mmdeploy.stages.compile import TargetSpec, compile_artifact, compile_bundle, list_targets, parse_targets
@@ -121,10 +121,10 @@ def test_targets_command(capsys):
 @pytest.mark.slow
 def test_compile_reloads_the_checkpoint_named_in_the_bundle_for_tflite(tmp_path):
     """convert (ONNX only), then `compile --target tflite` finds the torch module via source.path."""
-    from checkpoints import tiny_clip
+    from builders import tiny_clip_checkpoint
     from mmdeploy.stages.convert import convert
 
-    checkpoint = tiny_clip(tmp_path / "ckpt")
+    checkpoint = tiny_clip_checkpoint(tmp_path / "ckpt")
     convert(checkpoint, tmp_path / "onnx", components=["text"])
     bundle = compile_artifact(tmp_path / "onnx", "tflite:fp32", tmp_path / "out")
     assert [a.path for a in bundle.artifacts if a.target] == ["text-tflite"]

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
-from _tiny_clip import IMAGE, build_clip, write_bundle  # noqa: E402
+from builders import IMAGE, build_clip, quantize_bundle  # noqa: E402
 
 from mmdeploy.errors import InputError  # noqa: E402
 from mmdeploy.passes import get_pass, pass_names  # noqa: E402
@@ -20,7 +20,7 @@ from mmdeploy.passes.quantize import node_group, quantizable_groups  # noqa: E40
 
 @pytest.fixture(scope="module")
 def bundle(tmp_path_factory):
-    return write_bundle(tmp_path_factory.mktemp("passes") / "bundle")
+    return quantize_bundle(tmp_path_factory.mktemp("passes") / "bundle")
 
 
 def test_registry():

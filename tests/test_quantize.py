@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
-from _tiny_clip import write_bundle, write_images  # noqa: E402
+from builders import quantize_bundle, write_images  # noqa: E402
 
 from mmdeploy.artifact import load_reference, read_manifest, verify_files  # noqa: E402
 from mmdeploy.errors import CalibrationError, InputError, UnsupportedError  # noqa: E402
@@ -20,7 +20,7 @@ from mmdeploy.stages.quantize import AccuracyBudgetError, QuantizeOptions, model
 
 @pytest.fixture(scope="module")
 def bundle(tmp_path_factory) -> Path:
-    return write_bundle(tmp_path_factory.mktemp("tiny") / "bundle")
+    return quantize_bundle(tmp_path_factory.mktemp("tiny") / "bundle")
 
 
 @pytest.fixture(scope="module")
@@ -47,7 +47,7 @@ def _cosine_to_reference(component_dir: Path) -> float:
 
 def test_default_int8_bundle_layout(bundle, tmp_path):
     out = tmp_path / "int8"
-    m = quantize(bundle, out, _opts())
+    m = quantize(bundle, out, _opts(method="ort-static"))  # auto: tests/test_autoselect.py
     assert m.kind == "model" and m.precision == "int8"
     assert m.parent["path"] == str(bundle.resolve())
     assert (out / "preprocess" / "tokenizer.json").is_file()
@@ -218,8 +218,8 @@ def test_inc_tuning(bundle, tmp_path):
 
 @pytest.mark.slow
 def test_tflite_int8_from_torch_module(bundle, images, tmp_path):
-    from _split_tiny import tower_classes
-    from _tiny_clip import build_clip
+    from builders import tower_classes
+    from builders import build_clip
 
     Vision, _ = tower_classes(build_clip(0))  # the same weights the bundle was exported from
 

@@ -6,7 +6,7 @@ import json
 
 import numpy as np
 import pytest
-from _split_tiny import cached_bundle, cached_split
+from builders import cached_bundle, cached_split
 
 from mmdeploy.artifact import load_reference, read_manifest, verify_files
 from mmdeploy.backends import load_runner
@@ -82,14 +82,12 @@ def test_errors_leave_nothing_behind(tmp_path_factory, tmp_path):
 
 
 @pytest.mark.slow
-def test_splits_a_real_convert_bundle(tmp_path):
+def test_splits_a_real_convert_bundle(tmp_path, tiny_clip_dir):
     """The lead's `convert` output (onnxsim-simplified, with preprocess/) splits the same way."""
-    from checkpoints import tiny_clip
-
     from mmdeploy.stages.convert import convert
 
     bundle = tmp_path / "bundle"
-    convert(tiny_clip(tmp_path / "ckpt"), bundle, components=["vision", "text"])
+    convert(tiny_clip_dir, bundle, components=["vision", "text"])
     for component in ("vision", "text"):
         m = split_component(bundle, tmp_path / f"split-{component}", component=component, at="block:1")
         out = m.metadata["model_name"]

@@ -7,7 +7,7 @@ import socket
 
 import numpy as np
 import pytest
-from _split_tiny import cached_bundle, cached_split
+from builders import cached_bundle, cached_split
 
 from mmdeploy.artifact import load_reference
 from mmdeploy.cli import main
@@ -111,3 +111,19 @@ def test_infer_split_remote_and_fallback(capsys, tmp_path_factory, tmp_path):
     assert code == 1 and "cannot reach" in err
     code, _, err = run(capsys, "infer-split", split_dir, tmp_path / "missing.npz", "--server", "http://x:1")
     assert code == 2 and "does not exist" in err
+
+
+def test_infer_split_wrong_token_is_an_error_not_a_fallback(capsys, tmp_path_factory, tmp_path):
+    split_dir = cached_split(tmp_path_factory, "vision", "block:0")
+    feeds, _ = load_reference(split_dir / "full")[0]
+    np.savez(tmp_path / "in.npz", **feeds)
+    srv = make_server(split_dir, port=0, grpc_port=None, token="right")
+    start_in_thread(srv)
+    try:
+        for token in ("wrong", None):
+            args = ["--token", token] if token else []
+            code, out, err = run(capsys, "infer-split", split_dir, tmp_path / "in.npz", "--server", srv.url, *args)
+            assert code == 2 and "401" in err and "route" not in out
+            assert len(err.strip().splitlines()) <= 2 and "Traceback" not in err
+    finally:
+        srv.shutdown()

@@ -7,7 +7,7 @@ import re
 import numpy as np
 import onnx
 import pytest
-from _split_tiny import cached_bundle
+from builders import cached_bundle
 
 from mmdeploy.artifact import load_reference
 from mmdeploy.backends.onnxruntime import OnnxRuntimeRunner

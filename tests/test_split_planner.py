@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import onnx
 import pytest
-from _split_tiny import cached_bundle
+from builders import cached_bundle
 
 from mmdeploy.artifact import load_reference
 from mmdeploy.errors import InputError

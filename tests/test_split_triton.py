@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from _split_tiny import cached_split
+from builders import cached_split
 
 from mmdeploy.split import triton
 

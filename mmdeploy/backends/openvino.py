@@ -21,8 +21,9 @@ def _numpy_dtype(element_type) -> np.dtype:
 
 
 class OpenVINORunner:
-    """Runs an IR on the CPU device.  fp32 inference precision is forced (a CPU with bf16
-    support would otherwise pick bf16 and drift from the reference)."""
+    """Runs an IR on the CPU device.  fp32 inference precision unless told otherwise (a CPU with
+    bf16 support would otherwise pick bf16 and drift from the reference); an artifact that
+    ``quantize --method auto`` chose at bf16/f16 records its ``inference_precision``."""
 
     def __init__(self, xml_path: str | Path, threads: int | None = None, name: str = "openvino",
                  device: str = "CPU", inference_precision: str = "f32",
@@ -142,5 +143,6 @@ class OpenVINOBackend(Backend):
         name = "openvino" + ("" if manifest.precision == "fp32" else f"-{manifest.precision}")
         return OpenVINORunner(Path(artifact_dir) / manifest.metadata.get("model_file", "model.xml"),
                               threads=threads, name=name, device=options.get("device", "CPU"),
+                              inference_precision=manifest.metadata.get("inference_precision", "f32"),
                               input_names=[i.name for i in manifest.inputs],
                               output_names=[o.name for o in manifest.outputs])

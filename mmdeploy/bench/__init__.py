@@ -25,6 +25,10 @@ def bench(paths: list[str | Path], settings: "BenchSettings", target=None, *,
 
     settings.check()
     items = harness.collect(paths, components, target)
+    if estimate and target is not None and target.boards:  # generic target: a row per board
+        from mmdeploy.targets.estimate import estimate_boards
+
+        return estimate_boards(items, settings, target)
     if estimate:
         from mmdeploy.targets.estimate import estimate_item
 
@@ -41,9 +45,9 @@ def bench(paths: list[str | Path], settings: "BenchSettings", target=None, *,
             results.append(record)
         return harness.document(results, settings, target, estimate=True)
     if target is not None and target.remote:
-        from mmdeploy.targets.remote import run_remote
+        from mmdeploy.targets.remote import run_remote_hosts
 
-        return run_remote(paths, settings, target, components)
+        return run_remote_hosts(items, settings, target)
     results = harness.run_items(items, settings, target, progress=progress)
     accuracy = None
     if settings.accuracy:

@@ -12,6 +12,8 @@ Budgets file (YAML, ``version: 1``; documented in ``docs/budgets.md``)::
         max_p50_ms: 12         # absolute limits, for dedicated hardware
         max_p99_ms: 20
         max_size_mb: 100
+        max_energy_mj: 40      # energy per inference (tegrastats, Jetson)
+        max_temp_c: 90         # peak temperature during the timed runs
         max_accuracy_drop_pts: 1.0
       - artifact: int8         # relative limits, for noisy shared runners
         component: vision
@@ -36,7 +38,9 @@ from mmdeploy.errors import InputError
 
 LATENCY_LIMITS = {"max_p50_ms": "p50", "max_p90_ms": "p90", "max_p99_ms": "p99", "max_mean_ms": "mean"}
 SCALAR_LIMITS = {"max_size_mb": "size_mb", "max_load_ms": "load_ms",
-                 "max_first_inference_ms": "first_inference_ms", "max_peak_rss_mb": "peak_rss_mb"}
+                 "max_first_inference_ms": "first_inference_ms", "max_peak_rss_mb": "peak_rss_mb",
+                 # device runs (tegrastats on a Jetson): energy per inference and peak temperature
+                 "max_energy_mj": "energy_per_inference_mj", "max_temp_c": "peak_temp_c"}
 
 
 class Strict(BaseModel):
@@ -71,6 +75,8 @@ class BudgetRule(Strict):
     max_load_ms: float | None = Field(None, gt=0)
     max_first_inference_ms: float | None = Field(None, gt=0)
     max_peak_rss_mb: float | None = Field(None, gt=0)
+    max_energy_mj: float | None = Field(None, gt=0)
+    max_temp_c: float | None = Field(None, gt=0)
     max_accuracy_drop_pts: float | None = None
     relative: list[RelativeLimit] = Field(default_factory=list)
 
@@ -162,9 +168,11 @@ def evaluate(doc: dict, budgets: BudgetFile | None = None, baseline: dict | None
                 limit = getattr(rule, key)
                 if limit is not None:
                     value = r.get(field)
+                    why = "" if value is not None or key not in ("max_energy_mj", "max_temp_c") else \
+                        " (not measured: needs tegrastats on the device)"
                     checks.append(_record(rule_name, where, r, key, limit, value,
                                           value is not None and value <= limit, "direct",
-                                          f"{field} {_fmt(value)} vs limit {limit:g}"))
+                                          f"{field} {_fmt(value)} vs limit {limit:g}{why}"))
             if rule.max_accuracy_drop_pts is not None and (i, r["artifact"]) not in accuracy_done:
                 accuracy_done.add((i, r["artifact"]))  # a bundle-level metric: once per artifact
                 checks.append(_accuracy(rule_name, f"{r['artifact']}@{target}", r, rule.max_accuracy_drop_pts, doc))
@@ -219,6 +227,11 @@ def _record(name, where, r, check, limit, measured, passed, method, message, **e
 
 def _absolute(name, where, r, stat, limit, conf) -> dict:
     from mmdeploy.bench.stats import bootstrap_ci
+
+    if not r.get("samples_ms"):  # a device tool's summary (trtexec without per-run times)
+        value = r.get(f"{stat}_ms")
+        return _record(name, where, r, f"max_{stat}_ms", limit, value, value is not None and value <= limit,
+                       "direct", f"{stat} {_fmt(value)} ms ({r.get('latency_source', 'no samples')}) vs limit {limit:g} ms")
 
     est, lo, hi = bootstrap_ci(r["samples_ms"], stat, conf)
     passed = lo <= limit

@@ -41,6 +41,7 @@ class BenchSettings:
     blocks: int = 1
     accuracy: bool = False
     accuracy_limit: int | None = None
+    isolated_memory: bool = True  # peak RSS per artifact from its own process (else process-wide)
 
     def check(self) -> None:
         if self.warmup < 0:
@@ -229,6 +230,68 @@ def _peak_rss_mb() -> float:
     return peak / 2**20 if platform.system() == "Darwin" else peak / 1024
 
 
+_PROBE = "MMDEPLOY_MEMORY_PROBE "
+
+
+def _own_peak_rss_mb() -> float:
+    """This process's peak RSS since it started.  On Linux ``ru_maxrss`` survives exec (a child
+    starts at its parent's peak), so read the address space's high-water mark, VmHWM, instead."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return _peak_rss_mb()
+
+
+def isolated_memory(run_dir: Path, source_dir: Path, batch: int, threads: int | None) -> dict | None:
+    """Peak RSS of a fresh process that loads ``run_dir`` and runs it once on ``batch`` inputs.
+
+    This is one artifact's memory alone: the bench process's own peak (``ru_maxrss``) only grows,
+    so it includes every artifact loaded before.  Returns ``{"peak_rss_mb", "baseline_rss_mb",
+    "peak_rss_delta_mb"}`` (baseline: the probe process with the runtime imported, before the
+    load), or None when the probe could not run.
+    """
+    import json
+    import subprocess
+    import sys
+
+    import mmdeploy
+
+    root = str(Path(mmdeploy.__file__).resolve().parent.parent)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([root, os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep)}
+    code = "from mmdeploy.bench.harness import _memory_probe; _memory_probe()"
+    try:
+        done = subprocess.run([sys.executable, "-c", code, str(run_dir), str(source_dir), str(batch),
+                               str(threads or 0)], capture_output=True, text=True, timeout=600, env=env)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    for line in reversed(done.stdout.splitlines()):
+        if line.startswith(_PROBE):
+            return json.loads(line[len(_PROBE):])
+    return None
+
+
+def _memory_probe() -> None:
+    """The child of :func:`isolated_memory` (argv: run_dir source_dir batch threads)."""
+    import json
+    import sys
+
+    from mmdeploy.artifact import read_manifest
+    from mmdeploy.backends import FORMATS, get_backend, load_runner
+
+    run_dir, source_dir, batch, threads = Path(sys.argv[1]), Path(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
+    get_backend(FORMATS[read_manifest(run_dir).format]).available()  # import the runtime first
+    feeds, _ = make_feeds(source_dir, read_manifest(source_dir), batch)
+    baseline = _rss_mb()
+    runner = load_runner(run_dir, **({"threads": threads} if threads else {}))
+    runner.run(feeds)
+    peak = _own_peak_rss_mb()
+    print(_PROBE + json.dumps({"peak_rss_mb": peak, "baseline_rss_mb": baseline,
+                               "peak_rss_delta_mb": peak - baseline}), flush=True)
+
+
 # --------------------------------------------------------------------------- running
 
 
@@ -329,9 +392,21 @@ def _finish(item: Item) -> dict:
     mean_s = result["mean_ms"] / 1e3
     result["runs_per_s"] = 1.0 / mean_s if mean_s > 0 else float("inf")
     result["throughput_per_s"] = result["batch"] / mean_s if mean_s > 0 else float("inf")
-    result["peak_rss_mb"] = _peak_rss_mb()
+    result["peak_rss_mb"] = _peak_rss_mb()  # replaced by the artifact's own when measured apart
+    result["peak_rss_scope"] = "process"
     result["samples_ms"] = samples_ms
     return result
+
+
+def _measure_memory(items: list[Item], results: list[dict], settings: BenchSettings, target) -> None:
+    """Each artifact's peak RSS from its own process, after the timing (nothing runs beside it)."""
+    if not settings.isolated_memory:
+        return
+    threads = settings.threads or (target.threads if target else None)
+    for item, result in zip(items, results):
+        probe = isolated_memory(item.run_dir, item.path, settings.batch, threads)
+        if probe is not None:
+            result.update(probe, peak_rss_scope="artifact", process_peak_rss_mb=result["peak_rss_mb"])
 
 
 def run_items(items: list[Item], settings: BenchSettings, target=None,
@@ -360,6 +435,7 @@ def run_items(items: list[Item], settings: BenchSettings, target=None,
                 _time_block(item, per_block_iters, per_block_s, ticker(item))
                 results.append(_finish(item))
                 item.runner = None  # release before the next artifact loads
+            _measure_memory(items, results, settings, target)
             return results
         for item in items:  # interleaved blocks: all loaded, timed A B C A B C ...
             _load(item, settings, target)
@@ -371,6 +447,7 @@ def run_items(items: list[Item], settings: BenchSettings, target=None,
         results = [_finish(item) for item in items]
         for item in items:
             item.runner = None
+        _measure_memory(items, results, settings, target)
         return results
     finally:
         shutil.rmtree(workdir, ignore_errors=True)

@@ -39,30 +39,44 @@ def markdown(doc: dict) -> str:
     title = "ESTIMATE (roofline, not measured)" if est else "Benchmark"
     lines = [f"### mmdeploy {title}: target `{_target(doc)}`", ""]
     remote = doc.get("remote")
-    where = f"{remote['host']} (ssh)" if remote else m.get("hostname", "?")
-    lines.append(f"Machine: {where}, {m.get('cpu_model', '?')}, {m.get('cpu_affinity', '?')}/"
-                 f"{m.get('cpu_count', '?')} CPUs, governor {m.get('governor', '?')}, load {m.get('loadavg', '?')}")
     s = doc.get("settings", {})
-    lines.append(f"Settings: batch {s.get('batch')}, threads {s.get('threads') or 'default'}, warmup "
-                 f"{s.get('warmup')}, {'%ss' % s['duration'] if s.get('duration') else '%s iters' % s.get('iters')}"
-                 f", {s.get('blocks', 1)} block(s)")
+    if est:  # nothing ran: no machine, no thread count to report
+        lines.append(f"Nothing ran: FLOPs and bytes of the graph against each target profile's peak figures, "
+                     f"plus its per-inference launch overhead; batch {s.get('batch')}.")
+    else:
+        where = f"{remote['host']} (ssh)" if remote else m.get("hostname", "?")
+        lines.append(f"Machine: {where}, {m.get('cpu_model', '?')}, {m.get('cpu_affinity', '?')}/"
+                     f"{m.get('cpu_count', '?')} CPUs, governor {m.get('governor', '?')}, load {m.get('loadavg', '?')}")
+        lines.append(f"Settings: batch {s.get('batch')}, threads {s.get('threads') or 'default'}, warmup "
+                     f"{s.get('warmup')}, {'%ss' % s['duration'] if s.get('duration') else '%s iters' % s.get('iters')}"
+                     f", {s.get('blocks', 1)} block(s)")
     lines.append("")
     if est:
-        lines += ["| artifact | component | ESTIMATE p50 ms | GFLOP | weights MB | bound |",
-                  "|---|---|---:|---:|---:|---|"]
+        lines += ["| artifact | component | target | ESTIMATE p50 ms | GFLOP | weights MB | launch ms | bound |",
+                  "|---|---|---|---:|---:|---:|---:|---|"]
         for r in doc["results"]:
-            lines.append(f"| {r['artifact']} | {r['component']} | {r['p50_ms']:.3f} (ESTIMATE) | "
-                         f"{r['gflops']:.3f} | {r['weight_mb']:.2f} | {r['bound']} |")
+            lines.append(f"| {r['artifact']} | {r['component']} | {r.get('board') or _target(doc)} | "
+                         f"{r['p50_ms']:.3f} (ESTIMATE) | {r['gflops']:.3f} | {r['weight_mb']:.2f} | "
+                         f"{r.get('launch_overhead_ms', 0):.3f} | {r['bound']} |")
     else:
-        lines += ["| artifact | component | format | p50 ms | p90 ms | p99 ms | mean ± std ms | per s | "
-                  "load ms | first ms | size MB | peak RSS MB |",
-                  "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
-        for r in doc["results"]:
+        first = doc["results"][0]["artifact"] if doc["results"] else None
+        speedups = speedup_vs_first(doc["results"])
+        isolated = all(r.get("peak_rss_scope") == "artifact" for r in doc["results"])
+        rss = "peak RSS MB (own process)" if isolated else "peak RSS MB (whole bench process so far)"
+        lines += [f"| artifact | component | format | p50 ms | speed-up vs {first} | p90 ms | p99 ms | "
+                  f"mean ± std ms | per s | load ms | first ms | size MB | {rss} |",
+                  "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+        for r, up in zip(doc["results"], speedups):
             lines.append(
                 f"| {r['artifact']} | {r['component']} | {r['format']}/{r['precision']} | {r['p50_ms']:.3f} | "
-                f"{r['p90_ms']:.3f} | {r['p99_ms']:.3f} | {r['mean_ms']:.3f} ± {r['std_ms']:.3f} | "
-                f"{r['throughput_per_s']:.1f} | {r['load_ms']:.1f} | {r['first_inference_ms']:.1f} | "
-                f"{r['size_mb']:.2f} | {r['peak_rss_mb']:.0f} |")
+                f"{'–' if up is None else f'{up:.2f}x'} | "
+                f"{r['p90_ms']:.3f} | {r['p99_ms']:.3f} | {r['mean_ms']:.3f} ± {_num(r.get('std_ms'), '.3f')} | "
+                f"{r['throughput_per_s']:.1f} | {_num(r.get('load_ms'))} | {_num(r.get('first_inference_ms'))} | "
+                f"{r['size_mb']:.2f} | {_num(r.get('peak_rss_mb'), '.0f')} |")
+        if not isolated:
+            lines += ["", "Peak RSS is the bench process's peak so far: it includes the artifacts loaded "
+                      "before each row, not that artifact alone."]
+    lines += device_lines(doc)
     acc = [a for a in doc.get("accuracy", [])]
     if acc:
         lines += ["", "| artifact | metric | value | reference | drop (pts) |", "|---|---|---:|---:|---:|"]
@@ -78,8 +92,51 @@ def markdown(doc: dict) -> str:
         lines += ["", f"**Budgets: {ok}/{len(doc['budgets'])} hold — {'PASS' if doc['passed'] else 'FAIL'}**", "",
                   "| | budget | where | check | result |", "|---|---|---|---|---|"]
         for c in doc["budgets"]:
-            lines.append(f"| {'✅' if c['passed'] else '❌'} | {c['name']} | {c['where']} | {c['check']} | {c['message']} |")
+            lines.append(f"| {'PASS' if c['passed'] else 'FAIL'} | {c['name']} | {c['where']} | {c['check']} | {c['message']} |")
     return "\n".join(lines) + "\n"
+
+
+def speedup_vs_first(results: list[dict]) -> list[float | None]:
+    """p50 speed-up of each row against the first artifact's same component (None without one)."""
+    if not results:
+        return []
+    first = results[0]["artifact"]
+    base = {r["component"]: r["p50_ms"] for r in results if r["artifact"] == first}
+    return [base[r["component"]] / r["p50_ms"] if r["component"] in base and r["p50_ms"] > 0 else None
+            for r in results]
+
+
+def _num(value, fmt: str = ".1f") -> str:
+    return "–" if value is None else format(value, fmt)
+
+
+def device_lines(doc: dict) -> list[str]:
+    """Remote devices: a row per board and component with what trtexec / tegrastats add."""
+    rows = [r for r in doc.get("results", []) if r.get("host")]
+    if not rows or _estimate(doc):
+        return []
+    devices = doc.get("devices") or ([doc["device"]] if doc.get("device") else [])
+    boards = {d["host"]: d.get("board") or {} for d in devices}
+    lines = ["", "| host | board | artifact/component | runtime | p50 ms | GPU compute p50 ms | H2D/D2H ms | "
+             "per s | power avg/peak mW | mJ/inference | peak °C | GPU % | EMC % | clocks | nvpmodel |",
+             "|---|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---|"]
+    for r in rows:
+        b = boards.get(r["host"], {})
+        clocks = {True: "locked", False: "not locked", None: "–"}[b.get("jetson_clocks")]
+        h2d = "–" if r.get("h2d_mean_ms") is None else f"{r['h2d_mean_ms']:.3f}/{_num(r.get('d2h_mean_ms'), '.3f')}"
+        power = "–" if r.get("power_avg_mw") is None else f"{r['power_avg_mw']:.0f}/{_num(r.get('power_peak_mw'), '.0f')}"
+        lines.append(f"| {r['host']} | {r.get('board') or '?'} | {r['artifact']}/{r['component']} | {r['runner']} | "
+                     f"{r['p50_ms']:.3f} | {_num(r.get('gpu_compute_p50_ms'), '.3f')} | {h2d} | "
+                     f"{r['throughput_per_s']:.1f} | {power} | {_num(r.get('energy_per_inference_mj'), '.2f')} | "
+                     f"{_num(r.get('peak_temp_c'))} | {_num(r.get('gpu_util_pct'), '.0f')} | "
+                     f"{_num(r.get('emc_util_pct'), '.0f')} | {clocks} | {b.get('nvpmodel') or '–'} |")
+    for d in devices:
+        b = d.get("board") or {}
+        lines.append(f"\nDevice {d['host']}: {b.get('model') or b.get('identity') or '?'}"
+                     + (f", L4T {b['l4t']} (JetPack {b.get('jetpack') or '?'})" if b.get("l4t") else "")
+                     + f", {b.get('os') or '?'}, {b.get('memory_gb') or '?'} GB; profile {b.get('applied') or b.get('profile')}")
+    lines += [f"\n**warning:** {w}" for w in doc.get("warnings") or []]
+    return lines
 
 
 def junit(doc: dict) -> str:
@@ -176,20 +233,27 @@ def html_page(doc: dict) -> str:
                     continue
                 cells = [html.escape(c.strip()) for c in row.strip("|").split("|")]
                 tag = "th" if i == 0 else "td"
-                table.append("<tr>" + "".join(f"<{tag}>{c}</{tag}>" for c in cells) + "</tr>")
+                table.append("<tr>" + "".join(f"<{tag}{_verdict_class(c, tag)}>{c}</{tag}>" for c in cells) + "</tr>")
             body.append("\n".join(table + ["</table>"]))
         else:
             text = html.escape(block)
             text = re.sub(r"^### (.*)$", r"<h2>\1</h2>", text, flags=re.M)
             text = re.sub(r"\*\*(.*?)\*\*", r"<b>\1</b>", text)
+            text = re.sub(r"`([^`]*)`", r"<code>\1</code>", text)
+            text = re.sub(r"\b(PASS|FAIL)\b", lambda m: f"<span class='{m[1].lower()}'>{m[1]}</span>", text)
             body.append(f"<p>{text}</p>".replace("\n", "<br>"))
     for title, png in plots(doc):
         body.append(f"<h3>{html.escape(title)}</h3><img alt='{html.escape(title)}' src='data:image/png;base64,{png}'>")
     title = "mmdeploy ESTIMATE" if _estimate(doc) else "mmdeploy benchmark"
     style = ("body{font-family:sans-serif;margin:2em}table{border-collapse:collapse}"
-             "td,th{border:1px solid #ccc;padding:3px 8px;text-align:right}th{background:#eee}")
+             "td,th{border:1px solid #ccc;padding:3px 8px;text-align:right}th{background:#eee}"
+             ".pass{color:#1a7f37;font-weight:bold}.fail{color:#cf222e;font-weight:bold}")
     return (f"<!doctype html><html><head><meta charset='utf-8'><title>{title}</title><style>{style}</style>"
             f"</head><body>{''.join(body)}</body></html>\n")
+
+
+def _verdict_class(cell: str, tag: str) -> str:
+    return f" class='{cell.lower()}'" if tag == "td" and cell in ("PASS", "FAIL") else ""
 
 
 def write_report(doc: dict, directory: str | Path) -> Path:

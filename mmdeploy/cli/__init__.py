@@ -39,7 +39,8 @@ def _root(
     version: bool = typer.Option(False, "--version", callback=_version, is_eager=True,
                                  help="Print the version and exit."),
 ):
-    """Global options; ``--debug`` may be given anywhere on the line to show tracebacks."""
+    """Global options; ``--debug`` (tracebacks) and ``--verbose`` (library output on the terminal
+    instead of ``<output>/logs/mmdeploy.log``) may be given anywhere on the line."""
 
 
 for _name in COMMAND_MODULES:
@@ -55,6 +56,11 @@ def main(argv: list[str] | None = None) -> None:
     args = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in args or os.environ.get("MMDEPLOY_DEBUG") == "1"
     args = [a for a in args if a != "--debug"]
+    from mmdeploy import logs
+
+    logs.VERBOSE = "--verbose" in args or os.environ.get("MMDEPLOY_VERBOSE") == "1"
+    if next((a for a in args if not a.startswith("-")), None) != "serve":  # serve --verbose: its own
+        args = [a for a in args if a != "--verbose"]
     from mmdeploy.models.preprocess import quiet_libraries
 
     quiet_libraries()
@@ -75,7 +81,7 @@ def main(argv: list[str] | None = None) -> None:
     except click.exceptions.Exit as exc:
         sys.exit(exc.exit_code)
     except (click.exceptions.Abort, KeyboardInterrupt):
-        print("interrupted", file=sys.stderr)
+        print("interrupted, nothing written", file=sys.stderr)
         sys.exit(130)
     except Exception as exc:  # noqa: BLE001 - the last line of defence for users
         if debug:
@@ -83,4 +89,6 @@ def main(argv: list[str] | None = None) -> None:
         print(f"internal error: {exc.__class__.__name__}: {exc}".splitlines()[0]
               + " (rerun with --debug for a traceback and report it)", file=sys.stderr)
         sys.exit(1)
+    if code == 130:  # typer turns Ctrl-C into exit code 130
+        print("interrupted, nothing written", file=sys.stderr)
     sys.exit(code if isinstance(code, int) else 0)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 from typing import List, Optional
 
@@ -18,7 +17,9 @@ def bench(
         None, help="convert/quantize output directories (every component is benched) or component directories"),
     target: str = typer.Option("cpu", "--target", "-t", help="target profile name (see --list-targets)"),
     targets_dir: Optional[List[Path]] = typer.Option(None, "--targets-dir", help="extra folder of target *.yaml profiles"),
-    host: Optional[str] = typer.Option(None, "--host", help="user@address[:port] of a remote device (overrides the profile)"),
+    host: Optional[str] = typer.Option(None, "--host", help="user@address[:port] of a remote device (overrides the profile); a,b,c: each, in parallel"),
+    device_python: Optional[str] = typer.Option(None, "--device-python", help="the device's python3 (with numpy and the runtime)"),
+    identity: Optional[Path] = typer.Option(None, "--identity", help="SSH private key for the device (overrides identity_file)"),
     components: Optional[str] = typer.Option(None, "--components", help="comma-separated components to bench"),
     warmup: int = typer.Option(10, "--warmup", help="untimed runs before timing"),
     iters: int = typer.Option(100, "--iters", help="timed runs per component"),
@@ -35,6 +36,8 @@ def bench(
     max_mean_ms: Optional[float] = typer.Option(None, "--max-mean-ms"),
     max_size_mb: Optional[float] = typer.Option(None, "--max-size-mb"),
     max_load_ms: Optional[float] = typer.Option(None, "--max-load-ms"),
+    max_energy_mj: Optional[float] = typer.Option(None, "--max-energy-mj", help="energy per inference (Jetson, tegrastats)"),
+    max_temp_c: Optional[float] = typer.Option(None, "--max-temp-c", help="peak temperature during the run (Jetson)"),
     max_accuracy_drop: Optional[float] = typer.Option(None, "--max-accuracy-drop", help="points vs the reference"),
     budget: Optional[Path] = typer.Option(None, "--budget", help="YAML budgets file (docs/budgets.md)"),
     baseline: Optional[Path] = typer.Option(None, "--baseline", help="compare with a stored bench JSON"),
@@ -45,7 +48,7 @@ def bench(
     list_targets: bool = typer.Option(False, "--list-targets", help="list target profiles and exit"),
 ):
     """Benchmark artifacts on a target; exit 0 when all budgets hold, 1 when one fails, 2 on bad input."""
-    from mmdeploy.cli._common import console, print_json, split_list
+    from mmdeploy.cli._common import console, print_json, quiet, split_list
     from mmdeploy.errors import BudgetExceeded, InputError
 
     from mmdeploy import targets as tg
@@ -66,37 +69,39 @@ def bench(
     from mmdeploy.bench import budgets as bd
     from mmdeploy.bench import report as rp
 
-    profile = tg.get_target(target, targets_dir, host=host)
+    profile = tg.get_target(target, targets_dir, host=host, python=device_python, identity=identity)
     settings = BenchSettings(warmup=warmup, iters=None if duration else iters, duration=duration, batch=batch,
                              threads=threads, blocks=blocks, accuracy=accuracy, accuracy_limit=accuracy_limit)
     budgets = bd.load_budgets(budget) if budget else bd.BudgetFile()
     quick = bd.quick_rules(max_p50_ms=max_p50_ms, max_p90_ms=max_p90_ms, max_p99_ms=max_p99_ms,
                            max_mean_ms=max_mean_ms, max_size_mb=max_size_mb, max_load_ms=max_load_ms,
+                           max_energy_mj=max_energy_mj, max_temp_c=max_temp_c,
                            max_accuracy_drop_pts=max_accuracy_drop)
     budgets.budgets += quick.budgets
     if any(r.max_accuracy_drop_pts is not None for r in budgets.budgets) and not accuracy:
         raise InputError("an accuracy budget needs --accuracy", "add --accuracy")
     base = bd.load_baseline(baseline) if baseline else None
 
-    progress_cb, progress_ctx = None, None
-    if sys.stderr.isatty() and not estimate:
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+    with quiet(report, json_out=True):  # runtimes' notices go to the log
+        progress_cb, progress_ctx = None, None
+        if console(stderr=True).is_terminal and not estimate:
+            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 
-        progress_ctx = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                                console=console(stderr=True), transient=True)
-        tasks: dict[str, int] = {}
+            progress_ctx = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                                    console=console(stderr=True), transient=True)
+            tasks: dict[str, int] = {}
 
-        def progress_cb(label: str, n: int, total: int) -> None:
-            if label not in tasks:
-                tasks[label] = progress_ctx.add_task(label, total=total or None)
-            progress_ctx.advance(tasks[label], n)
+            def progress_cb(label: str, n: int, total: int) -> None:
+                if label not in tasks:
+                    tasks[label] = progress_ctx.add_task(label, total=total or None)
+                progress_ctx.advance(tasks[label], n)
 
-    if progress_ctx:
-        with progress_ctx:
-            doc = run_bench(artifacts, settings, profile, components=split_list(components),
-                            estimate=estimate, progress=progress_cb)
-    else:
-        doc = run_bench(artifacts, settings, profile, components=split_list(components), estimate=estimate)
+        if progress_ctx:
+            with progress_ctx:
+                doc = run_bench(artifacts, settings, profile, components=split_list(components),
+                                estimate=estimate, progress=progress_cb)
+        else:
+            doc = run_bench(artifacts, settings, profile, components=split_list(components), estimate=estimate)
     checks = gate(doc, budgets, base)
 
     if save_baseline:
@@ -109,6 +114,8 @@ def bench(
         print_json(doc)
     else:
         typer.echo(rp.markdown(doc))
+    for warning in doc.get("warnings") or []:
+        typer.echo(f"warning: {warning}", err=True)
     failed = [c for c in checks if not c["passed"]]
     if failed:
         first = failed[0]

@@ -66,13 +66,14 @@ def register(app: typer.Typer) -> None:
         json_out: bool = typer.Option(False, "--json", help="Machine-readable output."),
     ):
         """Compile ONNX components into backend artifacts, each verified against PyTorch."""
-        from mmdeploy.cli._common import console, print_json, split_list
+        from mmdeploy.cli._common import print_json, print_table, quiet, split_list
         from mmdeploy.stages.compile import compile_artifact
 
         options = {"components": split_list(components), "threads": threads, "atol": atol, "ort_save_optimized": ort_optimized,
                    "trt_shapes": _shapes(trt_shape), "trt_max_batch": trt_max_batch,
                    "trt_workspace_mb": trt_workspace_mb, "trt_allow_unsupported": trt_allow_unsupported}
-        bundle = compile_artifact(artifact, target, output, options)
+        with quiet(output, json_out) as say:
+            bundle = compile_artifact(artifact, target, output, options, progress=say)
         made = set(bundle.metadata.get("compiled", []))
         refs = [a for a in bundle.artifacts if a.path in made]
         rows = artifact_rows(output, refs)
@@ -90,12 +91,12 @@ def register(app: typer.Typer) -> None:
                           "-" if r["max_abs"] is None else f"{r['max_abs']:.2e}",
                           "-" if r["min_cosine"] is None else f"{r['min_cosine']:.6f}", r["parity"],
                           "-" if not task else f"{task['agreement_with_pytorch']:.1%} agree")
-        console().print(table)
+        print_table(table)
 
     @app.command("targets")
     def targets_cmd(json_out: bool = typer.Option(False, "--json", help="Machine-readable output.")):
         """List compile targets: available here or not, and what to install."""
-        from mmdeploy.cli._common import console, print_json
+        from mmdeploy.cli._common import print_json, print_table
         from mmdeploy.stages.compile import list_targets
 
         rows = list_targets()
@@ -111,4 +112,4 @@ def register(app: typer.Typer) -> None:
             why = r["reason"] if r["available"] else f"{r['reason']}; {r['install']}"
             table.add_row(r["target"], "[green]available[/]" if r["available"] else "[red]unavailable[/]",
                           ",".join(r["precisions"]), why)
-        console().print(table)
+        print_table(table)

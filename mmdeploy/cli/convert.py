@@ -7,7 +7,7 @@ from typing import Optional
 
 import typer
 
-from mmdeploy.cli._common import console, print_json, split_list
+from mmdeploy.cli._common import console, print_json, print_table, quiet, split_list
 
 
 def register(app: typer.Typer) -> None:
@@ -34,13 +34,12 @@ def convert(
 ):
     from mmdeploy.stages.convert import convert as run_convert
 
-    out = console(stderr=True)
-    manifest = run_convert(
-        source, output, components=split_list(components), opset=opset, atol=atol,
-        batch=batch or None, sequence=sequence or None, simplify=simplify,
-        targets=split_list(target), family=family, allow_pickle=allow_pickle,
-        progress=None if json_out else (lambda msg: out.print(f"· {msg}", markup=False, style="dim")),
-    )
+    with quiet(output, json_out) as say:
+        manifest = run_convert(
+            source, output, components=split_list(components), opset=opset, atol=atol,
+            batch=batch or None, sequence=sequence or None, simplify=simplify,
+            targets=split_list(target), family=family, allow_pickle=allow_pickle, progress=say,
+        )
     if json_out:
         print_json(manifest.model_dump(mode="json"))
     else:
@@ -84,10 +83,15 @@ def _print_summary(path: Path, check: bool = False) -> None:
         cos = min((v.get("cosine", 1) for v in parity.values()), default=None)
         table.add_row(name, m.format or "-", m.precision, _human(artifact_size(cdir)),
                       f"{worst:.1e}" if worst is not None else "-", f"{cos:.6f}" if cos is not None else "-")
-        signatures += [f"  {name:<16} in  {t.name}: {t.dtype}[{', '.join(map(str, t.shape))}]" for t in m.inputs]
-        signatures += [f"  {name:<16} out {t.name}: {t.dtype}[{', '.join(map(str, t.shape))}]" for t in m.outputs]
-    out.print(table)
-    out.print("I/O signature:\n" + "\n".join(signatures), markup=False, highlight=False)
+        signatures.append((name, "; ".join([f"in {t.name}: {t.dtype}[{', '.join(map(str, t.shape))}]" for t in m.inputs]
+                                           + [f"out {t.name}: {t.dtype}[{', '.join(map(str, t.shape))}]"
+                                              for t in m.outputs])))
+    print_table(table, out)
+    groups: dict[str, list[str]] = {}  # artifacts sharing a signature are listed together
+    for name, signature in signatures:
+        groups.setdefault(signature, []).append(name)
+    out.print("I/O signature:\n" + "\n".join(f"  {', '.join(names)}: {sig}" for sig, names in groups.items()),
+              markup=False, highlight=False, soft_wrap=True)
     task = top.parity.get("task")
     if task and "value" in task:
         out.print(f"task {task['metric']} on {task['n']} {task.get('dataset')} samples: PyTorch "

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import typer
 
-from mmdeploy.cli._common import console, print_json
+from mmdeploy.cli._common import print_json, print_table, quiet
 
 
 def register(app: typer.Typer) -> None:
@@ -22,9 +22,8 @@ def demo(
 
     from mmdeploy.demo.pipeline import run_demo
 
-    err = console(stderr=True)
-    results = run_demo(output, progress=None if json_out else
-                       (lambda msg: err.print(f"· {msg}", markup=False, style="dim")))
+    with quiet(output, json_out) as say:
+        results = run_demo(output, progress=say)
     if json_out:
         print_json([asdict(r) for r in results])
         return
@@ -33,4 +32,4 @@ def demo(
         table.add_column(col)
     for r in results:
         table.add_row(r.step, r.status, r.summary, f"{r.seconds:.1f}")
-    console().print(table)
+    print_table(table)

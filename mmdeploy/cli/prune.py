@@ -28,17 +28,18 @@ def register(app: typer.Typer) -> None:
         as_json: bool = typer.Option(False, "--json", help="Print the report as JSON."),
     ):
         """Prune a checkpoint's towers and write a checkpoint that `mmdeploy convert` accepts."""
-        from mmdeploy.cli._common import console, print_json, split_list
+        from mmdeploy.cli._common import console, print_json, quiet, split_list
         from mmdeploy.passes.prune import check_amount, check_method
 
         check_method(method)  # fail fast, before loading anything heavy
         check_amount(amount)
         from mmdeploy.stages.prune import prune
 
-        report = prune(source, output, method, amount, components=split_list(components),
-                       recover_steps=recover_steps, calib=calib, scope=scope, recover_lr=lr,
-                       batch_size=batch_size, measure_latency=latency, latency_runs=runs,
-                       threads=threads, allow_pickle=allow_pickle)
+        with quiet(output, as_json):
+            report = prune(source, output, method, amount, components=split_list(components),
+                           recover_steps=recover_steps, calib=calib, scope=scope, recover_lr=lr,
+                           batch_size=batch_size, measure_latency=latency, latency_runs=runs,
+                           threads=threads, allow_pickle=allow_pickle)
         if as_json:
             print_json(report)
             return
@@ -47,6 +48,8 @@ def register(app: typer.Typer) -> None:
 
 def _print(con, report: dict, output: Path) -> None:
     from rich.table import Table
+
+    from mmdeploy.cli._common import print_table
 
     table = Table(title=f"prune --method {report['method']} --amount {report['amount']}")
     for col in ("", "before", "after", "change"):
@@ -65,7 +68,7 @@ def _print(con, report: dict, output: Path) -> None:
         table.add_row(m["name"], f"{m['before']:.4f}", f"{m['after']:.4f}", f"{m['delta_pp']:+.2f} pp")
     for c, cos in report["embedding_cosine"].items():
         table.add_row(f"{c} embedding cosine", "1", f"{cos['after']['mean']:.4f}", "")
-    con.print(table)
+    print_table(table, con)
     if report["method"] == "magnitude":
         con.print(f"sparsity {report['pruned']['sparsity']:.1%}; {report['note']}")
     con.print(f"wrote {output} (convert it with: mmdeploy convert {output} --output ...)")

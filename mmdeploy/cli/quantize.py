@@ -7,7 +7,7 @@ from typing import Optional
 
 import typer
 
-from mmdeploy.cli._common import console, print_json, split_list
+from mmdeploy.cli._common import console, print_json, print_table, quiet, split_list
 
 METHODS = ["auto", "ort-static", "ort-dynamic", "nncf", "inc", "tflite"]
 
@@ -20,7 +20,8 @@ def register(app: typer.Typer) -> None:
         output: Path = typer.Option(..., "--output", "-o", help="Directory for the new artifact."),
         int8: bool = typer.Option(False, "--int8", help="Calibrated int8 (the default)."),
         fp16: bool = typer.Option(False, "--fp16", help="float16 weights and compute, float32 I/O."),
-        method: str = typer.Option("auto", "--method", help="auto (= ort-static), ort-static (calibrated "
+        method: str = typer.Option("auto", "--method", help="auto (build every route that runs on the target, "
+                                   "keep those within the budget, pick the fastest measured), ort-static (calibrated "
                                    "QDQ for ORT/OpenVINO/TensorRT), ort-dynamic (+ ORT fusions), nncf (OpenVINO IR), "
                                    "inc (Neural Compressor tuning), tflite (litert-torch, needs the checkpoint)."),
         calibrate_method: str = typer.Option("minmax", "--calibrate-method",
@@ -43,6 +44,9 @@ def register(app: typer.Typer) -> None:
         optimize: Optional[bool] = typer.Option(None, "--optimize/--no-optimize",
                                                 help="ORT transformer fusions (ONNX Runtime only; default: "
                                                 "on for ort-dynamic)."),
+        target: Optional[str] = typer.Option(None, "--target", help="--method auto: choose for this target "
+                                             "profile (measured on the device when its agent is reachable, else "
+                                             "the profile's preference); default: this machine."),
         latency_runs: int = typer.Option(10, "--latency-runs", help="Runs for the latency column (0: skip)."),
         json_out: bool = typer.Option(False, "--json", help="Machine-readable output."),
     ):
@@ -66,15 +70,10 @@ def register(app: typer.Typer) -> None:
             calib_limit=calib_limit, components=split_list(components), metric=metric,
             accuracy_budget=accuracy_budget, accuracy_aware=not no_accuracy_aware,
             max_float_blocks=max_float_blocks, nodes_to_exclude=split_list(exclude) or [],
-            latency_runs=latency_runs,
+            latency_runs=latency_runs, target=target,
         )
-        err = console(stderr=True)
-        log = (lambda msg: None) if json_out else (lambda msg: err.print(msg, markup=False))
-        import contextlib
-        import sys
-
-        with contextlib.redirect_stdout(sys.stderr):  # library progress bars (NNCF) never pollute --json
-            manifest = quantize(artifact, output, options, log=log)
+        with quiet(output, json_out) as say:  # library progress bars (NNCF) go to the log
+            manifest = quantize(artifact, output, options, log=say or (lambda msg: None))
         summary = manifest.metadata.get("quantize_summary") or manifest.metadata.get("quantize")
         if json_out:
             print_json({"output": str(output), "precision": manifest.precision, "summary": summary})
@@ -93,7 +92,19 @@ def _print_summary(summary: dict, output: Path) -> None:
         lat = lambda k: f"{row[k]:.2f} ms" if k in row else "-"  # noqa: E731
         table.add_row(row["component"], f"{row['size_fp32'] / 1e6:.2f} MB", f"{row['size_quantized'] / 1e6:.2f} MB",
                       f"{row['cosine']:.5f}", lat("latency_ms_fp32"), lat("latency_ms_quantized"))
-    out.print(table)
+    print_table(table, out)
+    auto = summary.get("auto")
+    if auto:
+        out.print(f"auto: {auto['chosen']} — {auto['reason']}", soft_wrap=True)
+        for cand in auto["candidates"]:
+            if cand.get("skipped"):
+                out.print(f"  {cand['name']}: skipped ({cand['skipped']})", soft_wrap=True)
+            elif cand.get("error"):
+                out.print(f"  {cand['name']}: failed ({cand['error']})", soft_wrap=True)
+            else:
+                lat = f"{cand['latency_ms']:.2f} ms" if cand.get("latency_ms") is not None else "not timed"
+                out.print(f"  {cand['name']}: {lat}, accuracy {cand['accuracy']['value']:.5f}"
+                          f"{'' if cand['holds_budget'] else ' (over budget)'}", soft_wrap=True)
     acc = summary["accuracy"]
     if acc["metric"] == "task":
         out.print(f"{acc['task']}: fp32 {acc['fp32']:.2f} % → {acc['value']:.2f} % "

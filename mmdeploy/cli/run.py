@@ -21,7 +21,7 @@ def run(
     json_out: bool = typer.Option(False, "--json", help="print the run summary as JSON"),
 ):
     """Execute a recipe: source → convert → passes → targets → bench → budgets (exit 1 if a budget fails)."""
-    from mmdeploy.cli._common import console, print_json
+    from mmdeploy.cli._common import print_json, quiet
     from mmdeploy.errors import InputError
     from mmdeploy.stages.recipe import load_recipe, plan, run_recipe
 
@@ -40,9 +40,8 @@ def run(
         return
     if output is None:
         raise InputError("--output DIR is required", "pass where to write the run (or --dry-run)")
-    err = console(stderr=True)
-    summary = run_recipe(recipe, output, targets_dir=targets_dir, host=host,
-                         progress=None if json_out else (lambda m: err.print(m, markup=False)))
+    with quiet(output, json_out) as say:
+        summary = run_recipe(recipe, output, targets_dir=targets_dir, host=host, progress=say)
     if json_out:
         print_json(summary)
     else:

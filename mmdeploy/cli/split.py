@@ -7,7 +7,7 @@ from typing import Optional
 
 import typer
 
-from mmdeploy.cli._common import console, print_json, split_list
+from mmdeploy.cli._common import console, print_json, print_table, quiet, split_list
 
 DEFAULT_SWEEP = "1,5,20,100,1000"
 
@@ -36,7 +36,7 @@ def _print_plan(result: dict, title: str) -> None:
         table.add_row(r["strategy"] + mark, r["at"] or "-", f"{r['bytes']:,}", f"{r['edge_ms']:.2f}",
                       f"{r['link_ms']:.2f}", f"{r['cloud_ms']:.2f}", f"{r['total_ms']:.2f}")
     out = _console()
-    out.print(table)
+    print_table(table, out)
     for role in ("edge", "cloud"):
         p = result[role]
         out.print(f"{role}: {p['target']} ({p['kind']})")
@@ -107,9 +107,10 @@ def split_command(
         raise InputError("--output is required", "pass --output DIR for the split directory")
     from mmdeploy.split.build import split_component
 
-    manifest = split_component(artifact, output, component=component, at=at, compress=compress, name=name,
-                               plan=chosen and {k: chosen[k] for k in ("bandwidth_mbps", "rtt_ms", "choice",
-                                                                       "best_split", "estimated")})
+    with quiet(output, json_out=True):
+        manifest = split_component(artifact, output, component=component, at=at, compress=compress, name=name,
+                                   plan=chosen and {k: chosen[k] for k in ("bandwidth_mbps", "rtt_ms", "choice",
+                                                                           "best_split", "estimated")})
     meta = manifest.metadata
     if json_out:
         print_json({"output": str(output), "metadata": meta, "parity": manifest.parity})
@@ -131,7 +132,8 @@ def split_command(
                   f"unsplit {task['unsplit']:.1%}, agreement {task['agreement']:.1%}")
     elif task:
         out.print(f"  task metric skipped: {task['skipped']}")
-    out.print(f"wrote {output} (edge/, cloud/, full/, triton/{meta['model_name']}/)")
+    out.print(f"wrote {output} (edge/, cloud/, full/, triton/{meta['model_name']}/, kserve-triton.yaml, "
+              "kserve-mmdeploy.yaml, Dockerfile)")
 
 
 def _list(artifact, component, json_out):
@@ -180,44 +182,61 @@ def _sweep(artifact, component, edge, cloud, compress, runs, save_profiles, band
 
 
 def serve_command(
-    split_dir: Path = typer.Argument(..., help="A directory written by `mmdeploy split`, or one ONNX "
-                                     "component artifact (e.g. BUNDLE/text_decoder) served whole."),
-    port: int = typer.Option(8000, "--port", help="TCP port (0 picks a free one)."),
+    artifacts: list[Path] = typer.Argument(..., metavar="PATH...", help="Directories written by `mmdeploy split` "
+                                           "and/or ONNX component artifacts (e.g. BUNDLE/text_decoder), each "
+                                           "served as one model."),
+    port: int = typer.Option(8000, "--port", metavar="PORT", help="REST port (0 picks a free one)."),
+    grpc_port: int = typer.Option(8001, "--grpc-port", metavar="PORT", help="gRPC port (0 picks a free one; "
+                                  "-1 turns gRPC off)."),
     host: str = typer.Option("127.0.0.1", "--host", help="Address to bind (127.0.0.1 unless you mean it)."),
     token: Optional[str] = typer.Option(None, "--token", envvar="MMDEPLOY_SERVE_TOKEN",
                                         help="Require 'Authorization: Bearer TOKEN' (or MMDEPLOY_SERVE_TOKEN)."),
-    max_request_mb: float = typer.Option(64.0, "--max-request-mb", help="Largest request body accepted."),
-    concurrency: int = typer.Option(4, "--concurrency", help="Requests running the model at once."),
-    threads: Optional[int] = typer.Option(None, "--threads", help="ONNX Runtime intra-op threads."),
+    max_request_mb: float = typer.Option(64.0, "--max-request-mb", metavar="MB",
+                                         help="Largest request body accepted (after inflating gzip/deflate)."),
+    concurrency: int = typer.Option(4, "--concurrency", metavar="N", help="Requests running one model at once."),
+    workers: int = typer.Option(1, "--workers", metavar="N", help="REST worker processes (uvicorn)."),
+    threads: Optional[int] = typer.Option(None, "--threads", metavar="N", help="ONNX Runtime intra-op threads."),
+    export: Optional[Path] = typer.Option(None, "--export", metavar="DIR", help="Write deployment files "
+                                          "(Triton repository, KServe InferenceService manifests, Dockerfile) "
+                                          "for these artifacts into DIR, and exit."),
     verbose: bool = typer.Option(False, "--verbose", help="Log every request."),
+    json_out: bool = typer.Option(False, "--json", help="Machine-readable output (with --export)."),
 ):
-    """Serve the cloud half over the KServe v2 / Open Inference Protocol."""
+    """Serve models over the Open Inference Protocol (KServe's model server: REST and gRPC)."""
     import sys
 
+    if export is not None:
+        from mmdeploy.split.server import export_deployment
+
+        written = export_deployment(artifacts, export)
+        if json_out:
+            print_json(written)
+        else:
+            _console().print(f"wrote {export}: " + ", ".join(written["files"]))
+        return
     from mmdeploy.split.server import make_server
 
-    server = make_server(split_dir, host=host, port=port, token=token,
-                         max_request_bytes=int(max_request_mb * (1 << 20)), max_concurrency=concurrency,
-                         threads=threads, verbose=verbose)
+    server = make_server(artifacts, host=host, port=port, grpc_port=None if grpc_port < 0 else grpc_port,
+                         token=token, max_request_bytes=int(max_request_mb * (1 << 20)),
+                         max_concurrency=concurrency, threads=threads, verbose=verbose, workers=workers)
     if host not in ("127.0.0.1", "localhost", "::1") and not server.token:
         print(f"warning: listening on {host} without a token: anyone who can reach it can run the model "
               "(pass --token or set MMDEPLOY_SERVE_TOKEN)", file=sys.stderr)
-    print(f"serving {server.model.name} at {server.url}/v2/models/{server.model.name}"
-          + (" (bearer token required)" if server.token else ""), flush=True)
-    try:
-        server.serve_forever(poll_interval=0.2)
-    except KeyboardInterrupt:
-        pass
-    finally:
-        server.server_close()
-        print(f"stopped; responses by status: {server.stats}", file=sys.stderr)
+    names = ", ".join(a.name for a in server.artifacts)
+    server.serve_forever(on_start=lambda: print(
+        f"serving {names} at {server.url}/v2/models/<name>" + (f" and gRPC {server.grpc_url}" if server.grpc_url
+                                                               else "")
+        + (" (bearer token required)" if server.token else ""), flush=True))
+    print("stopped", file=sys.stderr)
 
 
 def infer_split_command(
     split_dir: Path = typer.Argument(..., help="A directory written by `mmdeploy split`, or one ONNX "
                                      "component artifact (e.g. BUNDLE/text_decoder) served whole."),
     input_file: Path = typer.Argument(..., metavar="INPUT", help="Inputs: .npz (named) or .npy (the single input)."),
-    server: str = typer.Option(..., "--server", help="Server URL, e.g. http://127.0.0.1:8000"),
+    server: str = typer.Option(..., "--server", help="Server URL, e.g. http://127.0.0.1:8000 (with --grpc: "
+                               "127.0.0.1:8001)."),
+    grpc: bool = typer.Option(False, "--grpc", help="Talk gRPC instead of HTTP."),
     token: Optional[str] = typer.Option(None, "--token", envvar="MMDEPLOY_SERVE_TOKEN", help="Bearer token."),
     timeout: float = typer.Option(2.0, "--timeout", help="Per-request timeout (s)."),
     retries: int = typer.Option(1, "--retries", help="Retries before falling back."),
@@ -232,7 +251,7 @@ def infer_split_command(
     from mmdeploy.split.hybrid import HybridRunner
 
     runner = HybridRunner(split_dir, server, token=token, timeout=timeout, retries=retries,
-                          fallback=not no_fallback)
+                          fallback=not no_fallback, grpc=grpc)
     feeds = _read_inputs(input_file, runner.input_names)
     missing = [n for n in runner.input_names if n not in feeds]
     if missing:

@@ -141,7 +141,7 @@ def step_split(output: Path, say) -> StepResult:
     metrics = offline.metrics()
     return StepResult("split", "ok",
                       f"vision cut after block 1 ({manifest.metadata['bytes_per_inference']:,} bytes cross per "
-                      f"image), cloud half served over KServe v2: max error {error:.1e}; with the server "
+                      f"image), cloud half served by KServe's model server: max error {error:.1e}; with the server "
                       f"stopped the local fallback answered ({metrics.get('fallback', 0)} fallback, "
                       f"max error {fallback_error:.1e})",
                       details={"split": str(split_dir), "fallback_metrics": metrics})

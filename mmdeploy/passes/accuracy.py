@@ -47,7 +47,9 @@ def budget_error(evaluator, best: dict, float_blocks: list) -> AccuracyBudgetErr
         reached = f"best reached: drop {best['drop']:.2f} pp ({best['value']:.2f} % vs fp32 {evaluator.baseline:.2f} %){kept}"
     else:
         reached = f"best reached: cosine {best['value']:.5f}{kept}"
-    return AccuracyBudgetError(
+    error = AccuracyBudgetError(
         f"accuracy budget {evaluator.describe()} cannot be met; {reached}; nothing written",
         "loosen --accuracy-budget, raise --max-float-blocks, try --method ort-static --calibrate-method "
         "percentile, or use --fp16")
+    error.best = best  # the score reached (quantize --method auto names it per candidate)
+    return error

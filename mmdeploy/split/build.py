@@ -7,6 +7,7 @@ Layout::
     DIR/cloud/          component artifact: cut tensors -> outputs
     DIR/full/           the unsplit component, for the edge's fallback
     DIR/triton/<name>/  Triton model repository entry for the cloud half
+    DIR/kserve-triton.yaml, DIR/kserve-mmdeploy.yaml, DIR/Dockerfile  deployment files (split/deploy.py)
 
 Chaining edge then cloud is checked against the unsplit graph on the reference cases before
 anything is written; without compression it must agree within ``atol`` (1e-5).
@@ -129,7 +130,7 @@ def split_component(artifact: str | Path, output: str | Path, *, component: str 
                                    write_manifest)
     from mmdeploy.backends.onnxruntime import OnnxRuntimeRunner
     from mmdeploy.compare import compare_outputs, merge_metrics, parity_table
-    from mmdeploy.split import partition, triton
+    from mmdeploy.split import deploy, partition, triton
 
     comp_dir, comp = partition.load_component(artifact, component)
     comp_name = comp.metadata.get("component") or comp_dir.name
@@ -188,6 +189,7 @@ def split_component(artifact: str | Path, output: str | Path, *, component: str 
         triton.write_repository(tmp / "triton", name, tmp / "cloud" / "model.onnx",
                                 [s.model_dump() for s in cloud_m.inputs],
                                 [s.model_dump() for s in cloud_m.outputs])
+        deploy.write_split_files(tmp, name)  # KServe manifests + Dockerfile next to triton/
 
         parity: dict[str, Any] = {"vs_unsplit": {"cases": len(cases), "atol": atol if compress == "none" else None,
                                                  "outputs": metrics_full}}

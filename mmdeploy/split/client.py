@@ -1,14 +1,17 @@
-"""A small KServe v2 / Open Inference Protocol client (works against `mmdeploy serve` and Triton).
+"""The edge side's connection to a cloud half, over Triton's client library (``tritonclient``).
 
-One keep-alive HTTP connection per thread (``http.client``); tensors go in the binary-data
-extension by default.  Transport failures raise :class:`RemoteError` (``status`` None), HTTP
-errors raise it with the status and the server's message.
+Talks to ``mmdeploy serve``, to a Triton Inference Server given the generated repository, or to a
+KServe InferenceService: the Open Inference Protocol over HTTP (binary-data extension, the
+default) or gRPC (``grpc=True``).  One client per thread (tritonclient's HTTP client is built on
+gevent and is not shared across threads).
+
+Failures raise :class:`RemoteError`: ``status`` None for transport failures (unreachable, timed
+out, reset), the HTTP status for answers (gRPC codes are mapped to their HTTP equivalents).  A
+401/403 raises :class:`AuthError`: a misconfiguration to report, not an outage to fall back from.
 """
 
 from __future__ import annotations
 
-import http.client
-import json
 import threading
 import uuid
 from urllib.parse import urlsplit
@@ -16,11 +19,16 @@ from urllib.parse import urlsplit
 import numpy as np
 
 from mmdeploy.errors import MMDeployError
-from mmdeploy.split.protocol import ProtocolError, decode_response, encode_request
+
+# gRPC status code name -> the HTTP status it stands for (KServe / Triton map them this way)
+_GRPC_TO_HTTP = {"INVALID_ARGUMENT": 400, "UNAUTHENTICATED": 401, "PERMISSION_DENIED": 403, "NOT_FOUND": 404,
+                 "RESOURCE_EXHAUSTED": 413, "UNIMPLEMENTED": 501, "INTERNAL": 500, "UNAVAILABLE": 503,
+                 "DEADLINE_EXCEEDED": None, "CANCELLED": None, "UNKNOWN": 500, "FAILED_PRECONDITION": 400,
+                 "OUT_OF_RANGE": 400}
 
 
 class RemoteError(MMDeployError):
-    """The cloud could not answer: unreachable, timed out, or an HTTP error status."""
+    """The cloud could not answer: unreachable, timed out, or an error status."""
 
     exit_code = 1
 
@@ -29,107 +37,176 @@ class RemoteError(MMDeployError):
         self.status = status
 
 
+class AuthError(RemoteError):
+    """The server refused our credentials (401/403): fix the token, falling back would hide it."""
+
+    exit_code = 2
+
+
+def _tritonclient(grpc: bool):
+    try:
+        if grpc:
+            import tritonclient.grpc as client
+        else:
+            import tritonclient.http as client
+        from tritonclient.utils import InferenceServerException
+    except ImportError:
+        from mmdeploy.errors import UnsupportedError
+
+        raise UnsupportedError("the edge client needs tritonclient", "pip install 'mmdeploy[serve]'") from None
+    return client, InferenceServerException
+
+
 class V2Client:
-    def __init__(self, url: str, token: str | None = None, timeout: float = 5.0):
-        parts = urlsplit(url if "://" in url else f"http://{url}")
-        if parts.scheme not in ("http", "https") or not parts.hostname:
-            raise MMDeployError(f"bad server URL {url!r}", "use http://HOST:PORT")
-        self.scheme, self.host = parts.scheme, parts.hostname
-        self.port = parts.port or (443 if parts.scheme == "https" else 80)
-        self.prefix = parts.path.rstrip("/")
+    """A thin wrapper over ``tritonclient.http`` / ``tritonclient.grpc``: numpy in, numpy out,
+    mmdeploy's errors out."""
+
+    def __init__(self, url: str, token: str | None = None, timeout: float = 5.0, grpc: bool = False):
+        raw = url if "://" in url else (f"grpc://{url}" if grpc else f"http://{url}")
+        parts = urlsplit(raw)
+        if parts.scheme not in ("http", "https", "grpc", "grpcs") or not parts.hostname:
+            raise MMDeployError(f"bad server URL {url!r}", "use http://HOST:PORT (or HOST:PORT with --grpc)")
+        self.grpc = grpc or parts.scheme.startswith("grpc")
+        self.ssl = parts.scheme in ("https", "grpcs")
+        port = parts.port or (8001 if self.grpc else (443 if self.ssl else 80))
+        host = f"[{parts.hostname}]" if ":" in parts.hostname else parts.hostname
+        self.address = f"{host}:{port}"
+        if parts.path.strip("/") and not self.grpc:
+            raise MMDeployError(f"server URL {url!r} has a path", "use http://HOST:PORT")
         self.token = token
         self.timeout = float(timeout)
         self._local = threading.local()
 
-    # --------------------------------------------------------------- transport
-    def _connection(self) -> http.client.HTTPConnection:
-        conn = getattr(self._local, "conn", None)
-        if conn is None:
-            cls = http.client.HTTPSConnection if self.scheme == "https" else http.client.HTTPConnection
-            conn = cls(self.host, self.port, timeout=self.timeout)
-            self._local.conn = conn
-        return conn
+    @property
+    def _module(self):  # imported on first use: constructing a client stays cheap
+        return _tritonclient(self.grpc)[0]
+
+    @property
+    def _error(self):
+        return _tritonclient(self.grpc)[1]
+
+    @property
+    def headers(self) -> dict[str, str] | None:
+        return {"authorization": f"Bearer {self.token}"} if self.token else None
+
+    def _client(self):
+        client = getattr(self._local, "client", None)
+        if client is None:
+            if self.grpc:
+                client = self._module.InferenceServerClient(self.address, ssl=self.ssl)
+            else:
+                client = self._module.InferenceServerClient(self.address, ssl=self.ssl,
+                                                            connection_timeout=self.timeout,
+                                                            network_timeout=self.timeout)
+            self._local.client = client
+        return client
 
     def close(self) -> None:
-        conn = getattr(self._local, "conn", None)
-        if conn is not None:
-            conn.close()
-            self._local.conn = None
-
-    def request(self, method: str, path: str, body: bytes | None = None,
-                headers: dict[str, str] | None = None) -> tuple[int, bytes, http.client.HTTPMessage]:
-        headers = dict(headers or {})
-        if self.token:
-            headers["Authorization"] = f"Bearer {self.token}"
-        for attempt in (0, 1):  # a kept-alive connection the server closed: reconnect once
-            conn = self._connection()
+        client = getattr(self._local, "client", None)
+        if client is not None:
             try:
-                conn.request(method, self.prefix + path, body=body, headers=headers)
-                response = conn.getresponse()
-                data = response.read()
-                if response.getheader("Connection", "").lower() == "close":
+                client.close()
+            finally:
+                self._local.client = None
+
+    def _convert(self, exc: Exception) -> RemoteError:
+        """tritonclient's exception (or a transport error) as a RemoteError."""
+        if isinstance(exc, self._error):
+            status_text = str(exc.status() or "")
+            message = (exc.message() or str(exc)).splitlines()[0][:300] if (exc.message() or str(exc)) else ""
+            if status_text.startswith("StatusCode."):
+                code = status_text.split(".", 1)[1]
+                status = _GRPC_TO_HTTP.get(code, 500)
+                if status is None:
+                    return RemoteError(f"{self.address} did not answer within {self.timeout:g} s ({code})")
+                if code == "UNAVAILABLE":
                     self.close()
-                return response.status, data, response.headers
-            except (http.client.RemoteDisconnected, BrokenPipeError, ConnectionResetError) as exc:
+                    return RemoteError(f"cannot reach {self.address} ({message})")
+            else:
+                try:
+                    status = int(status_text)
+                except ValueError:
+                    status = None
+            if status is None:
                 self.close()
-                if attempt == 1:  # inference is idempotent: one reconnect is safe
-                    raise RemoteError(f"{self.host}:{self.port} closed the connection ({exc.__class__.__name__})") from None
-            except TimeoutError:
-                self.close()
-                raise RemoteError(f"{self.host}:{self.port} did not answer within {self.timeout:g} s") from None
-            except (OSError, http.client.HTTPException) as exc:
-                self.close()
-                raise RemoteError(f"cannot reach {self.host}:{self.port} ({exc.__class__.__name__}: {exc})") from None
-        raise AssertionError("unreachable")
+                return RemoteError(f"cannot reach {self.address} ({message})")
+        else:
+            self.close()
+            name = exc.__class__.__name__
+            if "timeout" in name.lower() or isinstance(exc, TimeoutError):
+                return RemoteError(f"{self.address} did not answer within {self.timeout:g} s")
+            return RemoteError(f"cannot reach {self.address} ({name}: {str(exc)[:200]})")
+        if status in (401, 403):
+            return AuthError(f"server answered {status}: {message}", status=status,
+                             hint="check --token / MMDEPLOY_SERVE_TOKEN against the server's")
+        return RemoteError(f"server answered {status}: {message}", status=status)
 
-    @staticmethod
-    def _check(status: int, data: bytes) -> None:
-        if status >= 400:
-            try:
-                message = json.loads(data).get("error", "")
-            except (ValueError, AttributeError):
-                message = data[:200].decode("utf-8", "replace")
-            raise RemoteError(f"server answered {status}: {message}", status=status)
+    def _call(self, name: str, *args, **kwargs):
+        try:
+            return getattr(self._client(), name)(*args, **kwargs)
+        except Exception as exc:  # noqa: BLE001 - every tritonclient/transport failure becomes RemoteError
+            raise self._convert(exc) from None
 
     # --------------------------------------------------------------- protocol
     def live(self) -> bool:
         try:
-            return self.request("GET", "/v2/health/live")[0] == 200
+            return bool(self._call("is_server_live"))
         except RemoteError:
             return False
 
     def ready(self, model: str | None = None) -> bool:
-        path = f"/v2/models/{model}/ready" if model else "/v2/health/ready"
         try:
-            return self.request("GET", path)[0] == 200
+            if model:
+                return bool(self._call("is_model_ready", model, headers=self.headers))
+            return bool(self._call("is_server_ready"))
         except RemoteError:
             return False
 
     def metadata(self, model: str) -> dict:
-        status, data, _ = self.request("GET", f"/v2/models/{model}")
-        self._check(status, data)
-        return json.loads(data)
+        kwargs = {"as_json": True} if self.grpc else {}
+        return self._call("get_model_metadata", model, headers=self.headers, **kwargs)
 
     def infer(self, model: str, inputs: dict[str, np.ndarray], outputs: list[str] | None = None,
-              binary: bool = True) -> dict[str, np.ndarray]:
-        body, headers = encode_request(inputs, outputs, binary=binary, request_id=uuid.uuid4().hex[:12])
-        status, data, response_headers = self.request("POST", f"/v2/models/{model}/infer", body, headers)
-        self._check(status, data)
+              binary: bool = True, compression: str | None = None) -> dict[str, np.ndarray]:
+        from tritonclient.utils import np_to_triton_dtype
+
+        m = self._module
+        tensors = []
+        for name, value in inputs.items():
+            value = np.ascontiguousarray(value)
+            tensor = m.InferInput(name, list(value.shape), np_to_triton_dtype(value.dtype))
+            if self.grpc:
+                tensor.set_data_from_numpy(value)
+            else:
+                tensor.set_data_from_numpy(value, binary_data=binary)
+            tensors.append(tensor)
+        requested = None
+        if outputs:
+            requested = [m.InferRequestedOutput(n) if self.grpc else m.InferRequestedOutput(n, binary_data=binary)
+                         for n in outputs]
+        kwargs = {"request_id": uuid.uuid4().hex[:12], "headers": self.headers}
+        if self.grpc:
+            kwargs["client_timeout"] = self.timeout
+            if compression:
+                kwargs["compression_algorithm"] = compression
+        elif compression:
+            kwargs["request_compression_algorithm"] = compression
+        result = self._call("infer", model, tensors, outputs=requested, **kwargs)
+        response = result.get_response(as_json=True) if self.grpc else result.get_response()
+        names = outputs or [o["name"] for o in response.get("outputs", [])]
         try:
-            return decode_response(data, response_headers)
-        except ProtocolError as exc:
+            return {n: result.as_numpy(n) for n in names}
+        except Exception as exc:  # noqa: BLE001 - a response that does not decode
             raise RemoteError(f"malformed response from the server: {exc}") from None
 
 
 class RemoteRunner:
-    """A Runner whose model runs on a KServe v2 server (``mmdeploy serve`` or Triton).
-
-    ``outputs`` limits what the server sends back (e.g. only a decoder's ``logits``).
-    """
+    """A Runner whose model runs on an Open Inference Protocol server (``mmdeploy serve``, Triton,
+    KServe). ``outputs`` limits what the server sends back (e.g. only a decoder's ``logits``)."""
 
     def __init__(self, url: str, model: str, input_names: list[str], output_names: list[str],
-                 token: str | None = None, timeout: float = 30.0, binary: bool = True):
-        self.client = V2Client(url, token=token, timeout=timeout)
+                 token: str | None = None, timeout: float = 30.0, binary: bool = True, grpc: bool = False):
+        self.client = V2Client(url, token=token, timeout=timeout, grpc=grpc)
         self.model = model
         self.name = f"remote:{model}"
         self.input_names = list(input_names)

@@ -1,10 +1,12 @@
 """The edge runtime: run the edge half here, the cloud half over the network, fall back locally.
 
 :class:`HybridRunner` is a Runner (``run(feeds) -> outputs``).  Each request: run the edge half,
-send the cut tensors to the server (binary-data extension), retry up to ``retries`` times; when
+send the cut tensors to the server (``tritonclient``: HTTP with the binary-data extension, or
+gRPC), retry up to ``retries`` times; when
 the cloud is unreachable, slow (``timeout``) or answering errors, run the whole component
 locally (``DIR/full``) and count it as a fallback.  After a failed request the remote path is
 skipped for ``cooldown`` seconds so a dead server costs one timeout, not one per request.
+A 401/403 is not an outage: it raises :class:`~mmdeploy.split.client.AuthError` (no fallback).
 ``cache_size`` keeps the last results by input content (e.g. a text tower placed in the cloud
 with ``--at cloud``: prompt embeddings are fetched once, then served from the cache).
 :class:`LocalChain` runs both halves in-process (for checks and profiling).
@@ -22,7 +24,7 @@ from typing import Any
 import numpy as np
 
 from mmdeploy.split.build import cloud_feeds, read_split
-from mmdeploy.split.client import RemoteError, V2Client
+from mmdeploy.split.client import AuthError, RemoteError, V2Client
 
 
 def _runner(directory: Path, threads: int | None, name: str):
@@ -66,7 +68,7 @@ class HybridRunner:
 
     def __init__(self, split_dir: str | Path, server: str, *, token: str | None = None, timeout: float = 2.0,
                  retries: int = 1, fallback: bool = True, cooldown: float = 0.5, threads: int | None = None,
-                 binary: bool = True, cache_size: int = 0):
+                 binary: bool = True, cache_size: int = 0, grpc: bool = False):
         self.dir = Path(split_dir)
         self.manifest = read_split(self.dir)
         meta = self.manifest.metadata
@@ -74,7 +76,7 @@ class HybridRunner:
         self.crossings = meta["cut"]["crossing"]
         self.edge = _runner(self.dir / "edge", threads, "edge")
         self.full = _runner(self.dir / "full", threads, "full") if fallback else None
-        self.client = V2Client(server, token=token, timeout=timeout)
+        self.client = V2Client(server, token=token, timeout=timeout, grpc=grpc)
         self.retries = max(0, int(retries))
         self.cooldown = float(cooldown)
         self.binary = binary
@@ -101,6 +103,8 @@ class HybridRunner:
             t2 = time.perf_counter()
             try:
                 out = self.client.infer(self.model_name, payload, self.output_names, binary=self.binary)
+            except AuthError:
+                raise  # a wrong token is a misconfiguration: report it, do not hide it behind the fallback
             except RemoteError as exc:
                 error = exc
                 self._metrics.add(failures=1)
@@ -148,6 +152,8 @@ class HybridRunner:
                 out = self._remote(feeds)
                 self._metrics.add(total_ms=(time.perf_counter() - start) * 1e3)
                 return out, "remote"
+            except AuthError:
+                raise
             except RemoteError as exc:
                 self._metrics.last_error = exc.one_line()
                 self._down_until = time.monotonic() + self.cooldown

@@ -12,9 +12,9 @@ from __future__ import annotations
 
 import shutil
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Callable, Iterable
 
-from mmdeploy.artifact import (MANIFEST_NAME, ArtifactRef, Manifest, atomic_output, read_manifest,
+from mmdeploy.artifact import (LOG_DIR, MANIFEST_NAME, ArtifactRef, Manifest, atomic_output, read_manifest,
                                write_manifest)
 from mmdeploy.errors import InputError, UnsupportedError, VerificationError
 
@@ -122,7 +122,7 @@ def onnx_components(bundle_dir: Path) -> list[tuple[str, Path, Manifest]]:
 
 
 def compile_bundle(bundle_dir: Path, targets: list[str] | list[TargetSpec] | str, options: dict[str, Any] | None = None,
-                   adapter=None) -> list[ArtifactRef]:
+                   adapter=None, progress: Callable[[str], None] | None = None) -> list[ArtifactRef]:
     """Write ``<component>-<target>`` artifacts next to the bundle's ONNX components.
 
     Called by ``convert --target`` (on the bundle being built, adapter given) and by
@@ -130,6 +130,7 @@ def compile_bundle(bundle_dir: Path, targets: list[str] | list[TargetSpec] | str
     """
     from mmdeploy.backends import get_backend
 
+    say = progress or (lambda msg: None)
     bundle_dir = Path(bundle_dir)
     options = dict(options or {})
     if isinstance(targets, list) and targets and all(isinstance(t, TargetSpec) for t in targets):
@@ -138,6 +139,8 @@ def compile_bundle(bundle_dir: Path, targets: list[str] | list[TargetSpec] | str
         specs = parse_targets(targets)
     components = onnx_components(bundle_dir)
     if not components:
+        if _already_compiled(bundle_dir, specs):  # e.g. quantize --method auto chose OpenVINO IRs
+            return []
         raise InputError(f"{bundle_dir} holds no ONNX component", "pass a bundle written by `mmdeploy convert`")
     wanted = options.get("components")
     if wanted:
@@ -172,6 +175,7 @@ def compile_bundle(bundle_dir: Path, targets: list[str] | list[TargetSpec] | str
             if out.exists():
                 shutil.rmtree(out)
             out.mkdir(parents=True)
+            say(f"[{component}] compiling for {spec.suffix}")
             opts = {**options, "precision": spec.precision, "component": component,
                     "torch_component": torch_components.get(component)}
             try:
@@ -182,8 +186,20 @@ def compile_bundle(bundle_dir: Path, targets: list[str] | list[TargetSpec] | str
             refs.append(ArtifactRef(path=out.name, component=component, format=manifest.format or spec.backend,
                                     precision=manifest.precision, target=spec.backend))
     if adapter is not None and options.get("evaluate", True):
+        say("checking the task on each target against PyTorch")
         record_task_agreement(bundle_dir, refs, adapter, options.get("eval_limit"))
     return refs
+
+
+def _already_compiled(bundle_dir: Path, specs: list[TargetSpec]) -> bool:
+    """Every component of the bundle is already in each requested backend's format."""
+    from mmdeploy.targets import BACKEND_FORMATS
+
+    manifest_path = Path(bundle_dir) / MANIFEST_NAME
+    if not manifest_path.is_file() or read_manifest(bundle_dir).kind != "model":
+        return False
+    refs = read_manifest(bundle_dir).artifacts
+    return bool(refs) and all(r.format in BACKEND_FORMATS.get(s.backend, ()) for r in refs for s in specs)
 
 
 def record_task_agreement(bundle_dir: Path, refs: list[ArtifactRef], adapter, limit: int | None = None,
@@ -264,7 +280,8 @@ def _bundle_adapter(bundle_dir: Path):
 
 
 def compile_artifact(artifact: str | Path, targets: str | list[str], output: str | Path,
-                     options: dict[str, Any] | None = None, adapter=None) -> Manifest:
+                     options: dict[str, Any] | None = None, adapter=None,
+                     progress: Callable[[str], None] | None = None) -> Manifest:
     """`mmdeploy compile`: copy a bundle (or wrap one ONNX component) into ``output`` and add
     the backend artifacts; atomic, so a failure leaves nothing at ``output``."""
     source = Path(artifact)
@@ -277,7 +294,7 @@ def compile_artifact(artifact: str | Path, targets: str | list[str], output: str
         adapter = adapter_from_source(manifest)
     with atomic_output(output) as tmp:
         if manifest.kind == "model":
-            shutil.copytree(source, tmp, dirs_exist_ok=True)
+            shutil.copytree(source, tmp, dirs_exist_ok=True, ignore=lambda d, names: [LOG_DIR] if Path(d) == source else [])
             bundle = manifest
         else:
             name = manifest.metadata.get("component", source.name)
@@ -286,11 +303,13 @@ def compile_artifact(artifact: str | Path, targets: str | list[str], output: str
                               tools=manifest.tools, metadata={"from_component": str(source)},
                               artifacts=[ArtifactRef(path=name, component=name, format="onnx",
                                                      precision=manifest.precision)])
-        refs = compile_bundle(tmp, specs, options, adapter)
+        refs = compile_bundle(tmp, specs, options, adapter, progress=progress)
         evaluate = (options or {}).get("evaluate", True) and (tmp / "preprocess").is_dir()
         if adapter is None and manifest.kind == "model" and evaluate:  # task data needs preprocess/
             task_adapter = _bundle_adapter(tmp)
             if task_adapter is not None:
+                if progress:
+                    progress("checking the task on each target against the fp32 ONNX")
                 record_task_agreement(tmp, refs, task_adapter, (options or {}).get("eval_limit"),
                                       torch_reference=False)
         new = {r.path for r in refs}

@@ -68,7 +68,7 @@ def convert(source: str | Path, output: str | Path, *, components: list[str] | N
             cdir = tmp / name
             cdir.mkdir()
             start = time.perf_counter()
-            say(f"[{name}] exporting to ONNX (opset {opset})")
+            say(f"[{name}] exporting to ONNX (opset {opset})" + (", simplifying with onnxsim" if simplify else ""))
             onnx_export.export_component(component, cdir / MODEL_FILE, opset, batch, sequence)
             export_s = time.perf_counter() - start
             passes = [PassRecord(name="export", params={"opset": opset, "batch": batch or "dynamic",
@@ -76,7 +76,6 @@ def convert(source: str | Path, output: str | Path, *, components: list[str] | N
                                                         "exporter": "torch.onnx.export(dynamo=False)"},
                                  report={"seconds": round(export_s, 2)})]
             if simplify:
-                say(f"[{name}] simplifying with onnxsim")
                 passes.append(PassRecord(name="simplify", params={"tool": "onnxsim"},
                                          report=onnx_export.simplify(cdir / MODEL_FILE)))
             say(f"[{name}] verifying against PyTorch")
@@ -103,7 +102,7 @@ def convert(source: str | Path, output: str | Path, *, components: list[str] | N
             write_manifest(cdir, manifest)
             refs.append(ArtifactRef(path=name, component=name, format="onnx", precision="fp32"))
             runners_onnx[name], runners_torch[name] = ort_runner, torch_runner
-            say(f"[{name}] ok: max abs error {max(m['max_abs'] for m in parity['outputs'].values()):.2e}")
+            log.info("[%s] ok: max abs error %.2e", name, max(m["max_abs"] for m in parity["outputs"].values()))
 
         bundle_parity: dict[str, Any] = {}
         task = set(adapter.task_components())
@@ -125,8 +124,7 @@ def convert(source: str | Path, output: str | Path, *, components: list[str] | N
         if targets:
             from mmdeploy.stages.compile import compile_bundle
 
-            say(f"compiling for {', '.join(targets)}")
-            refs += compile_bundle(tmp, targets, target_options or {}, adapter=adapter)
+            refs += compile_bundle(tmp, targets, target_options or {}, adapter=adapter, progress=say)
 
         bundle = Manifest(kind="model", name=_model_name(source), family=adapter.family,
                           format="bundle", source=source_info, tools=tool_versions(*TOOLS),
@@ -213,7 +211,7 @@ def convert_onnx_file(path: Path, output: Path, *, atol: float = DEFAULT_ATOL,
         if targets:
             from mmdeploy.stages.compile import compile_bundle
 
-            refs += compile_bundle(tmp, targets, target_options or {}, adapter=None)
+            refs += compile_bundle(tmp, targets, target_options or {}, adapter=None, progress=say)
         bundle = Manifest(kind="model", name=path.stem, format="bundle", source=source,
                           tools=tool_versions("onnx", "onnxruntime"), artifacts=refs)
         write_manifest(tmp, bundle)

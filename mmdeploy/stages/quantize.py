@@ -24,7 +24,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict
 
 from mmdeploy.artifact import (
-    MANIFEST_NAME, REFERENCE_NAME, ArtifactRef, Manifest, PassRecord, atomic_output, bundle_dir,
+    LOG_DIR, MANIFEST_NAME, REFERENCE_NAME, ArtifactRef, Manifest, PassRecord, atomic_output, bundle_dir,
     load_reference, read_manifest, sha256_file, sha256_path, tool_versions, write_manifest,
 )
 from mmdeploy.errors import (
@@ -61,16 +61,14 @@ class QuantizeOptions(BaseModel):
     accuracy_aware: bool = True
     max_float_blocks: int = 8
     nodes_to_exclude: list[str] = []
+    target: str | None = None  # auto: choose for this target profile (None: this machine)
+    auto_blocks: int = 5  # auto: interleaved timing blocks per candidate
     eval_limit: int | None = None  # task samples (None: the adapter's default)
     latency_runs: int = 10  # 0: skip the latency columns
 
     def resolved_method(self) -> str:
-        """``auto`` is ort-static: calibrated per-channel QDQ, measured the fastest int8 on ONNX
-        Runtime here (2-core Zen 3, no VNNI; benchmarks/quantize_clip_b32.py) and the one graph
-        that OpenVINO and TensorRT also consume."""
-        if self.method != "auto":
-            return self.method
-        return "ort-static"
+        """``auto`` is decided by measuring (:mod:`mmdeploy.stages.autoselect`)."""
+        return self.method
 
 
 @dataclass
@@ -97,7 +95,8 @@ class _Component:
 # --------------------------------------------------------------------------- runners
 
 
-def model_runner(model_file: Path, fmt: str, name: str = "", input_names=None, output_names=None, pad=None):
+def model_runner(model_file: Path, fmt: str, name: str = "", input_names=None, output_names=None, pad=None,
+                 inference_precision: str | None = None):
     """A Runner over a model file (before it becomes an artifact)."""
     if fmt == "onnx":
         from mmdeploy.backends.onnxruntime import OnnxRuntimeRunner
@@ -106,7 +105,8 @@ def model_runner(model_file: Path, fmt: str, name: str = "", input_names=None, o
     if fmt == "openvino":
         from mmdeploy.backends.openvino import OpenVINORunner
 
-        return OpenVINORunner(model_file, input_names=input_names, output_names=output_names)
+        return OpenVINORunner(model_file, input_names=input_names, output_names=output_names,
+                              inference_precision=inference_precision or "f32")
     if fmt == "tflite":
         from mmdeploy.backends.tflite import TFLiteRunner
 
@@ -278,7 +278,11 @@ def quantize(artifact: str | Path, output: str | Path, options: QuantizeOptions 
                 "quantize the output of `mmdeploy convert`, then compile the result")
 
     method = options.resolved_method() if options.precision == "int8" else "fp16"
-    if method == "tflite":
+    if method == "auto" and options.target and _target_backend(options.target) == "tflite":
+        method_needs_torch = True
+    else:
+        method_needs_torch = method == "tflite"
+    if method_needs_torch:
         _attach_torch_modules(selected, manifest if manifest.kind == "model" else (
             read_manifest(bundle) if bundle else manifest), torch_modules)
     adapter = _adapter(bundle)
@@ -301,19 +305,130 @@ def quantize(artifact: str | Path, output: str | Path, options: QuantizeOptions 
     with tempfile.TemporaryDirectory(prefix="mmdeploy-quantize-") as tmp:
         evaluator = _Evaluator(selected, adapter, bundle, options)
         log(f"accuracy budget: {evaluator.describe()}")
+        if method == "auto":
+            from mmdeploy.stages import autoselect
+
+            built: dict = {}  # quantize-method -> built state, shared by candidates of one method
+            chosen, record = autoselect.select(
+                selected, evaluator, options, log,
+                build=lambda cand, log, aware: _build_candidate(
+                    selected, evaluator, options.model_copy(update={"accuracy_aware": aware}), cand, Path(tmp),
+                    manifest.family, log, built),
+                runner_for=_candidate_runner)
+            method, steps, float_blocks = chosen.candidate.method, chosen.steps, chosen.float_blocks
+            summary = _summary(selected, evaluator, steps, float_blocks, options, method, log)
+            summary.update(method=chosen.candidate.name, auto=record, artifact_precision=chosen.candidate.precision)
+            return _write(artifact, manifest, comps, selected, bundle, Path(output), options, method, summary)
         for comp in selected:
-            comp.work = Path(tmp) / comp.name
-            comp.work.mkdir()
-            comp.base_model = _model_file(comp.src, comp.manifest)
-            comp.excluded = list(options.nodes_to_exclude)
-            optimize = options.optimize if options.optimize is not None else method == "ort-dynamic"
-            if optimize:
-                comp.base_model, record = _run_optimize(comp, manifest.family, options.fuse_attention)
-                comp.passes.append(record)
-                log(f"optimize {comp.name}: fused {record.report.get('fused')}")
+            _prepare(comp, Path(tmp) / comp.name, options, method, manifest.family, log)
         steps, float_blocks = _accuracy_loop(selected, evaluator, options, method, log)
         summary = _summary(selected, evaluator, steps, float_blocks, options, method, log)
         return _write(artifact, manifest, comps, selected, bundle, Path(output), options, method, summary)
+
+
+def _prepare(comp: _Component, work: Path, options: QuantizeOptions, method: str, family, log,
+             optimize: bool | None = None) -> None:
+    """Fresh work dir and base model for one quantization route (optimize pass when it asks)."""
+    comp.work = work
+    comp.work.mkdir(parents=True)
+    comp.base_model = _model_file(comp.src, comp.manifest)
+    comp.excluded = list(options.nodes_to_exclude)
+    comp.passes = []
+    if optimize is None:
+        optimize = options.optimize if options.optimize is not None else method == "ort-dynamic"
+    if optimize:
+        comp.base_model, record = _run_optimize(comp, family, options.fuse_attention)
+        comp.passes.append(record)
+        log(f"optimize {comp.name}: fused {record.report.get('fused')}")
+
+
+def _target_backend(name: str) -> str:
+    from mmdeploy.targets import get_target
+
+    return get_target(name).backend
+
+
+def _build_candidate(comps: list[_Component], evaluator: _Evaluator, options: QuantizeOptions, cand, tmp: Path,
+                     family, log, reuse: dict):
+    """One ``--method auto`` candidate: every component through the candidate's route (the
+    accuracy loop for int8 routes), scored; an autoselect.Outcome."""
+    import copy
+
+    from mmdeploy.stages.autoselect import Outcome
+
+    outcome = Outcome(cand)
+    key = (cand.method, cand.runtime == "tensorrt", options.accuracy_aware)
+    try:
+        if key in reuse:  # e.g. nncf+bf16: the nncf IR, run at another precision
+            for comp in comps:
+                state = reuse[key]["state"][comp.name]
+                comp.result, comp.out_dir = copy.deepcopy(state["result"]), state["out_dir"]
+                comp.excluded, comp.passes, comp.base_model = list(state["excluded"]), list(state["passes"]), state["base_model"]
+            outcome.steps, outcome.float_blocks = reuse[key]["steps"], reuse[key]["float_blocks"]
+        else:
+            for comp in comps:
+                _prepare(comp, tmp / cand.name / ("aware" if options.accuracy_aware else "all") / comp.name,
+                         options, cand.method, family, log,
+                         optimize=cand.optimize if options.optimize is None else options.optimize)
+            if cand.method == "openvino-float":
+                for comp in comps:
+                    _openvino_float(comp, cand)
+                outcome.steps, outcome.float_blocks = [], []
+            else:
+                opts = options.model_copy(update={"activation_type": "int8"}) if cand.runtime == "tensorrt" else options
+                try:
+                    outcome.steps, outcome.float_blocks = _accuracy_loop(comps, evaluator, opts, cand.method,
+                                                                         lambda m: log("  " + m))
+                except AccuracyBudgetError as exc:
+                    outcome.score = getattr(exc, "best", None)
+                    outcome.steps, outcome.float_blocks = [], []
+            reuse[key] = {"steps": outcome.steps, "float_blocks": outcome.float_blocks,
+                          "state": {c.name: {"result": copy.deepcopy(c.result), "out_dir": c.out_dir,
+                                             "excluded": list(c.excluded), "passes": list(c.passes),
+                                             "base_model": c.base_model} for c in comps}}
+    except MMDeployError as exc:
+        outcome.error = str(exc).splitlines()[0]
+        log(f"auto: {cand.name} failed: {outcome.error}")
+        return outcome
+    for comp in comps:
+        if cand.inference_precision:
+            comp.result.report["inference_precision"] = cand.inference_precision
+        outcome.state[comp.name] = {"result": copy.deepcopy(comp.result), "out_dir": comp.out_dir,
+                                    "excluded": list(comp.excluded), "passes": list(comp.passes),
+                                    "base_model": comp.base_model}
+    if outcome.score is None:
+        runners = {c.name: _candidate_runner(c, outcome.state[c.name], cand) for c in comps}
+        outcome.score = evaluator.score(runners)
+    outcome.ok = bool(outcome.score["ok"])
+    # the summary's final step is this candidate's own score (its runtime and precision)
+    outcome.steps = list(outcome.steps) + [{"float_block": None, "component": None, "candidate": cand.name,
+                                            **brief(outcome.score)}]
+    log(f"auto: {cand.name}: {describe(outcome.score, evaluator)}" + ("" if outcome.ok else " (over budget)"))
+    return outcome
+
+
+def _candidate_runner(comp: _Component, state: dict, cand):
+    result = state["result"]
+    return model_runner(state["out_dir"] / result.model_file, result.format, f"{cand.name}-{comp.name}",
+                        comp.input_names, [t.name for t in comp.manifest.outputs], result.report.get("pad"),
+                        inference_precision=cand.inference_precision)
+
+
+def _openvino_float(comp: _Component, cand) -> None:
+    """The fp32 ONNX as an OpenVINO IR (fp32 weights), to run at a reduced inference precision."""
+    from mmdeploy.passes.base import PassResult
+
+    try:
+        import openvino as ov
+    except ImportError:
+        raise UnsupportedError(f"{cand.name} needs openvino (not installed)", 'pip install "mmdeploy[openvino]"') from None
+    out = comp.work / "q"
+    out.mkdir()
+    ov.save_model(ov.convert_model(str(comp.base_model)), str(out / "model.xml"), compress_to_fp16=False)
+    report = {"format": "OpenVINO IR (fp32 weights)", "inference_precision": cand.inference_precision}
+    comp.result, comp.out_dir = PassResult("model.xml", "openvino", cand.precision, dict(report)), out
+    comp.result.report["record"] = PassRecord(name="openvino-precision",
+                                              params={"inference_precision": cand.inference_precision}, report=report)
 
 
 def _attach_torch_modules(comps: list[_Component], manifest: Manifest, given: dict | None) -> None:
@@ -458,7 +573,7 @@ def _summary(comps, evaluator: _Evaluator, steps, float_blocks, options, method,
             feeds = comp.calib.feeds[0]
             qrunner = model_runner(comp.out_dir / comp.result.model_file, comp.result.format, "",
                                    comp.input_names, [t.name for t in comp.manifest.outputs],
-                                   comp.result.report.get("pad"))
+                                   comp.result.report.get("pad"), comp.result.report.get("inference_precision"))
             row["latency_ms_fp32"] = _latency(evaluator.fp32[comp.name], feeds, options.latency_runs)
             row["latency_ms_quantized"] = _latency(qrunner, feeds, options.latency_runs)
         rows.append(row)
@@ -493,12 +608,14 @@ def _component_manifest(comp: _Component, out_dir: Path, method: str, options, s
                   "quantize": next(r for r in summary["components"] if r["component"] == comp.name)}
     if result.format == "openvino":
         m.metadata["weights_file"] = "model.bin"
+        m.metadata["inference_precision"] = result.report.get("inference_precision") or "f32"
     if result.format == "tflite":  # int8 inputs/outputs: the runner (de)quantizes with the file's params
         m.metadata.update(io_quantized=True, static_batch=1, pad_inputs=result.report.get("pad", {}))
     cases = load_reference(comp.src)
     if cases:
         runner = model_runner(out_dir / result.model_file, result.format, "", comp.input_names,
-                              [t.name for t in comp.manifest.outputs], result.report.get("pad"))
+                              [t.name for t in comp.manifest.outputs], result.report.get("pad"),
+                              result.report.get("inference_precision"))
         m.parity = verify_runner(runner, cases, atol=None, label=f"{method}/{comp.name}")
     return m
 
@@ -514,7 +631,7 @@ def _write(artifact, manifest, comps, selected, bundle, output: Path, options, m
             cm = _component_manifest(comp, tmp, method, options, summary)
             cm.metadata["quantize_summary"] = summary
             return write_manifest(tmp, cm)
-        skip = {c.ref_path.split("/")[0] for c in comps if c.ref_path} | {MANIFEST_NAME}
+        skip = {c.ref_path.split("/")[0] for c in comps if c.ref_path} | {MANIFEST_NAME, LOG_DIR}
         for item in Path(artifact).iterdir():  # preprocess/ and any other bundle files
             if item.name not in skip and not item.name.startswith("."):
                 (shutil.copytree if item.is_dir() else shutil.copy2)(item, tmp / item.name)
@@ -534,7 +651,7 @@ def _write(artifact, manifest, comps, selected, bundle, output: Path, options, m
                                     precision=cm.precision, target=cm.target))
         m = manifest.model_copy(deep=True)
         m.artifacts = refs
-        m.precision = options.precision if method != "fp16" else "fp16"
+        m.precision = summary.get("artifact_precision") or (options.precision if method != "fp16" else "fp16")
         m.parent = {"path": str(Path(artifact).resolve()), "manifest_sha256": sha256_file(Path(artifact) / MANIFEST_NAME)}
         m.passes = list(m.passes) + [PassRecord(name="quantize", params=options.model_dump(mode="json"),
                                                 report={k: summary[k] for k in ("method", "accuracy", "float_blocks")})]

@@ -41,17 +41,35 @@ class TargetProfile(BaseModel):
     port: int = 22
     identity_file: str | None = None
     ssh_options: list[str] = Field(default_factory=list)  # extra `-o Key=Value` for ssh/scp
-    python: str = "python3"  # the device's interpreter (with mmdeploy installed)
+    python: str = "python3"  # the device's interpreter (python >= 3.8 with numpy and the runtime)
     workdir: str = "/tmp/mmdeploy-bench"
     env: dict[str, str] = Field(default_factory=dict)  # environment on the device
     compile: dict[str, Any] = Field(default_factory=dict)  # options for the backend's compile()
+    quantize_preference: list[str] = Field(default_factory=list)  # quantize --method auto without a measurement
     peak_gflops: float | None = None
     peak_int8_gops: float | None = None  # for integer MatMul/Conv in --estimate (None: peak_gflops)
     memory_bandwidth_gbs: float | None = None
+    launch_overhead_ms: float = 0.0  # per-inference runtime overhead added to --estimate
+    boards: list[str] = Field(default_factory=list)  # generic profile: boards detected over SSH
+    also_runs: list[str] = Field(default_factory=list)  # other backends the device runs as shipped
     source: str | None = None  # file it was read from (filled in)
 
     def formats(self) -> tuple[str, ...]:
         return BACKEND_FORMATS.get(self.backend, ())
+
+    @property
+    def kind(self) -> str | None:
+        """``jetson`` / ``rpi`` for a generic profile (the prefix its boards share)."""
+        return self.name if self.boards else None
+
+
+def config_hint(profile: TargetProfile) -> str:
+    """The user's config file for a profile, for hints: the file it came from unless that is
+    one shipped inside the package, then where the user's own copy goes."""
+    source = Path(profile.source) if profile.source else None
+    if source is not None and SHIPPED.resolve() not in source.resolve().parents:
+        return str(source)
+    return f"~/.config/mmdeploy/targets/{profile.name}.yaml"
 
 
 def search_dirs(extra: list[str | Path] | None = None) -> list[Path]:
@@ -92,8 +110,10 @@ def list_targets(extra_dirs: list[str | Path] | None = None) -> dict[str, Target
 
 
 def get_target(name: str, extra_dirs: list[str | Path] | None = None,
-               host: str | None = None) -> TargetProfile:
-    """The profile called ``name`` (``--host`` overrides its host); InputError listing names."""
+               host: str | None = None, python: str | None = None,
+               identity: str | Path | None = None) -> TargetProfile:
+    """The profile called ``name``; ``--host``, ``--device-python`` and ``--identity`` override
+    its host, python and identity_file.  InputError listing names."""
     targets = list_targets(extra_dirs)
     if name not in targets:
         raise InputError(f"unknown target {name!r}", "valid targets: " + ", ".join(sorted(targets))
@@ -102,4 +122,28 @@ def get_target(name: str, extra_dirs: list[str | Path] | None = None,
     if host:
         profile.host = host
         profile.remote = True
+    if python:
+        profile.python = python
+    if identity:
+        if not Path(identity).expanduser().is_file():
+            raise InputError(f"--identity {identity} does not exist", "pass the private key file ssh should use")
+        profile.identity_file = str(identity)
+    for board in profile.boards:
+        if board not in targets:
+            raise InputError(f"{profile.source}: board {board!r} of target {name} has no profile",
+                             "valid targets: " + ", ".join(sorted(targets)))
     return profile
+
+
+def board_profiles(profile: TargetProfile, extra_dirs: list[str | Path] | None = None) -> list[TargetProfile]:
+    """The board profiles of a generic profile (``jetson``: every Jetson), each with the
+    generic one's connection settings; ``[profile]`` for a specific one."""
+    if not profile.boards:
+        return [profile]
+    dirs = list(extra_dirs or [])
+    if profile.source and Path(profile.source).parent.resolve() != SHIPPED.resolve():
+        dirs.append(Path(profile.source).parent)  # a user's generic profile sees its sibling boards
+    targets = list_targets(dirs)
+    keep = {"host", "port", "identity_file", "ssh_options", "python", "workdir", "env"}
+    return [targets[b].model_copy(update={k: getattr(profile, k) for k in keep} | {"remote": True}, deep=True)
+            for b in profile.boards]

@@ -2,7 +2,10 @@
 
 FLOPs are counted for MatMul / Gemm / Conv (2 x multiply-adds) from shapes given by ONNX shape
 inference with the batch (and other symbolic dims) fixed; bytes are the weights plus the
-graph's inputs and outputs, read once.  latency = max(FLOPs / peak, bytes / bandwidth).
+graph's inputs and outputs, read once.  latency = max(FLOPs / peak, bytes / bandwidth) plus the
+profile's ``launch_overhead_ms`` (what a runtime spends per inference whatever the model: kernel
+launches and the stream sync of a TensorRT enqueue, an interpreter's Invoke), so a tiny model
+is not estimated at a few microseconds on a GPU.
 This is a lower bound for an ideal runtime, never a measurement: every record carries
 ``"estimate": true`` and every printed form says ESTIMATE.
 """
@@ -95,8 +98,10 @@ def estimate_item(comp_dir: Path, manifest, profile, batch: int = 1) -> dict:
         raise InputError(f"{comp_dir}: --estimate counts FLOPs of ONNX artifacts, not {manifest.format}",
                          "pass the ONNX bundle written by `mmdeploy convert`/`quantize`")
     if not profile.peak_gflops or not profile.memory_bandwidth_gbs:
+        from mmdeploy.targets import config_hint
+
         raise InputError(f"target {profile.name} has no peak_gflops / memory_bandwidth_gbs for --estimate",
-                         f"add them to its profile ({profile.source})")
+                         f"add them to {config_hint(profile)}")
     model_file = Path(comp_dir) / manifest.metadata.get("model_file", "model.onnx")
     seq = int(manifest.metadata.get("seq_len", 16))
     c = count(model_file, batch=batch, seq=seq)
@@ -104,14 +109,32 @@ def estimate_item(comp_dir: Path, manifest, profile, batch: int = 1) -> dict:
     int_peak = profile.peak_int8_gops or profile.peak_gflops
     compute_ms = ((c["flops"] - int_ops) / (profile.peak_gflops * 1e9) + int_ops / (int_peak * 1e9)) * 1e3
     memory_ms = (c["weight_bytes"] + c["io_bytes"]) / (profile.memory_bandwidth_gbs * 1e9) * 1e3
-    latency = max(compute_ms, memory_ms)
+    overhead = float(profile.launch_overhead_ms or 0.0)
+    latency = max(compute_ms, memory_ms) + overhead
     return {
         "estimate": True, "label": LABEL, "batch": batch,
         "gflops": c["flops"] / 1e9, "weight_mb": c["weight_bytes"] / 1e6, "io_mb": c["io_bytes"] / 1e6,
-        "compute_ms": compute_ms, "memory_ms": memory_ms,
+        "compute_ms": compute_ms, "memory_ms": memory_ms, "launch_overhead_ms": overhead,
+        "board": profile.name,
         "bound": "compute" if compute_ms >= memory_ms else "memory",
         "p50_ms": latency, "throughput_per_s": batch / (latency / 1e3) if latency > 0 else None,
         "int8_gops": int_ops / 1e9, "peak_gflops": profile.peak_gflops, "peak_int8_gops": int_peak,
         "memory_bandwidth_gbs": profile.memory_bandwidth_gbs,
         "ops_gflops": {k: v / 1e9 for k, v in c["ops"].items()}, "uncounted_nodes": c["uncounted_nodes"],
     }
+
+
+def estimate_boards(items, settings, profile, extra_dirs=None) -> dict:
+    """``--estimate`` on a generic target (``jetson``, ``rpi``): one labelled row per board."""
+    from mmdeploy.bench import harness
+    from mmdeploy.targets import board_profiles
+
+    results = []
+    for board in board_profiles(profile, extra_dirs):
+        for item in items:
+            record = {"artifact": item.artifact, "path": str(item.path), "model": item.model,
+                      "component": item.component, "format": item.manifest.format,
+                      "precision": board.precision, "target": board.name}
+            record.update(estimate_item(item.path, item.manifest, board, settings.batch))
+            results.append(record)
+    return harness.document(results, settings, profile, estimate=True, machine={})

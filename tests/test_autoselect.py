@@ -1,0 +1,177 @@
+"""quantize --method auto: candidates recorded, the fastest within the budget chosen (timings
+injected, never asserted), skips and failures named, and an OpenVINO choice usable like any
+artifact (load_runner, bench, compile)."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+
+sys.path.insert(0, str(Path(__file__).parent))
+from _tiny_clip import write_bundle  # noqa: E402
+
+from mmdeploy.artifact import read_manifest  # noqa: E402
+from mmdeploy.stages import autoselect  # noqa: E402
+from mmdeploy.stages.autoselect import CANDIDATES, NoCandidateError, Outcome  # noqa: E402
+from mmdeploy.stages.quantize import QuantizeOptions, quantize  # noqa: E402
+
+CPU_AMX = {"model": "test Xeon", "machine": "x86_64", "flags": [],
+           "features": {"avx2": True, "avx512": True, "vnni": True, "avx512_bf16": True, "avx512_fp16": True,
+                        "amx": True},
+           "openvino_capabilities": ["FP32", "BF16", "FP16", "INT8"]}
+CPU_AVX2 = {**CPU_AMX, "model": "test Zen 3", "openvino_capabilities": ["FP32", "INT8"],
+            "features": {"avx2": True, "avx512": False, "vnni": False, "avx512_bf16": False,
+                         "avx512_fp16": False, "amx": False}}
+
+
+@pytest.fixture(scope="module")
+def bundle(tmp_path_factory) -> Path:
+    return write_bundle(tmp_path_factory.mktemp("tiny") / "bundle")
+
+
+def _timer(latencies: dict[str, float]):
+    """An injected timer: {candidate: ms} instead of measuring."""
+    return lambda runners, feeds, blocks: {name: latencies[name] for name in runners}
+
+
+class _Eval:
+    metric, budget = "cosine", 0.99
+
+    def describe(self):
+        return "embedding cosine >= 0.99"
+
+
+def _fake_build(values: dict[str, float], aware_gain: float = 0.0):
+    """build(): a built Outcome scoring ``values[name]`` (cosine), no real quantization."""
+
+    def build(cand, log, aware):
+        value = values[cand.name] + (aware_gain if aware else 0.0)
+        state = {"vision": {"result": None, "out_dir": Path("/nonexistent"), "excluded": [], "passes": [],
+                            "base_model": None}}
+        return Outcome(cand, state=state, score={"value": value, "ok": value >= 0.99}, ok=value >= 0.99)
+
+    return build
+
+
+def _comps():
+    return [SimpleNamespace(name="vision", calib=SimpleNamespace(feeds=[{"x": np.zeros(1)}]), result=None,
+                            out_dir=None, excluded=[], passes=[], base_model=None)]
+
+
+def _select(monkeypatch, values, latencies, cpu=CPU_AMX, aware_gain=0.0, **options):
+    monkeypatch.setattr(autoselect, "cpu_features", lambda: cpu)
+    opts = QuantizeOptions(**options)
+    return autoselect.select(_comps(), _Eval(), opts, lambda m: None, build=_fake_build(values, aware_gain),
+                             runner_for=lambda comp, state, cand: cand.name, timer=_timer(latencies))
+
+
+def test_picks_fastest_within_budget_and_records_every_candidate(monkeypatch):
+    values = {n: 0.999 for n in CANDIDATES}
+    values["openvino-bf16"] = 0.95  # the fastest, but over budget
+    latencies = {"ort-static": 20.0, "ort-dynamic": 30.0, "nncf": 16.0, "nncf+bf16": 12.0,
+                 "openvino-bf16": 9.0, "openvino-fp16": 25.0}
+    chosen, record = _select(monkeypatch, values, latencies)
+    assert chosen.candidate.name == "nncf+bf16"
+    rows = {r["name"]: r for r in record["candidates"]}
+    assert set(rows) == set(autoselect.KIND_CANDIDATES["cpu"])
+    assert rows["openvino-bf16"]["holds_budget"] is False and rows["openvino-bf16"]["latency_ms"] == 9.0
+    assert all("latency_ms" in r and "accuracy" in r for r in rows.values())
+    assert record["cpu"]["features"]["amx"] is True and record["chosen"] == "nncf+bf16"
+    assert "measured here" in record["how"] and "1.33× faster than nncf" in record["reason"]
+
+
+def test_other_cpu_other_choice_and_unavailable_routes_skipped_with_a_note(monkeypatch):
+    values = {n: 0.999 for n in CANDIDATES}
+    latencies = {"ort-static": 14.0, "ort-dynamic": 15.0, "nncf": 60.0}
+    chosen, record = _select(monkeypatch, values, latencies, cpu=CPU_AVX2)
+    assert chosen.candidate.name == "ort-static"
+    rows = {r["name"]: r for r in record["candidates"]}
+    assert "no bf16 (AMX or AVX512-BF16)" in rows["nncf+bf16"]["skipped"]
+    assert "no fp16" in rows["openvino-fp16"]["skipped"] and "latency_ms" not in rows["openvino-fp16"]
+
+
+def test_missing_package_named(monkeypatch):
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "nncf" else real(name, *a))
+    assert autoselect.availability(CANDIDATES["nncf"], CPU_AMX) == "nncf: needs nncf (not installed)"
+    assert autoselect.availability(CANDIDATES["ort-static"], CPU_AMX) is None
+
+
+def test_no_candidate_within_budget_names_best_per_candidate(monkeypatch):
+    values = {n: 0.9 + i / 1000 for i, n in enumerate(CANDIDATES)}
+    with pytest.raises(NoCandidateError) as info:
+        _select(monkeypatch, values, {})
+    message = str(info.value)
+    assert info.value.exit_code == 1 and "nothing written" in message
+    for name in autoselect.KIND_CANDIDATES["cpu"]:
+        assert f"{name} cosine {values[name]:.5f}" in message
+
+
+def test_sensitive_blocks_kept_float_only_when_no_route_holds_fully_quantized(monkeypatch):
+    values = {n: 0.985 for n in CANDIDATES}
+    latencies = {"ort-static": 20.0, "ort-dynamic": 30.0, "nncf": 16.0, "nncf+bf16": 12.0,
+                 "openvino-bf16": 9.0, "openvino-fp16": 25.0}
+    values["openvino-bf16"] = 0.95  # not int8: no blocks to keep in float, stays over budget
+    chosen, record = _select(monkeypatch, values, latencies, aware_gain=0.01)
+    assert chosen.candidate.name == "nncf+bf16"
+    assert {r["name"]: r["holds_budget"] for r in record["candidates"]}["openvino-bf16"] is False
+
+
+def test_remote_target_without_agent_uses_profile_preference(monkeypatch, tmp_path):
+    (tmp_path / "orin.yaml").write_text("backend: tensorrt\nremote: true\nhost: nvidia@10.0.0.2\n"
+                                        "quantize_preference: [tensorrt-fp16, tensorrt-int8]\n")
+    monkeypatch.setenv("MMDEPLOY_TARGETS_PATH", str(tmp_path))
+    values = {n: 0.999 for n in CANDIDATES}
+    chosen, record = _select(monkeypatch, values, {}, target="orin")
+    assert chosen.candidate.name == "tensorrt-fp16"
+    assert "profile preference" in record["how"] and "not measured" in record["how"]
+    assert all("latency_ms" not in r for r in record["candidates"])
+
+
+def test_remote_target_measured_through_the_agent_hook(monkeypatch, tmp_path):
+    (tmp_path / "orin.yaml").write_text("backend: tensorrt\nremote: true\nhost: nvidia@10.0.0.2\n")
+    monkeypatch.setenv("MMDEPLOY_TARGETS_PATH", str(tmp_path))
+    monkeypatch.setattr(autoselect, "measure_on_target",
+                        lambda profile, builds, feeds: {"tensorrt-int8": 3.0, "tensorrt-fp16": 4.0})
+    chosen, record = _select(monkeypatch, {n: 0.999 for n in CANDIDATES}, {}, target="orin")
+    assert chosen.candidate.name == "tensorrt-int8" and "through the device agent" in record["how"]
+
+
+def test_real_auto_records_candidates_and_openvino_choice_runs_everywhere(bundle, tmp_path, monkeypatch):
+    """Real candidates on the tiny CLIP; the timer is injected so that an OpenVINO route wins."""
+    caps = autoselect.cpu_features().get("openvino_capabilities", [])
+    fast = "nncf+bf16" if "BF16" in caps else "nncf"
+    real_select = autoselect.select
+    latencies = {n: (1.0 if n == fast else 5.0) for n in CANDIDATES}
+    monkeypatch.setattr(autoselect, "select",
+                        lambda *a, **kw: real_select(*a, **{**kw, "timer": _timer(latencies)}))
+    out = tmp_path / "auto"
+    m = quantize(bundle, out, QuantizeOptions(latency_runs=0, calib_limit=4))
+    auto = m.metadata["quantize"]["auto"]
+    assert auto["chosen"] == fast and m.metadata["quantize"]["method"] == fast
+    built = [c for c in auto["candidates"] if "skipped" not in c]
+    assert {"ort-static", "ort-dynamic", "nncf"} <= {c["name"] for c in built}
+    assert all(c["holds_budget"] and c["accuracy"]["value"] >= 0.99 and c["latency_ms"] > 0 for c in built)
+    assert set(auto["cpu"]["features"]) >= {"avx2", "avx512", "vnni", "amx"}
+    vision = read_manifest(out / "vision")
+    assert vision.format == "openvino" and vision.precision == "int8"
+    assert vision.metadata["inference_precision"] == ("bf16" if fast == "nncf+bf16" else "f32")
+
+    from mmdeploy.backends import load_runner
+    from mmdeploy.bench import BenchSettings, bench
+    from mmdeploy.stages.compile import compile_artifact
+    from mmdeploy.targets import get_target
+
+    pixels = {"pixel_values": np.zeros((1, *read_manifest(out / "vision").inputs[0].shape[1:]), np.float32)}
+    assert all(np.isfinite(v).all() for v in load_runner(out / "vision").run(pixels).values())
+    doc = bench([out], BenchSettings(warmup=1, iters=3), get_target("openvino-cpu"))
+    assert [r["component"] for r in doc["results"]] == ["vision", "text"]
+    compiled = compile_artifact(out, "openvino", tmp_path / "compiled", {"evaluate": False})
+    assert {a.format for a in compiled.artifacts} == {"openvino"}
+    assert load_runner(tmp_path / "compiled" / "vision").run(pixels)

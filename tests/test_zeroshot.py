@@ -1,0 +1,80 @@
+"""Baked image preprocessing (uint8 HWC in) and the zero-shot bundle with cached text embeddings."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+sys.path.insert(0, str(Path(__file__).parent))
+from _tiny_clip import write_bundle  # noqa: E402
+
+from mmdeploy.errors import InputError  # noqa: E402
+from mmdeploy.passes.preprocess import preprocess_graph, read_image_config  # noqa: E402
+from mmdeploy.stages.zeroshot import ZeroShotClassifier, zero_shot_bundle  # noqa: E402
+
+LABELS = ["red circle", "blue square", "green triangle"]
+
+
+@pytest.fixture(scope="module")
+def bundle(tmp_path_factory) -> Path:
+    return write_bundle(tmp_path_factory.mktemp("tiny") / "bundle")
+
+
+def _photo():
+    import skimage.data
+
+    return skimage.data.astronaut()[:300, 40:260]  # not square: resize + crop both matter
+
+
+def _processor_pixels(bundle: Path, image: np.ndarray) -> np.ndarray:
+    from PIL import Image
+    from transformers import CLIPImageProcessor
+
+    proc = CLIPImageProcessor.from_pretrained(str(bundle / "preprocess"))
+    return proc(images=Image.fromarray(image), return_tensors="np")["pixel_values"]
+
+
+def test_baked_preprocess_matches_the_hf_processor(bundle):
+    import onnxruntime as ort
+
+    config = read_image_config(bundle / "preprocess")
+    session = ort.InferenceSession(preprocess_graph(config).SerializeToString())
+    got = session.run(None, {"image": _photo()})[0]
+    ref = _processor_pixels(bundle, _photo())
+    assert got.shape == ref.shape
+    assert np.abs(got - ref).mean() < 0.01  # PIL's bicubic vs ONNX's antialiased cubic: ~1 level of 255
+
+
+@pytest.mark.parametrize("fmt", ["onnx", "openvino"])
+def test_zero_shot_bundle_classifies_like_processor_plus_model(bundle, tmp_path, fmt):
+    from mmdeploy.backends import load_runner
+
+    source = bundle
+    if fmt == "openvino":
+        from mmdeploy.stages.quantize import QuantizeOptions, quantize
+
+        source = tmp_path / "ov"
+        quantize(bundle, source, QuantizeOptions(method="nncf", latency_runs=0, calib_limit=4))
+    out = zero_shot_bundle(source, LABELS, tmp_path / "zs")
+    assert (out / "text_embeds.npy").is_file() and not (out / "text").exists()
+    clf = ZeroShotClassifier(out)
+    label, probs = clf.classify(_photo())
+    assert label in LABELS and abs(probs.sum() - 1) < 1e-5
+    # the same image through the HF processor and the (unbaked) vision component
+    vision = load_runner(source / "vision")
+    emb = next(iter(vision.run({"pixel_values": _processor_pixels(bundle, _photo())}).values())).reshape(-1)
+    baked = next(iter(clf.runner.run({"image": _photo()}).values())).reshape(-1)
+    assert float(emb @ baked / np.linalg.norm(emb) / np.linalg.norm(baked)) > 0.99
+    with pytest.raises(InputError):
+        clf.classify(_photo().astype(np.float32))
+
+
+def test_bad_input(bundle, tmp_path):
+    with pytest.raises(InputError):
+        zero_shot_bundle(bundle, ["only one"], tmp_path / "x")
+    assert not (tmp_path / "x").exists()
+    with pytest.raises(InputError):
+        ZeroShotClassifier(tmp_path)
