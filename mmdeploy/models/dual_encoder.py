@@ -20,6 +20,7 @@ one component.  A folder without tokenizer or image-processor files converts: se
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import math
 import tempfile
@@ -147,6 +148,32 @@ def _blip_logits(model, pixel_values, **text):
     return model(pixel_values=pixel_values, use_itm_head=False, **text).itm_score
 
 
+@contextlib.contextmanager
+def _global_average_pool(module, image_size: int):
+    """ALIGN's pooler is ``AvgPool2d(hidden_dim, ceil_mode=True)``: a kernel larger than the
+    feature map, i.e. a global mean, which OpenVINO rejects as an AveragePool.  Around export it
+    is computed as that mean (the same numbers; instances only, restored afterwards)."""
+    import torch
+
+    patched = []
+    for sub in module.modules():
+        if isinstance(sub, torch.nn.AvgPool2d) and sub.ceil_mode and _size(sub.kernel_size) >= image_size:
+            patched.append((sub, sub.__dict__.get("forward")))
+            sub.forward = lambda x: x.mean(dim=(2, 3), keepdim=True)
+    try:
+        yield len(patched)
+    finally:
+        for sub, previous in patched:
+            if previous is None:
+                del sub.forward
+            else:
+                sub.forward = previous
+
+
+def _size(kernel) -> int:
+    return min(kernel) if isinstance(kernel, (tuple, list)) else int(kernel)
+
+
 def _scale_head(model) -> dict:
     bias = getattr(model, "logit_bias", None)
     return {"logit_scale": float(model.logit_scale.exp().item()),
@@ -186,6 +213,8 @@ class Family:
     detect_by_model_type: bool = True
     # single-tower checkpoints of this family: architecture -> (component, output attribute)
     single_towers: dict = field(default_factory=dict)
+    # export-time rewrite a backend needs (module, image size) -> context manager
+    export_rewrite: Callable | None = None
     pruning: bool = False  # the pruner understands its blocks (mmdeploy.models.pruned)
     notes: tuple[str, ...] = ()
 
@@ -230,7 +259,7 @@ TABLE: dict[str, Family] = {f.name: f for f in (
            "CLIPImageProcessor", _clip_processor, position_offset=2),
     Family("align", "ALIGN (AlignModel): EfficientNet + BERT towers, temperature head", "AlignModel", ("align",),
            ("AlignModel",), "EfficientNetImageProcessor", _align_processor, pad_to_max_length=True, text_length=64,
-           head=_temperature_head),
+           head=_temperature_head, export_rewrite=_global_average_pool),
     Family("blip-itm", "BLIP retrieval (BlipForImageTextRetrieval): ITC image + text embeddings",
            "BlipForImageTextRetrieval", (), ("BlipForImageTextRetrieval",), "BlipImageProcessor",
            _square_processor(OPENAI_MEAN, OPENAI_STD), head=_cosine_head, image_features=_blip_image_features,
@@ -487,8 +516,6 @@ class DualEncoderAdapter(Adapter):
     def components(self) -> dict[str, Component]:
         if self._components is not None:
             return self._components
-        from mmdeploy.models.attention import fusable_attention
-
         model = self.torch_model()
         single = self.single_tower
         comps: dict[str, Component] = {}
@@ -522,9 +549,18 @@ class DualEncoderAdapter(Adapter):
                 name=tower, module=tower_module, input_names=names, output_names=[OUTPUTS[tower]],
                 dynamic_axes={**axes, OUTPUTS[tower]: {0: "batch"}}, make_inputs=make, modality=modality,
                 # attention exported in the form ONNX Runtime's fusion recognizes (same outputs)
-                export_context=lambda m=tower_module: fusable_attention(m))
+                export_context=lambda m=tower_module: self._export_context(m))
         self._components = comps
         return comps
+
+    def _export_context(self, module):
+        from mmdeploy.models.attention import fusable_attention
+
+        stack = contextlib.ExitStack()
+        stack.enter_context(fusable_attention(module))
+        if self.spec.export_rewrite is not None:
+            stack.enter_context(self.spec.export_rewrite(module, self.image_size()))
+        return stack
 
     @staticmethod
     def _torch_feeds(feeds: dict[str, np.ndarray]) -> dict:
