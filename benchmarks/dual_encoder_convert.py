@@ -74,7 +74,10 @@ def run(name: str, work: Path) -> dict:
     marks: list[tuple[float, str]] = []
     load_before = os.getloadavg()
     start = time.perf_counter()
-    convert(ckpt, out, progress=lambda msg: marks.append((time.perf_counter(), msg)))
+    # random He-initialised EfficientNet-B7 activations reach ~1e2: abs error is judged relative
+    # to that (real weights stay within the default 1e-4)
+    atol = 1e-2 if name == "align-base" else 1e-4
+    convert(ckpt, out, atol=atol, progress=lambda msg: marks.append((time.perf_counter(), msg)))
     total = time.perf_counter() - start
     phases: dict[str, float] = {}
     for (t0, msg), (t1, _) in zip(marks, marks[1:] + [(start + total, "end")]):
@@ -82,7 +85,7 @@ def run(name: str, work: Path) -> dict:
         phases[key] = round(phases.get(key, 0.0) + t1 - t0, 2)
     top = read_manifest(out)
     return {
-        "model": name, "convert_verify_s": round(total, 2), "save_checkpoint_s": round(save_s, 2),
+        "model": name, "convert_verify_s": round(total, 2), "atol": atol, "save_checkpoint_s": round(save_s, 2),
         "phases_s": phases,
         "parity": {c: max(v["max_abs"] for v in read_manifest(out / c).parity["outputs"].values())
                    for c in ("vision", "text")},
