@@ -15,8 +15,15 @@ from mmdeploy.errors import CheckpointError, InputError, UnsupportedError
 
 # family name -> "module:Class", in detection order (most specific first)
 FAMILIES: dict[str, str] = {
-    "clip": "mmdeploy.models.clip:ClipAdapter",
-    "siglip": "mmdeploy.models.siglip:SiglipAdapter",
+    # image–text dual encoders: one adapter, one table entry each (mmdeploy.models.dual_encoder)
+    "clip": "mmdeploy.models.dual_encoder:ClipAdapter",
+    "siglip": "mmdeploy.models.dual_encoder:SiglipAdapter",
+    "siglip2": "mmdeploy.models.dual_encoder:Siglip2Adapter",
+    "metaclip-2": "mmdeploy.models.dual_encoder:MetaClip2Adapter",
+    "chinese-clip": "mmdeploy.models.dual_encoder:ChineseClipAdapter",
+    "altclip": "mmdeploy.models.dual_encoder:AltClipAdapter",
+    "align": "mmdeploy.models.dual_encoder:AlignAdapter",
+    "blip-itm": "mmdeploy.models.dual_encoder:BlipItmAdapter",
     "clap": "mmdeploy.models.clap:ClapAdapter",
     "blip": "mmdeploy.models.blip:BlipAdapter",
     "blip-vqa": "mmdeploy.models.blip_vqa:BlipVqaAdapter",
@@ -26,6 +33,8 @@ FAMILIES: dict[str, str] = {
 
 
 def family_class(name: str):
+    if name not in FAMILIES and name.replace("_", "-") in FAMILIES:  # model_type spelling: metaclip_2
+        name = name.replace("_", "-")
     if name not in FAMILIES:
         raise UnsupportedError(f"unknown model family {name!r}",
                                "supported families: " + ", ".join(FAMILIES))

@@ -56,6 +56,8 @@ def convert(source: str | Path, output: str | Path, *, components: list[str] | N
     adapter = resolve(source, family=family, allow_pickle=allow_pickle, options=options)
     adapter.processor_dir()  # a bad --processor fails before the slow part
     say(f"loading {adapter.family} checkpoint {source}")
+    for note in getattr(adapter, "notes", lambda: [])():  # e.g. preprocessing derived from config.json
+        say(note)
     available = adapter.components()
     saved_dtype = _saved_dtype(adapter)
     if saved_dtype in ("float16", "bfloat16") and dtype == "fp32":
@@ -132,6 +134,9 @@ def convert(source: str | Path, output: str | Path, *, components: list[str] | N
         if task and task <= set(runners_onnx):
             say("checking the task (zero-shot) from the exported towers against PyTorch")
             bundle_parity["task"] = task_parity(adapter, runners_torch, runners_onnx)
+        if hasattr(adapter, "logits_parity") and set(adapter.task_components()) <= set(runners_onnx):
+            say("checking logits_per_image from the exported towers and the head against the model's forward")
+            bundle_parity["logits_per_image"] = adapter.logits_parity(runners_onnx)
 
         preprocess = tmp / "preprocess"
         files = adapter.preprocess_files()

@@ -267,7 +267,7 @@ def task_metric(src: Source, model, limit: int | None = None, scorer=None) -> di
             pass
     if src.is_demo:
         from mmdeploy.data import shapes as data
-        from mmdeploy.models.clip import zero_shot_logits
+        from mmdeploy.models.dual_encoder import zero_shot_logits
 
         images, labels = data.make_split("eval", limit)
         img = _embed(model, "vision", _batched([_image_feeds(src, images)], 64))
