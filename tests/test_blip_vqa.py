@@ -121,3 +121,20 @@ def test_calibration_feeds_for_every_component(bundle):
         inputs = {t.name for t in read_manifest(bundle / name).inputs}
         assert all(set(f) == inputs for f in feeds), name
         assert all(np.isfinite(v).all() for f in feeds for v in f.values() if v.dtype.kind == "f")
+
+
+def test_eval_vqa_on_a_user_file(bundle, adapter, tmp_path, cli):
+    """`mmdeploy eval --task vqa` on a user's JSONL: the ONNX bundle's answers are PyTorch's
+    generate() answers, and vqa_accuracy counts them against the references."""
+    rows, expected = [], []
+    for i, image in enumerate(adapter.eval_images(3)):
+        image.save(tmp_path / f"img{i}.png")
+        question = ["what color is the shape?", "how many shapes?", "what shape is it?"][i]
+        expected.append(_generate(adapter, image, question))
+        answer = expected[-1] if i < 2 else expected[-1] + " not"  # two right, one wrong
+        rows.append(json.dumps({"image": f"img{i}.png", "question": question, "answer": answer}))
+    (tmp_path / "vqa.jsonl").write_text("\n".join(rows) + "\n")
+    done = cli("eval", bundle, "--data", tmp_path / "vqa.jsonl", "--task", "vqa", "--json")
+    assert done.returncode == 0, done.stderr
+    metric = json.loads(done.stdout)["results"][0]["metrics"]["vqa_accuracy"]
+    assert metric["n"] == 3 and abs(metric["value"] - 2 / 3) < 1e-6, metric

@@ -386,7 +386,7 @@ def evaluate_subject(subject: Subject, data: EvalData, feeds: _Feeds, batch: int
             raise UnsupportedError(f"{subject.label}: {adapter.family} does not answer questions (VQA)",
                                    "VQA needs a BLIP question-answering bundle")
         ds = data.dataset
-        predictions = list(answer(subject.runners, data.samples, ds.questions))
+        predictions = [answer(subject.runners, image, question) for image, question in zip(data.samples, ds.questions)]
         metrics = M.vqa(predictions, ds.answers)
     return {"metrics": metrics, "predictions": predictions, "seconds": time.perf_counter() - start,
             "cpu_seconds": time.process_time() - cpu_start}
