@@ -49,6 +49,18 @@ def test_cpu_target_runs_every_cpu_backend_in_one_table(cli, bundles):
     assert "speed-up vs multi onnx" in table  # the reference row is named with its format
 
 
+def test_a_runtime_not_installed_is_skipped_with_a_warning(bundles, monkeypatch):
+    """Stand-in: every runtime is installed here, so TFLite's availability check is made to say no."""
+    from mmdeploy.backends import get_backend
+
+    monkeypatch.setattr(type(get_backend("tflite")), "available",
+                        lambda self: (False, "package ai-edge-litert is not installed"))
+    doc = bench([bundles["multi"]], BenchSettings(**FAST), get_target("cpu"))
+    assert _rows(doc) == [("multi", "vision", "onnx"), ("multi", "vision", "openvino")]
+    assert doc["warnings"] == ["multi/vision-tflite: skipped, tflite is not available here "
+                               "(package ai-edge-litert is not installed)"]
+
+
 def test_other_targets_keep_one_row_per_component(bundles):
     doc = bench([bundles["multi"]], BenchSettings(**FAST), get_target("openvino-cpu"))
     assert _rows(doc) == [("multi", "vision", "openvino")]
