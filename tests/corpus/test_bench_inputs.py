@@ -114,3 +114,12 @@ def test_estimate_on_tflite_components_counts_their_onnx_sibling(bundles, tmp_pa
     result = cli("bench", lone, "--estimate")
     assert result.returncode == 2 and "no ONNX sibling" in result.stderr
     assert "internal error" not in result.stderr
+
+
+def test_failed_budget_with_json_is_one_document_with_its_error(cli, bundles):
+    """--json keeps one JSON object on stdout: the results, the failed checks and the error."""
+    result = cli("bench", bundles["onnx"], "--iters", 3, "--warmup", 1, "--max-size-mb", 1e-6, "--json")
+    assert result.returncode == 1 and "error: 1 of 1 budget(s) failed" in result.stderr
+    doc = json.loads(result.stdout)
+    assert doc["error"]["type"] == "BudgetExceeded" and doc["error"]["exit_code"] == 1
+    assert doc["results"] and doc["passed"] is False
