@@ -19,8 +19,11 @@ from mmdeploy.bench.harness import BenchSettings  # noqa: F401  (light: numpy on
 
 def bench(paths: list[str | Path], settings: "BenchSettings", target=None, *,
           components: list[str] | None = None, estimate: bool = False,
-          progress: Callable[[str, int, int], None] | None = None) -> dict:
-    """Bench every component of every ARTIFACT path on ``target``; returns the JSON document."""
+          progress: Callable[[str, int, int], None] | None = None, scorer=None) -> dict:
+    """Bench every component of every ARTIFACT path on ``target``; returns the JSON document.
+
+    ``scorer(adapter, runners)``: the accuracy metric on the user's ``--eval`` set (built by
+    :func:`mmdeploy.stages.eval.scorer`), else the adapter's built-in task."""
     from mmdeploy.bench import harness
 
     settings.check()
@@ -61,7 +64,7 @@ def bench(paths: list[str | Path], settings: "BenchSettings", target=None, *,
     if settings.accuracy:
         from mmdeploy.bench.accuracy import measure
 
-        accuracy = measure(items, _runner_loader(settings, target), limit=settings.accuracy_limit)
+        accuracy = measure(items, _runner_loader(settings, target), limit=settings.accuracy_limit, scorer=scorer)
     doc = harness.document(results, settings, target, accuracy=accuracy)
     if warnings:
         doc["warnings"] = warnings

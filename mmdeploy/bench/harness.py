@@ -45,6 +45,7 @@ class BenchSettings:
     blocks: int = 1
     accuracy: bool = False
     accuracy_limit: int | None = None
+    eval_data: str | None = None  # --eval: the user's set for --accuracy (recorded in the document)
     isolated_memory: bool = True  # peak RSS per artifact from its own process (else process-wide)
 
     def check(self) -> None:
