@@ -62,7 +62,9 @@ def measure(items, load_runner_for, limit: int | None = None, scorer=None) -> li
             family = read_manifest(bundle).family
             records.append({**base, "message": f"family {family!r} has no task metric"})
             continue
-        comps = {it.component: it for it in group}
+        comps: dict = {}
+        for it in group:  # several formats of a component (--target cpu): the first, as in the table
+            comps.setdefault(it.component, it)
         bundle_manifest = read_manifest(bundle)
         runners = {}
         for name in needed:

@@ -126,15 +126,24 @@ def bench(
         rp.write_junit(doc, junit)
     if report:
         rp.write_report(doc, report)
-    if json_out:
+    failed = [c for c in checks if not c["passed"]]
+    error = None
+    if failed:
+        first = failed[0]
+        error = BudgetExceeded(f"{len(failed)} of {len(checks)} budget(s) failed; first: {first['where']} "
+                               f"{first['check']}: {first['message']}",
+                               "see the budgets table" + (f" and {junit}" if junit else ""))
+    if json_out:  # one JSON object on stdout: a failed gate is the document's "error", not a second object
+        if error is not None:
+            doc["error"] = {"type": "BudgetExceeded", "message": error.message, "hint": error.hint,
+                            "exit_code": error.exit_code}
         print_json(doc)
     else:
         typer.echo(rp.markdown(doc))
     for warning in doc.get("warnings") or []:
         typer.echo(f"warning: {warning}", err=True)
-    failed = [c for c in checks if not c["passed"]]
-    if failed:
-        first = failed[0]
-        raise BudgetExceeded(f"{len(failed)} of {len(checks)} budget(s) failed; first: {first['where']} "
-                             f"{first['check']}: {first['message']}",
-                             "see the budgets table" + (f" and {junit}" if junit else ""))
+    if error is not None:
+        if json_out:
+            typer.echo(f"error: {error.one_line()}", err=True)
+            raise typer.Exit(error.exit_code)
+        raise error
