@@ -33,7 +33,7 @@ def convert(
     processor: Optional[Path] = typer.Option(None, "--processor", metavar="DIR",
                                              help="Take the tokenizer / image processor / feature extractor from "
                                                   "this folder (e.g. the base model that was fine-tuned)"),
-    dtype: str = typer.Option("fp32", "--dtype", metavar="fp32|fp16|bf16",
+    dtype: str = typer.Option("fp32", "--dtype", metavar="DTYPE",
                               help="Precision of the ONNX weights: fp32 (default, also for checkpoints saved in "
                                    "fp16/bf16), or fp16/bf16 to keep them as saved"),
     json_out: bool = typer.Option(False, "--json", help="Print the bundle manifest as JSON"),
