@@ -186,6 +186,37 @@ def tiny_blip_checkpoint(folder: Path, max_length: int = 12) -> Path:
 # --------------------------------------------------------------------------- bundles
 
 
+VQA_WORDS = CAPTION_WORDS + "what shape color is in how many are there large or small yes no one two ?".split()
+
+
+def tiny_blip_vqa_checkpoint(folder: Path, max_length: int = 8) -> Path:
+    """A tiny random ``BlipForQuestionAnswering`` saved like a real one (weights, tokenizer, processor)."""
+    import torch
+    from transformers import BlipConfig, BlipForQuestionAnswering, BlipImageProcessorPil
+
+    tok = _tokenizer(VQA_WORDS, 24)
+    torch.manual_seed(0)
+    config = BlipConfig(
+        text_config=dict(vocab_size=len(tok), hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                         intermediate_size=64, max_position_embeddings=32, pad_token_id=tok.pad_token_id,
+                         bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id,
+                         sep_token_id=tok.eos_token_id),
+        vision_config=dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2,
+                           image_size=32, patch_size=8),
+        projection_dim=16)
+    model = BlipForQuestionAnswering(config).eval()
+    torch.manual_seed(1)  # wider weights so answers depend on image and question and vary in length
+    with torch.no_grad():
+        for param in model.parameters():
+            if param.dim() >= 2:
+                param.normal_(0, 0.1)
+    model.generation_config.max_length = max_length
+    model.save_pretrained(folder)
+    tok.save_pretrained(folder)
+    BlipImageProcessorPil(size={"height": 32, "width": 32}).save_pretrained(folder)
+    return Path(folder)
+
+
 def convert_bundle(checkpoint: Path, out: Path) -> Path:
     """The real convert pipeline (export, onnxsim, verification, task parity) into a bundle."""
     from mmdeploy.stages.convert import convert

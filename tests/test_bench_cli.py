@@ -10,8 +10,10 @@ from _bench_models import bundle
 def one_line_error(proc) -> str:
     err = proc.stderr.strip()
     assert proc.returncode == 2, (proc.returncode, err)
-    assert len(err.splitlines()) == 1 and err.startswith("error: ") and "Traceback" not in err
-    return err
+    # a usage error (a value out of range) keeps click's usage line and --help pointer before it
+    lines = [ln for ln in err.splitlines() if not ln.startswith(("Usage: ", "Try '"))]
+    assert len(lines) == 1 and lines[0].startswith("error: ") and "Traceback" not in err
+    return lines[0]
 
 
 def test_missing_artifact(cli_subprocess, tmp_path):

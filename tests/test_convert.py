@@ -40,7 +40,7 @@ def test_exported_towers_reproduce_logits_per_image(tiny_clip_dir, clip_bundle):
     from transformers import CLIPModel
 
     from mmdeploy.models import adapter_for_bundle
-    from mmdeploy.models.clip import zero_shot_logits
+    from mmdeploy.models.dual_encoder import zero_shot_logits
 
     adapter = adapter_for_bundle(clip_bundle)
     images, _, prompts = adapter.task_data(limit=4)

@@ -19,16 +19,22 @@ from mmdeploy.bench.harness import BenchSettings  # noqa: F401  (light: numpy on
 
 def bench(paths: list[str | Path], settings: "BenchSettings", target=None, *,
           components: list[str] | None = None, estimate: bool = False,
-          progress: Callable[[str, int, int], None] | None = None) -> dict:
-    """Bench every component of every ARTIFACT path on ``target``; returns the JSON document."""
+          progress: Callable[[str, int, int], None] | None = None, scorer=None) -> dict:
+    """Bench every component of every ARTIFACT path on ``target``; returns the JSON document.
+
+    ``scorer(adapter, runners)``: the accuracy metric on the user's ``--eval`` set (built by
+    :func:`mmdeploy.stages.eval.scorer`), else the adapter's built-in task."""
     from mmdeploy.bench import harness
 
     settings.check()
-    items = harness.collect(paths, components, target)
+    # an estimate counts each component once (from ONNX), whatever formats the target runs
+    items = harness.collect(paths, components, target, every_format=False if estimate else None)
+    if estimate:
+        items = [onnx_sibling(item) for item in items]
     if estimate and target is not None and target.boards:  # generic target: a row per board
         from mmdeploy.targets.estimate import estimate_boards
 
-        return estimate_boards(items, settings, target)
+        return _label_estimates(estimate_boards(items, settings, target), items)
     if estimate:
         from mmdeploy.targets.estimate import estimate_item
 
@@ -43,18 +49,65 @@ def bench(paths: list[str | Path], settings: "BenchSettings", target=None, *,
                       "precision": item.manifest.precision}
             record.update(estimate_item(item.path, item.manifest, target, settings.batch))
             results.append(record)
-        return harness.document(results, settings, target, estimate=True)
+        return _label_estimates(harness.document(results, settings, target, estimate=True), items)
     if target is not None and target.remote:
         from mmdeploy.targets.remote import run_remote_hosts
 
         return run_remote_hosts(items, settings, target)
+    items, warnings = harness.runnable(items, target)
+    if not items:
+        from mmdeploy.errors import BackendUnavailable
+
+        raise BackendUnavailable("; ".join(warnings), "install the runtime, or pass an ONNX artifact")
     results = harness.run_items(items, settings, target, progress=progress)
     accuracy = None
     if settings.accuracy:
         from mmdeploy.bench.accuracy import measure
 
-        accuracy = measure(items, _runner_loader(settings, target), limit=settings.accuracy_limit)
-    return harness.document(results, settings, target, accuracy=accuracy)
+        accuracy = measure(items, _runner_loader(settings, target), limit=settings.accuracy_limit, scorer=scorer)
+    doc = harness.document(results, settings, target, accuracy=accuracy)
+    if warnings:
+        doc["warnings"] = warnings
+    return doc
+
+
+def _manifest(path: Path):
+    from mmdeploy.artifact import read_manifest
+
+    return read_manifest(path)
+
+
+def onnx_sibling(item):
+    """For --estimate: a compiled item (``vision-tflite``, ``vision-openvino``) replaced by its
+    bundle's ONNX of the same component (FLOPs are counted on ONNX graphs), labelled so."""
+    if item.manifest.format == "onnx":
+        return item
+    from dataclasses import replace
+
+    from mmdeploy.errors import InputError
+
+    ref = None
+    if item.bundle is not None:
+        ref = next((r for r in _manifest(item.bundle).artifacts
+                    if r.component == item.component and r.format == "onnx"), None)
+    if ref is None:
+        raise InputError(f"{item.path}: --estimate counts FLOPs of ONNX graphs; this {item.manifest.format} "
+                         "artifact has no ONNX sibling in its bundle",
+                         "pass the bundle written by `mmdeploy convert`/`compile` (it keeps the ONNX)")
+    sibling = Path(item.bundle) / ref.path
+    return replace(item, path=sibling, manifest=_manifest(sibling), estimated_for=item.path)
+
+
+def _label_estimates(doc: dict, items) -> dict:
+    """Say on each estimated row which artifact it stands for when the ONNX sibling was counted."""
+    stands_for = {str(it.path): it.estimated_for for it in items if it.estimated_for is not None}
+    for r in doc.get("results", []):
+        original = stands_for.get(r.get("path"))
+        if original is not None:
+            r["estimated_for"] = str(original)
+            r["estimated_from"] = r["path"]
+            r["estimate_note"] = f"{original.name}: estimated from its ONNX sibling {Path(r['path']).name}"
+    return doc
 
 
 def _runner_loader(settings, target):

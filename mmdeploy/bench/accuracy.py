@@ -30,11 +30,13 @@ def _reference_value(bundle_manifest, component_manifests) -> float | None:
     return None
 
 
-def measure(items, load_runner_for, limit: int | None = None) -> list[dict]:
+def measure(items, load_runner_for, limit: int | None = None, scorer=None) -> list[dict]:
     """One record per ARTIFACT label: metric, value, n, reference, drop_pts (or a message).
 
     ``items`` are harness Items; ``load_runner_for(item)`` returns a Runner for an item (loaded
-    the way the harness loads it, for the same target).
+    the way the harness loads it, for the same target).  ``scorer(adapter, runners)`` (from
+    ``--eval``: the user's set) replaces the adapter's built-in task; its reference is then the
+    fp32 artifact of the same run.
     """
     from mmdeploy.artifact import read_manifest
     from mmdeploy.models import adapter_for_bundle
@@ -60,7 +62,9 @@ def measure(items, load_runner_for, limit: int | None = None) -> list[dict]:
             family = read_manifest(bundle).family
             records.append({**base, "message": f"family {family!r} has no task metric"})
             continue
-        comps = {it.component: it for it in group}
+        comps: dict = {}
+        for it in group:  # several formats of a component (--target cpu): the first, as in the table
+            comps.setdefault(it.component, it)
         bundle_manifest = read_manifest(bundle)
         runners = {}
         for name in needed:
@@ -73,6 +77,12 @@ def measure(items, load_runner_for, limit: int | None = None) -> list[dict]:
                 runners[name] = load_runner_for(None, Path(bundle) / ref.path)
         if len(runners) != len(needed):
             records.append({**base, "message": f"bundle lacks task components {', '.join(needed)}"})
+            continue
+        if scorer is not None:
+            score = scorer(adapter, runners)
+            records.append({**base, "metric": score["name"], "value": score["value"], "n": score["n"],
+                            "ci95": score["ci95"], "reference": None, "predictions": score["predictions"],
+                            "reference_source": None})
             continue
         result = adapter.evaluate(runners, limit=limit)
         if result is None:

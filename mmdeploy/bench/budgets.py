@@ -147,8 +147,37 @@ def load_baseline(path: str | Path) -> dict:
 # --------------------------------------------------------------------------- evaluation
 
 
+def _same(a: dict, b: dict, key: str) -> bool:
+    """Equal, or unknown on either side (a baseline written before the key existed)."""
+    return a.get(key) is None or b.get(key) is None or a[key] == b[key]
+
+
+def match_baseline(r: dict, base: list[dict]) -> dict | None:
+    """The baseline result measuring the same thing as ``r``: the same component, format (the
+    runtime) and precision, of the same bundle -- its source checkpoint's sha256, else its ARTIFACT
+    label, else (one candidate only) its model name.  Never the list position or the path."""
+    same = [b for b in base if b.get("component") == r["component"]
+            and all(_same(b, r, k) for k in ("format", "precision", "artifact_name"))]
+    sha = r.get("source_sha256")
+    tiers = [
+        [b for b in same if sha and b.get("source_sha256") == sha and b.get("artifact") == r["artifact"]],
+        [b for b in same if sha and b.get("source_sha256") == sha],
+        [b for b in same if b.get("artifact") == r["artifact"]
+         and not (sha and b.get("source_sha256") and b["source_sha256"] != sha)],
+    ]
+    for tier in tiers:
+        if tier:
+            return tier[0]
+    by_model = [b for b in same if b.get("model") == r.get("model")
+                and not (sha and b.get("source_sha256") and b["source_sha256"] != sha)]
+    return by_model[0] if len(by_model) == 1 else None
+
+
 def evaluate(doc: dict, budgets: BudgetFile | None = None, baseline: dict | None = None) -> list[dict]:
-    """Check every matching budget against the bench document; returns check records."""
+    """Check every matching budget against the bench document; returns check records.
+
+    A result with no counterpart in ``baseline`` is not a check: it is added to
+    ``doc["warnings"]`` (a new component or backend has nothing to regress from)."""
     budgets = budgets or BudgetFile()
     conf, alpha = budgets.defaults.confidence, budgets.defaults.alpha
     target = (doc.get("target") or {}).get("name") or "local"
@@ -197,13 +226,15 @@ def evaluate(doc: dict, budgets: BudgetFile | None = None, baseline: dict | None
         stat, limit = budgets.baseline.statistic, budgets.baseline.max_ratio
         base = baseline["results"]
         for r in results:
-            ref = (next((b for b in base if b["artifact"] == r["artifact"] and b["component"] == r["component"]), None)
-                   or next((b for b in base if b.get("model") == r.get("model") and b["component"] == r["component"]
-                            and b.get("precision") == r.get("precision")), None))
+            ref = match_baseline(r, base)
             where = f"{r['artifact']}/{r['component']}@{target}"
             if ref is None:
-                checks.append(_record("baseline", where, r, f"{stat}_ratio_to_baseline", limit, None, False,
-                                      "mann-whitney-u", "no matching result in the baseline"))
+                what = "/".join(str(x) for x in (r.get("format"), r.get("precision")) if x)
+                warning = (f"{where} ({what}): no counterpart in the baseline (same component, format, precision "
+                           "and bundle); not compared")
+                doc.setdefault("warnings", [])
+                if warning not in doc["warnings"]:
+                    doc["warnings"].append(warning)
                 continue
             checks.append(_relative("baseline", where, r, ref, stat, limit, conf, alpha, kind="baseline"))
     return checks

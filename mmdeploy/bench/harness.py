@@ -9,6 +9,10 @@ Measurement hygiene:
   interleaved across artifacts (A B C A B C ...), so slow drifts of a shared machine (a
   neighbour's job starting) hit every artifact alike -- use it for relative budgets;
 * CPU count, affinity, governor and load average are recorded with the results.
+
+A local profile with ``also_runs`` (``cpu``) benches every format it can run side by side: a
+bundle's ``vision`` (ONNX Runtime), ``vision-openvino`` and ``vision-tflite`` are three rows of
+one table; a backend not installed here is skipped with a warning.
 """
 
 from __future__ import annotations
@@ -41,6 +45,7 @@ class BenchSettings:
     blocks: int = 1
     accuracy: bool = False
     accuracy_limit: int | None = None
+    eval_data: str | None = None  # --eval: the user's set for --accuracy (recorded in the document)
     isolated_memory: bool = True  # peak RSS per artifact from its own process (else process-wide)
 
     def check(self) -> None:
@@ -74,6 +79,8 @@ class Item:
     input_source: str = ""
     samples_ns: list[int] = field(default_factory=list)
     result: dict = field(default_factory=dict)
+    backend: str | None = None  # the runtime that runs it (None: the target's, after prepare)
+    estimated_for: Path | None = None  # --estimate: the compiled artifact this ONNX sibling stands for
 
 
 # --------------------------------------------------------------------------- discovery
@@ -87,8 +94,24 @@ def _pick(refs: list, target) -> Any:
             or next((r for r in refs if r.format == "onnx"), None) or refs[0])
 
 
-def collect(paths: list[str | Path], components: list[str] | None = None, target=None) -> list[Item]:
-    """The component artifacts of each ARTIFACT path (a bundle or one component)."""
+def _chosen(refs: list, target, every_format: bool) -> list:
+    """The refs of one component to bench: the one the target runs (:func:`_pick`), or, for a
+    profile that runs every format (``cpu``), each one it runs as shipped."""
+    if every_format:
+        runnable = [r for r in refs if target.runtime_for(r.format)]
+        if runnable:
+            return runnable
+    return [_pick(refs, target)]
+
+
+def collect(paths: list[str | Path], components: list[str] | None = None, target=None,
+            every_format: bool | None = None) -> list[Item]:
+    """The component artifacts of each ARTIFACT path (a bundle or one component).
+
+    ``every_format`` (default: the target's ``runs_every_format``) yields one item per format a
+    component has (``vision``, ``vision-openvino``, ``vision-tflite``) instead of one per component."""
+    if every_format is None:
+        every_format = bool(target is not None and target.runs_every_format)
     from mmdeploy.artifact import bundle_dir, read_manifest
 
     if not paths:
@@ -109,7 +132,7 @@ def collect(paths: list[str | Path], components: list[str] | None = None, target
             grouped: dict[str, list] = {}
             for ref in manifest.artifacts:
                 grouped.setdefault(ref.component, []).append(ref)
-            chosen = [_pick(refs, target) for refs in grouped.values()]
+            chosen = [r for refs in grouped.values() for r in _chosen(refs, target, every_format)]
             pairs = [(path / r.path, read_manifest(path / r.path), r.component) for r in chosen]
             bundle, model = path, manifest.name
         else:
@@ -129,6 +152,47 @@ def collect(paths: list[str | Path], components: list[str] | None = None, target
         raise InputError(f"no component {','.join(components or [])} in {', '.join(map(str, paths))}",
                          "check --components against the bundle's manifest")
     return items
+
+
+def runnable(items: list[Item], target) -> tuple[list[Item], list[str]]:
+    """Drop the items whose runtime is not installed here (a profile running every format only:
+    elsewhere a missing runtime stays an error); returns (items, warnings)."""
+    if target is None or not target.runs_every_format:
+        return items, []
+    from mmdeploy.backends import get_backend
+
+    status: dict[str, tuple[bool, str]] = {}
+    kept, warnings = [], []
+    for item in items:
+        backend = target.runtime_for(item.manifest.format)
+        if backend is None or backend == target.backend:
+            kept.append(item)
+            continue
+        if backend not in status:
+            try:
+                status[backend] = get_backend(backend).available()
+            except ModuleNotFoundError as exc:
+                status[backend] = (False, f"{exc.name} is not installed")
+        ok, why = status[backend]
+        if ok:
+            kept.append(item)
+        else:
+            warnings.append(f"{item.artifact}/{item.path.name}: skipped, {backend} is not available here ({why})")
+    return kept, warnings
+
+
+def identity(item: Item) -> dict:
+    """What a result is, independent of where its files lie: matched against a --baseline."""
+    from mmdeploy.artifact import read_manifest
+
+    source = {}
+    try:
+        source = (read_manifest(item.bundle).source if item.bundle is not None else item.manifest.source) or {}
+    except Exception:  # noqa: BLE001 - an identity is best effort; the label still identifies
+        source = {}
+    return {"source_sha256": source.get("sha256"), "source_path": source.get("path"),
+            # the component's folder in its bundle (vision, vision-tflite); a lone folder's name is its label
+            "artifact_name": item.path.name if item.bundle is not None else None}
 
 
 # --------------------------------------------------------------------------- inputs
@@ -302,6 +366,8 @@ def prepare(item: Item, target, workdir: Path) -> Path:
     fmt = item.manifest.format
     if target is None or fmt in target.formats():
         return item.path
+    if target.runs_every_format and target.runtime_for(fmt):
+        return item.path  # run as shipped by its own runtime (an `also_runs` backend)
     if fmt != "onnx":
         raise InputError(f"{item.path} is a {fmt} artifact; target {target.name} runs "
                          f"{'/'.join(target.formats())}", "pass the ONNX bundle or a matching target")
@@ -347,10 +413,14 @@ def _load(item: Item, settings: BenchSettings, target) -> None:
     item.runner.run(item.feeds)
     first_ms = (time.perf_counter_ns() - t0) / 1e6
     run_manifest = read_manifest(item.run_dir)
+    from mmdeploy.backends import FORMATS
+
     item.result = {
         "artifact": item.artifact, "path": str(item.path), "model": item.model,
         "component": item.component, "format": run_manifest.format,
+        "backend": FORMATS.get(run_manifest.format, run_manifest.format),
         "precision": run_manifest.precision, "runner": getattr(item.runner, "name", "?"),
+        **identity(item),
         "batch": settings.batch, "threads": threads, "input_source": item.input_source,
         "load_ms": load_ms, "first_inference_ms": first_ms, "rss_delta_mb": _rss_mb() - rss0,
     }

@@ -58,11 +58,17 @@ def markdown(doc: dict) -> str:
             lines.append(f"| {r['artifact']} | {r['component']} | {r.get('board') or _target(doc)} | "
                          f"{r['p50_ms']:.3f} (ESTIMATE) | {r['gflops']:.3f} | {r['weight_mb']:.2f} | "
                          f"{r.get('launch_overhead_ms', 0):.3f} | {r['bound']} |")
+        notes = [r["estimate_note"] for r in doc["results"] if r.get("estimate_note")]
+        if notes:
+            lines += [""] + [f"- {n}" for n in dict.fromkeys(notes)]
     else:
         first = doc["results"][0]["artifact"] if doc["results"] else None
         speedups = speedup_vs_first(doc["results"])
         isolated = all(r.get("peak_rss_scope") == "artifact" for r in doc["results"])
         rss = "peak RSS MB (own process)" if isolated else "peak RSS MB (whole bench process so far)"
+        formats = {r["format"] for r in doc["results"] if r["artifact"] == first}
+        if len(formats) > 1:  # several runtimes per component: the reference is the first row's format
+            first = f"{first} {doc['results'][0]['format']}"
         lines += [f"| artifact | component | format | p50 ms | speed-up vs {first} | p90 ms | p99 ms | "
                   f"mean ± std ms | per s | load ms | first ms | size MB | {rss} |",
                   "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
@@ -97,11 +103,15 @@ def markdown(doc: dict) -> str:
 
 
 def speedup_vs_first(results: list[dict]) -> list[float | None]:
-    """p50 speed-up of each row against the first artifact's same component (None without one)."""
+    """p50 speed-up of each row against the first artifact's same component (None without one);
+    where the first artifact has several formats of a component (``--target cpu``), its first row."""
     if not results:
         return []
     first = results[0]["artifact"]
-    base = {r["component"]: r["p50_ms"] for r in results if r["artifact"] == first}
+    base: dict[str, float] = {}
+    for r in results:
+        if r["artifact"] == first:
+            base.setdefault(r["component"], r["p50_ms"])
     return [base[r["component"]] / r["p50_ms"] if r["component"] in base and r["p50_ms"] > 0 else None
             for r in results]
 

@@ -25,7 +25,8 @@ app = typer.Typer(
 )
 
 # command modules, each with a register(app) function
-COMMAND_MODULES = ["convert", "compile", "quantize", "prune", "split", "bench", "run", "caption", "demo"]
+COMMAND_MODULES = ["convert", "compile", "quantize", "prune", "split", "bench", "run", "caption", "vqa", "eval",
+                   "demo"]
 
 
 def _version(value: bool):

@@ -64,6 +64,11 @@ def register(app: typer.Typer) -> None:
                                                         help="TensorRT builder workspace limit in MB."),
         trt_allow_unsupported: bool = typer.Option(False, "--trt-allow-unsupported",
                                                    help="Write the TensorRT bundle and report despite unsupported ops."),
+        eval_data: Optional[str] = typer.Option(None, "--eval", help="Also evaluate every target on your set "
+                                                "(ImageFolder, image,caption pairs, builtin:NAME): eval.json."),
+        processor: Optional[Path] = typer.Option(None, "--processor", metavar="DIR",
+                                                 help="Tokenizer / image processor / feature extractor from this "
+                                                 "folder (when the bundle was converted without them)."),
         force: bool = typer.Option(False, "--force", help="Use an artifact whose files changed since it was written."),
         json_out: bool = typer.Option(False, "--json", help="Machine-readable output."),
     ):
@@ -73,7 +78,8 @@ def register(app: typer.Typer) -> None:
 
         options = {"components": split_list(components), "threads": threads, "atol": atol, "ort_save_optimized": ort_optimized,
                    "trt_shapes": _shapes(trt_shape), "trt_max_batch": trt_max_batch,
-                   "trt_workspace_mb": trt_workspace_mb, "trt_allow_unsupported": trt_allow_unsupported}
+                   "trt_workspace_mb": trt_workspace_mb, "trt_allow_unsupported": trt_allow_unsupported,
+                   "eval_data": eval_data, "processor": str(processor) if processor else None}
         from mmdeploy.artifact import ensure_unmodified
 
         ensure_unmodified(artifact, force, log=lambda msg: typer.echo(msg, err=True))
@@ -83,7 +89,8 @@ def register(app: typer.Typer) -> None:
         refs = [a for a in bundle.artifacts if a.path in made]
         rows = artifact_rows(output, refs)
         if json_out:
-            print_json({"output": str(output), "artifacts": rows})
+            print_json({"output": str(output), "artifacts": rows,
+                        **({"eval": bundle.metadata["eval"]} if "eval" in bundle.metadata else {})})
             return
         from rich.table import Table
 
@@ -97,6 +104,14 @@ def register(app: typer.Typer) -> None:
                           "-" if r["min_cosine"] is None else f"{r['min_cosine']:.6f}", r["parity"],
                           "-" if not task else f"{task['agreement_with_pytorch']:.1%} agree")
         print_table(table)
+        if "eval" in bundle.metadata:
+            from mmdeploy.cli._common import console
+
+            ev = bundle.metadata["eval"]
+            for label, r in ev["results"].items():
+                ci = f" [{100 * r['ci95'][0]:.1f}, {100 * r['ci95'][1]:.1f}]" if r["ci95"] else ""
+                console().print(f"{ev['metric']} {label}: {100 * r['value']:.2f} %{ci} (n={r['n']}) "
+                                f"on {ev['data']}", soft_wrap=True)
 
     @app.command("targets")
     def targets_cmd(json_out: bool = typer.Option(False, "--json", help="Machine-readable output.")):

@@ -30,6 +30,12 @@ def convert(
     family: Optional[str] = typer.Option(None, help="Force the model family instead of auto-detecting"),
     allow_pickle: bool = typer.Option(False, "--allow-pickle",
                                       help="Allow pickled checkpoints that run code when loaded (trusted files only)"),
+    processor: Optional[Path] = typer.Option(None, "--processor", metavar="DIR",
+                                             help="Take the tokenizer / image processor / feature extractor from "
+                                                  "this folder (e.g. the base model that was fine-tuned)"),
+    dtype: str = typer.Option("fp32", "--dtype", metavar="DTYPE",
+                              help="Precision of the ONNX weights: fp32 (default, also for checkpoints saved in "
+                                   "fp16/bf16), or fp16/bf16 to keep them as saved"),
     json_out: bool = typer.Option(False, "--json", help="Print the bundle manifest as JSON"),
 ):
     from mmdeploy.stages.convert import convert as run_convert
@@ -38,7 +44,8 @@ def convert(
         manifest = run_convert(
             source, output, components=split_list(components), opset=opset, atol=atol,
             batch=batch or None, sequence=sequence or None, simplify=simplify,
-            targets=split_list(target), family=family, allow_pickle=allow_pickle, progress=say,
+            targets=split_list(target), family=family, allow_pickle=allow_pickle, processor=processor,
+            dtype=dtype.strip().lower(), progress=say,
         )
     if json_out:
         print_json(manifest.model_dump(mode="json"))

@@ -33,3 +33,8 @@ def demo(
     for r in results:
         table.add_row(r.step, r.status, r.summary, f"{r.seconds:.1f}")
     print_table(table)
+    evaluated = next((r for r in results if r.step == "eval" and r.status == "ok"), None)
+    if evaluated is not None:  # the demo model's fp32 / int8 / pruned table, as `mmdeploy eval` prints it
+        from mmdeploy.cli.eval import table as eval_table
+
+        print_table(eval_table(evaluated.details))

@@ -25,6 +25,11 @@ def register(app: typer.Typer) -> None:
         runs: int = typer.Option(20, "--runs", help="Timed runs per model for the latency."),
         threads: Optional[int] = typer.Option(None, "--threads", help="Threads for torch and ONNX Runtime."),
         allow_pickle: bool = typer.Option(False, "--allow-pickle", help="Allow pickle checkpoints."),
+        eval_data: Optional[str] = typer.Option(None, "--eval", help="Measure before/after on your set (ImageFolder, "
+                                                "image,caption pairs, builtin:NAME) instead of the built-in one."),
+        processor: Optional[Path] = typer.Option(None, "--processor", metavar="DIR",
+                                                 help="Tokenizer / image processor from this folder (e.g. the "
+                                                 "base model), for a checkpoint saved without them."),
         as_json: bool = typer.Option(False, "--json", help="Print the report as JSON."),
     ):
         """Prune a checkpoint's towers and write a checkpoint that `mmdeploy convert` accepts."""
@@ -39,7 +44,7 @@ def register(app: typer.Typer) -> None:
             report = prune(source, output, method, amount, components=split_list(components),
                            recover_steps=recover_steps, calib=calib, scope=scope, recover_lr=lr,
                            batch_size=batch_size, measure_latency=latency, latency_runs=runs,
-                           threads=threads, allow_pickle=allow_pickle)
+                           threads=threads, allow_pickle=allow_pickle, eval_data=eval_data, processor=processor)
         if as_json:
             print_json(report)
             return

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
+from typing import List, Optional
 
 import typer
 
@@ -26,14 +26,23 @@ def register(app: typer.Typer) -> None:
                                    "inc (Neural Compressor tuning), tflite (litert-torch, needs the checkpoint)."),
         calibrate_method: str = typer.Option("minmax", "--calibrate-method",
                                              help="ort-static: minmax, entropy or percentile."),
-        calib: Optional[Path] = typer.Option(None, "--calib", help="Folder of images, captions .txt file or "
-                                             "folder of audio clips (default: the family's bundled set)."),
+        calib: Optional[List[Path]] = typer.Option(None, "--calib", help="Folder of images, captions .txt file or "
+                                                   "folder of audio clips (default: the family's bundled set); "
+                                                   "repeat it to give each tower its own (images + captions)."),
         calib_limit: int = typer.Option(32, "--calib-limit", help="At most this many calibration samples."),
+        processor: Optional[Path] = typer.Option(None, "--processor", metavar="DIR",
+                                                 help="Tokenizer / image processor / feature extractor from this "
+                                                 "folder (when the bundle was converted without them)."),
         components: Optional[str] = typer.Option(None, "--components", help="Only these components, e.g. vision."),
         accuracy_budget: Optional[float] = typer.Option(
             None, "--accuracy-budget", help="Task points of drop allowed (default 0.5 pp zero-shot top-1), "
             "or, without a task metric, the minimum embedding cosine (default 0.99)."),
         metric: str = typer.Option("auto", "--metric", help="auto, task or cosine."),
+        eval_data: Optional[str] = typer.Option(
+            None, "--eval", help="Your evaluation set for the guard (ImageFolder, .csv/.jsonl of image,caption, "
+            "builtin:NAME); --accuracy-budget is then in points of its metric (acc1, recall@1)."),
+        eval_task: str = typer.Option("auto", "--eval-task", help="auto, classification or retrieval."),
+        templates: Optional[Path] = typer.Option(None, "--templates", help="Prompt templates for --eval ({c})."),
         no_accuracy_aware: bool = typer.Option(False, "--no-accuracy-aware",
                                                help="Quantize everything; fail if the budget does not hold."),
         max_float_blocks: int = typer.Option(8, "--max-float-blocks", help="Most blocks kept in float."),
@@ -68,11 +77,11 @@ def register(app: typer.Typer) -> None:
             raise InputError("--calib-limit must be at least 1")
         options = QuantizeOptions(
             precision="fp16" if fp16 else "int8", method=method, calibrate_method=calibrate_method,
-            per_channel=per_channel, activation_type=activation_type, optimize=optimize, calib=calib,
-            calib_limit=calib_limit, components=split_list(components), metric=metric,
+            per_channel=per_channel, activation_type=activation_type, optimize=optimize, calib=list(calib) if calib else None,
+            calib_limit=calib_limit, processor=processor, components=split_list(components), metric=metric,
             accuracy_budget=accuracy_budget, accuracy_aware=not no_accuracy_aware,
             max_float_blocks=max_float_blocks, nodes_to_exclude=split_list(exclude) or [],
-            latency_runs=latency_runs, target=target,
+            latency_runs=latency_runs, target=target, eval_data=eval_data, eval_task=eval_task, templates=templates,
         )
         from mmdeploy.artifact import ensure_unmodified
 
@@ -118,7 +127,8 @@ def _print_summary(summary: dict, output: Path) -> None:
         out.print(f"embedding cosine {acc['value']:.5f} (budget ≥ {acc['budget']:g})")
     fmt = (lambda v: f"{v:.2f} %") if acc["metric"] == "task" else (lambda v: f"cosine {v:.6f}")  # noqa: E731
     for block in summary["float_blocks"]:
-        out.print(f"kept in float: {block['component']}:{block['block']} ({len(block['nodes'])} nodes): "
+        out.print(f"kept in float: {block.get('label') or block['component'] + ':' + block['block']} "
+                  f"({len(block['nodes'])} nodes): "
                   f"{fmt(block['metric_before'])} → {fmt(block['metric_after'])}", soft_wrap=True)
     if not summary["float_blocks"]:
         out.print("kept in float: nothing (the budget held with every block quantized)")

@@ -63,6 +63,9 @@ def split_command(
     save_profiles: Optional[Path] = typer.Option(None, "--save-profiles", help="Write edge.json/cloud.json here."),
     sweep: Optional[str] = typer.Option(None, "--sweep", help=f"Bandwidths in Mbps ('{DEFAULT_SWEEP}'): write "
                                         "sweep.md/.json/.png into --output."),
+    processor: Optional[Path] = typer.Option(None, "--processor", metavar="DIR",
+                                             help="Tokenizer / image processor / feature extractor from this "
+                                             "folder (for the task check of a bundle converted without them)."),
     json_out: bool = typer.Option(False, "--json", help="Machine-readable output."),
 ):
     """Cut one component into edge and cloud halves (plus a Triton repository for the cloud half)."""
@@ -109,6 +112,7 @@ def split_command(
 
     with quiet(output, json_out=True):
         manifest = split_component(artifact, output, component=component, at=at, compress=compress, name=name,
+                                   processor=processor,
                                    plan=chosen and {k: chosen[k] for k in ("bandwidth_mbps", "rtt_ms", "choice",
                                                                            "best_split", "estimated")})
     meta = manifest.metadata

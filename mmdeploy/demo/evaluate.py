@@ -1,6 +1,6 @@
 """Zero-shot evaluation of the ``demo:tiny-clip`` checkpoint.
 
-* :func:`zero_shot_logits` (from :mod:`mmdeploy.models.clip`) is the pure numpy helper
+* :func:`zero_shot_logits` (from :mod:`mmdeploy.models.dual_encoder`) is the pure numpy helper
   shared by every backend.
 * :func:`zero_shot_top1` is the PyTorch reference: it loads a local Hugging Face
   CLIP folder offline and measures top-1 accuracy on the held-out ``eval`` split
@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from mmdeploy.models.clip import zero_shot_logits  # noqa: F401  (re-exported)
+from mmdeploy.models.dual_encoder import zero_shot_logits  # noqa: F401  (re-exported)
 
 
 def _features(out):

@@ -105,6 +105,22 @@ def step_prune(output: Path, say) -> StepResult:
                       details={"prune": report, "quantize": summary})
 
 
+def step_eval(output: Path, say) -> StepResult:
+    """fp32 / int8 / pruned side by side on the demo's held-out shapes, as `mmdeploy eval` shows them."""
+    from mmdeploy.stages.eval import run_eval
+
+    names = [("convert", "fp32"), ("int8", "int8"), ("pruned", "pruned"), ("pruned-int8", "pruned-int8")]
+    present = [(output / d, n) for d, n in names if (output / d / "manifest.json").is_file()]
+    doc = run_eval([p for p, _ in present], "builtin:demo-shapes", threads=2, names=[n for _, n in present],
+                   log=say)
+    cells = []
+    for r in doc["results"]:
+        m = r["metrics"]["acc1"]
+        cells.append(f"{r['artifact']} {100 * m['value']:.1f} % [{100 * m['ci95'][0]:.1f}, {100 * m['ci95'][1]:.1f}]")
+    return StepResult("eval", "ok", f"acc1 on {doc['data']['n']} held-out shapes (`mmdeploy eval ... "
+                      f"--data builtin:demo-shapes`): " + "; ".join(cells), details=doc)
+
+
 def step_bench(output: Path, say) -> StepResult:
     from mmdeploy.bench import bench
     from mmdeploy.bench.harness import BenchSettings
@@ -148,7 +164,7 @@ def step_split(output: Path, say) -> StepResult:
 
 
 STEPS: list[Callable[[Path, Callable[[str], None]], StepResult]] = [
-    step_convert, step_compile, step_quantize, step_prune, step_bench, step_split]
+    step_convert, step_compile, step_quantize, step_prune, step_eval, step_bench, step_split]
 
 
 def run_demo(output: Path, progress: Callable[[str], None] | None = None) -> list[StepResult]:

@@ -127,3 +127,44 @@ def synthesize_feeds(inputs: list[TensorSpec], batch: int, seed: int, symbolic: 
         else:
             feeds[spec.name] = rng.standard_normal(shape).astype(dtype)
     return feeds
+
+
+WEIGHT_DTYPES = {"fp16": "float16", "bf16": "bfloat16"}
+
+
+def store_weights(path: Path, dtype: str, min_elements: int = 16) -> dict[str, Any]:
+    """Store the graph's float32 weights as ``fp16`` or ``bf16`` initializers, each followed by a
+    Cast to float32: the file keeps the precision the checkpoint was saved in (``convert
+    --dtype``), computation stays float32 (ONNX Runtime has no bf16 kernels on CPU).  Weights
+    upcast from a checkpoint saved in that dtype round-trip exactly."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    if dtype not in WEIGHT_DTYPES:
+        raise UnsupportedError(f"--dtype {dtype!r} is not supported", "use fp32, fp16 or bf16")
+    model = onnx.load(str(path))
+    graph = model.graph
+    casts, converted, before, after = [], 0, 0, 0
+    for init in graph.initializer:
+        if init.data_type != TensorProto.FLOAT or int(np.prod(init.dims or [1])) < min_elements:
+            continue
+        array = numpy_helper.to_array(init).astype(np.float32)
+        name = init.name
+        if dtype == "fp16":
+            low = numpy_helper.from_array(array.astype(np.float16), name + "__fp16")
+        else:  # bfloat16: the upper 16 bits, rounded to nearest even
+            bits = array.view(np.uint32)
+            rounded = ((bits + (((bits >> 16) & 1) + 0x7FFF)) >> 16).astype(np.uint16)
+            low = onnx.TensorProto(name=name + "__bf16", data_type=TensorProto.BFLOAT16,
+                                   dims=list(array.shape), raw_data=rounded.tobytes())
+        before += array.nbytes
+        after += array.nbytes // 2
+        init.CopyFrom(low)
+        casts.append(helper.make_node("Cast", [low.name], [name], to=TensorProto.FLOAT, name=f"{name}__to_fp32"))
+        converted += 1
+    nodes = casts + list(graph.node)
+    del graph.node[:]
+    graph.node.extend(nodes)
+    onnx.save(model, str(path))
+    return {"weights_dtype": WEIGHT_DTYPES[dtype], "compute_dtype": "float32", "initializers": converted,
+            "bytes_before": before, "bytes_after": after}

@@ -15,16 +15,26 @@ from mmdeploy.errors import CheckpointError, InputError, UnsupportedError
 
 # family name -> "module:Class", in detection order (most specific first)
 FAMILIES: dict[str, str] = {
-    "clip": "mmdeploy.models.clip:ClipAdapter",
-    "siglip": "mmdeploy.models.siglip:SiglipAdapter",
+    # image–text dual encoders: one adapter, one table entry each (mmdeploy.models.dual_encoder)
+    "clip": "mmdeploy.models.dual_encoder:ClipAdapter",
+    "siglip": "mmdeploy.models.dual_encoder:SiglipAdapter",
+    "siglip2": "mmdeploy.models.dual_encoder:Siglip2Adapter",
+    "metaclip-2": "mmdeploy.models.dual_encoder:MetaClip2Adapter",
+    "chinese-clip": "mmdeploy.models.dual_encoder:ChineseClipAdapter",
+    "altclip": "mmdeploy.models.dual_encoder:AltClipAdapter",
+    "align": "mmdeploy.models.dual_encoder:AlignAdapter",
+    "blip-itm": "mmdeploy.models.dual_encoder:BlipItmAdapter",
     "clap": "mmdeploy.models.clap:ClapAdapter",
     "blip": "mmdeploy.models.blip:BlipAdapter",
+    "blip-vqa": "mmdeploy.models.blip_vqa:BlipVqaAdapter",
     "hf-encoder": "mmdeploy.models.hf_encoder:HFEncoderAdapter",
     "custom": "mmdeploy.models.custom:CustomAdapter",
 }
 
 
 def family_class(name: str):
+    if name not in FAMILIES and name.replace("_", "-") in FAMILIES:  # model_type spelling: metaclip_2
+        name = name.replace("_", "-")
     if name not in FAMILIES:
         raise UnsupportedError(f"unknown model family {name!r}",
                                "supported families: " + ", ".join(FAMILIES))
@@ -109,12 +119,19 @@ def resolve(source: str | Path, *, family: str | None = None, allow_pickle: bool
                      "pass the folder holding config.json and the weights (or an .onnx file)")
 
 
-def adapter_for_bundle(bundle_dir: str | Path):
-    """The adapter of a converted model bundle (no weights needed), or None if unknown."""
+def adapter_for_bundle(bundle_dir: str | Path, options: dict | None = None):
+    """The adapter of a converted model bundle (no weights needed), or None if unknown.
+
+    ``options`` override the ones recorded at convert time (e.g. ``processor``: a folder with the
+    tokenizer / processor files the bundle was converted without)."""
     from mmdeploy.artifact import read_manifest
 
     bundle_dir = Path(bundle_dir)
     manifest = read_manifest(bundle_dir)
     if not manifest.family or manifest.family not in FAMILIES:
         return None
-    return family_class(manifest.family).from_bundle(bundle_dir, manifest.metadata)
+    metadata = dict(manifest.metadata)
+    extra = {k: v for k, v in (options or {}).items() if v is not None}
+    if extra:
+        metadata["options"] = {**(metadata.get("options") or {}), **extra}
+    return family_class(manifest.family).from_bundle(bundle_dir, metadata)

@@ -74,6 +74,10 @@ class Adapter:
         self.allow_pickle = allow_pickle
         self.options = dict(options or {})
         self.bundle_metadata: dict[str, Any] = {}
+        from mmdeploy.models.preprocess import Provenance
+
+        # where the tokenizer / processors came from (checkpoint, --processor DIR, derived, none)
+        self.provenance = Provenance()
 
     # ---- detection and loading --------------------------------------------------------
     @classmethod
@@ -103,6 +107,17 @@ class Adapter:
     def preprocess_files(self) -> list[Path]:
         """Files (tokenizer, processor configs) copied into the bundle's ``preprocess/``."""
         return []
+
+    def processor_dir(self) -> Path | None:
+        """``--processor DIR`` (option key ``processor``): preprocessing files from another folder."""
+        from mmdeploy.models.preprocess import processor_dir_of
+
+        return processor_dir_of(self.options)
+
+    def resolve_preprocessing(self):
+        """Load (or derive) every preprocessing part the family uses, so that ``provenance`` is
+        complete before the bundle manifest is written; returns it."""
+        return self.provenance
 
     # ---- data -------------------------------------------------------------------------
     def verification_feeds(self, component: str) -> list[dict[str, np.ndarray]]:

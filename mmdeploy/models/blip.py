@@ -24,14 +24,19 @@ from typing import Any
 
 import numpy as np
 
-from mmdeploy.errors import CalibrationError, CheckpointError, InputError
+from mmdeploy.errors import CalibrationError, InputError
 from mmdeploy.backends.torch import TorchRunner
 from mmdeploy.models.base import Adapter, Component, TaskResult
 from mmdeploy.models.blip_generate import GenerationSettings, caption_tokens, past_names, token_agreement
-from mmdeploy.models.clap import PREPROCESS_FILES, from_pretrained, load_tokenizer
-from mmdeploy.models.preprocess import read_captions
+from mmdeploy.models.clap import from_pretrained
+from mmdeploy.models.preprocess import OPENAI_CLIP_MEAN, OPENAI_CLIP_STD, read_captions
 
 EVAL_IMAGES = 8
+NO_TOKENIZER = ("generated answers/captions compared as token ids (not decoded), text calibration from token ids "
+                "drawn from the vocabulary")
+# BLIP's image processor: a square resize to the vision config's image size, CLIP normalization
+IMAGE_DEFAULTS = {"class": "BlipImageProcessor", "mean": OPENAI_CLIP_MEAN, "std": OPENAI_CLIP_STD,
+                  "size": "height_width", "name": "BLIP (OpenAI CLIP mean/std)"}
 AUDIO_EXTENSIONS = (".wav", ".wave", ".flac", ".ogg", ".mp3")
 
 
@@ -127,22 +132,42 @@ class BlipAdapter(Adapter):
             self._model = from_pretrained(BlipForConditionalGeneration, self.source, self.allow_pickle)
         return self._model
 
+    def _config(self) -> dict:
+        from mmdeploy.models import read_config
+
+        return read_config(self.source) if (self.source / "config.json").is_file() else {}
+
     @property
     def processor(self):
+        """The image processor: --processor DIR, the checkpoint's, or derived from config.json."""
         if self._processor is None:
-            from mmdeploy.models.preprocess import load_image_processor
+            from mmdeploy.models.preprocess import image_processor_for
 
-            if not (self.source / "preprocessor_config.json").is_file():
-                raise CheckpointError(f"{self.source} has no preprocessor_config.json (the image processor)",
-                                      "save the checkpoint with its processor (processor.save_pretrained)")
-            self._processor = load_image_processor(self.source, "BlipImageProcessor")
+            self._processor = image_processor_for(self.source, self.processor_dir(), self._config(),
+                                                  IMAGE_DEFAULTS, self.provenance)
         return self._processor
 
     @property
     def tokenizer(self):
+        """The tokenizer, or None when neither the checkpoint nor --processor DIR has one."""
         if self._tokenizer is None:
-            self._tokenizer = load_tokenizer(self.source)
-        return self._tokenizer
+            from mmdeploy.models.preprocess import tokenizer_for
+
+            self._tokenizer = tokenizer_for(self.source, self.processor_dir(), self.provenance,
+                                            without=NO_TOKENIZER) or False
+        return self._tokenizer or None
+
+    def require_tokenizer(self):
+        """The tokenizer where text really is needed (decoding, questions); one line if absent."""
+        if self.tokenizer is None:
+            from mmdeploy.models.preprocess import tokenizer_for
+
+            return tokenizer_for(self.source, self.processor_dir(), required=True)
+        return self.tokenizer
+
+    def resolve_preprocessing(self):
+        self.processor, self.tokenizer  # noqa: B018 - loads or derives both, recording where from
+        return self.provenance
 
     def settings(self) -> GenerationSettings:
         if self.bundle_metadata.get("generation"):
@@ -174,6 +199,14 @@ class BlipAdapter(Adapter):
         (what generate() does to a prompt)."""
         bos = self.settings().bos_token_id
         out = []
+        if self.tokenizer is None:  # no tokenizer: ids drawn from the vocabulary (labelled in provenance)
+            rng = np.random.default_rng(0)
+            vocab = int((self._config().get("text_config") or {}).get("vocab_size", 1000))
+            for text in texts:
+                ids = rng.integers(5, max(vocab, 6), 2 + len(text.split())).astype(np.int64)
+                ids[0] = bos
+                out.append(ids[None, :])
+            return out
         for text in texts:
             ids = list(self.tokenizer(text)["input_ids"])
             ids = ([bos] + ids[1:-1]) if len(ids) > 2 else [bos]
@@ -256,7 +289,13 @@ class BlipAdapter(Adapter):
                 "reference_tokens": self.reference_tokens(), "options": self.options}
 
     def preprocess_files(self) -> list[Path]:
-        return [self.source / name for name in PREPROCESS_FILES if (self.source / name).is_file()]
+        from mmdeploy.models.preprocess import derived_files, preprocess_files_from
+
+        self.resolve_preprocessing()
+        generation = [self.source / "generation_config.json"] if (self.source / "generation_config.json").is_file() else []
+        # config.json too: what the config determines (vocabulary size...) is needed without weights
+        config = [self.source / "config.json"] if (self.source / "config.json").is_file() else []
+        return config + preprocess_files_from(self.source, self.processor_dir()) + generation + derived_files(self.provenance)
 
     # ---- data ---------------------------------------------------------------------------
     def _runner(self, component: str):
@@ -308,6 +347,8 @@ class BlipAdapter(Adapter):
         from mmdeploy.data.shapes import class_prompts
 
         texts = read_captions(Path(path)) if path is not None else class_prompts()
+        if path is not None:
+            self.require_tokenizer()  # the user's captions must be tokenized, not replaced
         texts = texts[:limit] if limit else texts[:16]
         images = self.eval_images(len(texts), split="calib")
         vision, decoder = self._runner("vision"), self._runner("text_decoder")
@@ -340,7 +381,7 @@ class BlipAdapter(Adapter):
         return (rows, logits) if return_logits else rows
 
     def decode(self, tokens: list[int]) -> str:
-        return self.tokenizer.decode(tokens, skip_special_tokens=True).strip()
+        return self.require_tokenizer().decode(tokens, skip_special_tokens=True).strip()
 
     def evaluate(self, runners: dict, limit: int | None = None) -> TaskResult:
         """Token-level agreement of greedy captions from ``runners`` with PyTorch generate()."""
@@ -354,7 +395,8 @@ class BlipAdapter(Adapter):
         flat = [t for row in got for t in row + [settings.pad_token_id] * (settings.max_length - len(row))]
         exact = sum(a == b for a, b in zip(reference, got)) / len(reference)
         return TaskResult("caption-token-agreement", token_agreement(reference, got), len(reference), flat,
-                          {"exact_match": exact, "captions": [self.decode(t) for t in got],
+                          {"exact_match": exact,
+                           "captions": [self.decode(t) for t in got] if self.tokenizer is not None else [],
                            "dataset": "demo-shapes/eval", "logits": logits})
 
 

@@ -98,29 +98,52 @@ class ClapAdapter(Adapter):
             self._model = model
         return self._model
 
+    def _config(self) -> dict:
+        from mmdeploy.models import read_config
+
+        return read_config(self.source) if (self.source / "config.json").is_file() else {}
+
     @property
     def features(self):
         if self._features is None:
-            from mmdeploy.models.audio import ClapFeatures
+            from mmdeploy.models.audio import clap_features_for
 
-            self._features = ClapFeatures(self.source)
+            self._features = clap_features_for(self.source, self.processor_dir(), self._config(), self.provenance)
         return self._features
 
     @property
     def tokenizer(self):
+        """The tokenizer, or None when neither the checkpoint nor --processor DIR has one."""
         if self._tokenizer is None:
-            self._tokenizer = load_tokenizer(self.source)
-        return self._tokenizer
+            from mmdeploy.models.preprocess import tokenizer_for
+
+            self._tokenizer = tokenizer_for(
+                self.source, self.processor_dir(), self.provenance,
+                without="zero-shot task check skipped (no prompts), text verification and calibration from "
+                        "token ids drawn from the vocabulary") or False
+        return self._tokenizer or None
+
+    def resolve_preprocessing(self):
+        self.features, self.tokenizer  # noqa: B018 - loads or derives both, recording where from
+        return self.provenance
 
     def text_length(self) -> int:
         if "text_length" in self.bundle_metadata:
             return int(self.bundle_metadata["text_length"])
-        limit = self.tokenizer.model_max_length
+        limit = self.tokenizer.model_max_length if self.tokenizer is not None else TEXT_LENGTH_CAP
         if self._model is not None:
             limit = min(limit, self._model.config.text_config.max_position_embeddings - 2)
         return int(min(limit, TEXT_LENGTH_CAP))
 
-    def tokenize(self, texts: list[str]) -> dict[str, np.ndarray]:
+    def tokenize(self, texts: list[str], seed: int = 0) -> dict[str, np.ndarray]:
+        """Token ids for texts; without a tokenizer, ids drawn from the vocabulary (one row per text)."""
+        if self.tokenizer is None:
+            from mmdeploy.models.preprocess import random_token_ids
+
+            text = (self._config().get("text_config") or {}) if self._model is None else \
+                self._model.config.text_config.to_dict()
+            return random_token_ids(int(text.get("vocab_size", 1000)), len(texts), self.text_length(), seed,
+                                    (text.get("bos_token_id", 0), text.get("eos_token_id", 2)))
         enc = self.tokenizer(list(texts), padding="max_length", truncation=True,
                              max_length=self.text_length(), return_tensors="np")
         return {"input_ids": enc["input_ids"].astype(np.int64),
@@ -145,7 +168,7 @@ class ClapAdapter(Adapter):
             def text_inputs(batch: int, seed: int) -> dict[str, np.ndarray]:
                 prompts = audio_data.class_prompts()
                 start = seed % len(prompts)
-                return self.tokenize([prompts[(start + i) % len(prompts)] for i in range(batch)])
+                return self.tokenize([prompts[(start + i) % len(prompts)] for i in range(batch)], seed)
 
             self._components = {
                 "audio": Component("audio", audio_tower, ["input_features"], ["audio_embeds"],
@@ -173,7 +196,12 @@ class ClapAdapter(Adapter):
         }
 
     def preprocess_files(self) -> list[Path]:
-        return [self.source / name for name in PREPROCESS_FILES if (self.source / name).is_file()]
+        from mmdeploy.models.preprocess import derived_files, preprocess_files_from
+
+        self.resolve_preprocessing()
+        # config.json too: what the config determines (vocabulary size...) is needed without weights
+        config = [self.source / "config.json"] if (self.source / "config.json").is_file() else []
+        return config + preprocess_files_from(self.source, self.processor_dir()) + derived_files(self.provenance)
 
     # ---- data ---------------------------------------------------------------------------
     def calibration_feeds(self, component: str, path: Path | None = None,
@@ -207,13 +235,17 @@ class ClapAdapter(Adapter):
             texts = audio_data.class_prompts() + [f"a {name}" for name in audio_data.CLASS_NAMES]
             if path is not None:
                 texts = read_captions(Path(path))
+                if self.tokenizer is None:  # the user gave text: it must be tokenized, not replaced
+                    from mmdeploy.models.preprocess import tokenizer_for
+
+                    tokenizer_for(self.source, self.processor_dir(), required=True)
             texts = texts[:limit] if limit else texts
-            return [self.tokenize([t]) for t in texts]
+            return [self.tokenize([t], seed) for seed, t in enumerate(texts)]
         raise CalibrationError(f"clap has no component {component!r}", "components: audio, text")
 
     # ---- task ---------------------------------------------------------------------------
     def task_components(self) -> tuple[str, ...]:
-        return ("audio", "text")
+        return ("audio", "text") if self.tokenizer is not None else ()  # no prompts without a tokenizer
 
     def evaluate(self, runners: dict, limit: int | None = None) -> TaskResult:
         """Zero-shot top-1 on the synthetic ``eval`` split, prompts ``the sound of <class>``."""

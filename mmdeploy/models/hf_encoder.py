@@ -18,9 +18,16 @@ from mmdeploy.models.base import Adapter, Component
 
 # families with their own adapter, or that are not encoders
 _NOT_HERE = {"clip", "siglip", "clap", "blip", "gpt2", "llama", "t5", "bart", "whisper"}
-SENTENCES = ["a photo of a cat", "the quick brown fox jumps over the lazy dog",
-             "deploying models to the edge", "a red car parked on the street",
-             "two people walking on a beach at sunset", "an astronaut riding a horse"]
+# ViT-family image processors: a square resize to the config's image size, mean = std = 0.5
+IMAGE_DEFAULTS = {"class": "ViTImageProcessor", "mean": pp.IMAGENET_STANDARD_MEAN, "std": pp.IMAGENET_STANDARD_STD,
+                  "size": "height_width", "name": "ImageNet standard (mean = std = 0.5)"}
+
+
+def default_sentences() -> list[str]:
+    """The default text calibration set: varied real English sentences shipped with the package."""
+    from mmdeploy.data.sentences import sentences
+
+    return sentences()
 
 
 class HFEncoderAdapter(Adapter):
@@ -107,10 +114,9 @@ class HFEncoderAdapter(Adapter):
                 "modality": self.modality, "task": None}
 
     def preprocess_files(self) -> list[Path]:
-        names = ["config.json", "preprocessor_config.json", "tokenizer.json", "tokenizer_config.json",
-                 "special_tokens_map.json", "vocab.txt", "vocab.json", "merges.txt", "spiece.model",
-                 "sentencepiece.bpe.model"]
-        return [self.source / n for n in names if (self.source / n).is_file()]
+        self.resolve_preprocessing()
+        config = [self.source / "config.json"] if (self.source / "config.json").is_file() else []
+        return config + pp.preprocess_files_from(self.source, self.processor_dir()) + pp.derived_files(self.provenance)
 
     def _random_inputs(self, batch: int, seed: int) -> dict[str, np.ndarray]:
         rng = np.random.default_rng(seed)
@@ -132,13 +138,18 @@ class HFEncoderAdapter(Adapter):
             if path is not None and (Path(path).is_dir() or Path(path).suffix.lower() in pp.IMAGE_SUFFIXES):
                 raise CalibrationError(f"--calib {path}: this text encoder needs captions",
                                        "pass a .txt file with one sentence per line")
-            sentences = pp.read_captions(Path(path)) if path is not None else SENTENCES
-            tokenizer = pp.load_tokenizer(self.source)
-            feeds = []
-            for text in sentences[:limit]:
-                enc = tokenizer([text], return_tensors="np", truncation=True)
-                feeds.append({n: np.asarray(enc[n], dtype=np.int64) for n in ("input_ids", "attention_mask")})
-            return feeds
+            sentences = pp.read_captions(Path(path)) if path is not None else default_sentences()
+            tokenizer = pp.tokenizer_for(self.source, self.processor_dir(), self.provenance,
+                                         required=path is not None)
+            if tokenizer is None:  # no tokenizer: token ids drawn from the vocabulary, labelled so
+                vocab = int(self.config.get("vocab_size", 1000))
+                length = min(16, int(self.config.get("max_position_embeddings", 16)))
+                return [pp.random_token_ids(vocab, 1, length, seed) for seed in range(len(sentences[:limit]))]
+            # one padded length for the whole set (the mask marks the padding), so that samples
+            # batch together in calibration and in the accuracy check
+            enc = tokenizer(list(sentences[:limit]), return_tensors="np", truncation=True, padding=True)
+            ids, mask = (np.asarray(enc[n], dtype=np.int64) for n in ("input_ids", "attention_mask"))
+            return [{"input_ids": ids[i:i + 1], "attention_mask": mask[i:i + 1]} for i in range(len(ids))]
         if path is None:
             images = [img for _, img in pp.skimage_photos()]
         else:
@@ -153,10 +164,12 @@ class HFEncoderAdapter(Adapter):
                                             dtype=np.float32)} for img in images[:limit]]
 
     def _image_processor(self):
-        import json
+        return pp.image_processor_for(self.source, self.processor_dir(), self.config, IMAGE_DEFAULTS,
+                                      self.provenance)
 
-        config_file = self.source / "preprocessor_config.json"
-        name = "ViTImageProcessor"
-        if config_file.is_file():
-            name = json.loads(config_file.read_text()).get("image_processor_type", name).removesuffix("Fast")
-        return pp.load_image_processor(self.source, name)
+    def resolve_preprocessing(self):
+        if self.modality == "image":
+            self._image_processor()
+        else:
+            pp.tokenizer_for(self.source, self.processor_dir(), self.provenance)
+        return self.provenance

@@ -116,3 +116,209 @@ def skimage_photos() -> list[tuple[str, "object"]]:
         image = Image.fromarray(array.astype(np.uint8)).convert("RGB")
         photos.append((label, image))
     return photos
+
+
+# ---- preprocessing files: from the checkpoint, from --processor DIR, derived, or none ------------
+#
+# A checkpoint folder written by ``model.save_pretrained()`` alone has no tokenizer or processor
+# files.  Export and verification never need them; what they would give is taken from the
+# user's ``--processor DIR`` (adapter option key ``processor``), else from the checkpoint folder,
+# else derived from config.json with the family's standard settings, else skipped with a note.
+# :class:`Provenance` records which, for one line of output and the bundle manifest's
+# ``preprocessing`` metadata.
+
+TOKENIZER_VOCAB_FILES = ("tokenizer.json", "vocab.txt", "vocab.json", "spiece.model", "tokenizer.model",
+                         "sentencepiece.bpe.model")
+PREPROCESS_FILE_NAMES = ("preprocessor_config.json", "processor_config.json", "tokenizer.json",
+                         "tokenizer_config.json", "special_tokens_map.json", "added_tokens.json", "vocab.txt",
+                         "vocab.json", "merges.txt", "spiece.model", "tokenizer.model", "sentencepiece.bpe.model")
+# the standard normalizations the families were trained with (transformers' image_utils)
+OPENAI_CLIP_MEAN = [0.48145466, 0.4578275, 0.40821073]
+OPENAI_CLIP_STD = [0.26862954, 0.26130258, 0.27577711]
+IMAGENET_STANDARD_MEAN = [0.5, 0.5, 0.5]
+IMAGENET_STANDARD_STD = [0.5, 0.5, 0.5]
+_RANK = {"derived": 3, "processor-dir": 2, "checkpoint": 1, "none": 0}
+
+
+class Provenance:
+    """Where each preprocessing part (tokenizer, image processor, feature extractor) came from."""
+
+    def __init__(self):
+        self.parts: dict[str, str] = {}
+        self.notes: list[str] = []
+        self.derived: dict[str, object] = {}  # part -> derived processor (saved into the bundle)
+
+    def add(self, part: str, source: str, note: str | None = None) -> None:
+        if part in self.parts:
+            return
+        self.parts[part] = source
+        if note:
+            self.notes.append(note)
+
+    @property
+    def source(self) -> str:
+        """``checkpoint`` | ``processor-dir`` | ``derived`` | ``none``: the least direct source used."""
+        if not self.parts:
+            return "none"
+        return max(self.parts.values(), key=_RANK.get)
+
+    def record(self) -> dict:
+        return {"source": self.source, "notes": list(self.notes), "parts": dict(self.parts)}
+
+    def summary(self) -> str | None:
+        """One line for the user when anything was not taken from the checkpoint itself."""
+        if all(s == "checkpoint" for s in self.parts.values()):
+            return None
+        return f"preprocessing ({self.source}): " + "; ".join(self.notes)
+
+
+def processor_dir_of(options: dict | None) -> Path | None:
+    """The ``processor`` option (``--processor DIR``) as a checked folder, or None."""
+    from mmdeploy.errors import InputError
+
+    value = (options or {}).get("processor")
+    if not value:
+        return None
+    folder = Path(value)
+    if not folder.is_dir():
+        raise InputError(f"--processor {folder} is not a folder",
+                         "pass the folder holding the tokenizer / preprocessor_config.json (e.g. the base model)")
+    if not any((folder / name).is_file() for name in PREPROCESS_FILE_NAMES):
+        raise InputError(f"--processor {folder} holds no tokenizer or processor files",
+                         "pass a folder with tokenizer.json or preprocessor_config.json")
+    return folder
+
+
+def _places(folder: Path, processor_dir: Path | None) -> list[tuple[Path, str]]:
+    places = [(Path(processor_dir), "processor-dir")] if processor_dir else []
+    return places + [(Path(folder), "checkpoint")]
+
+
+def preprocess_files_from(folder: Path, processor_dir: Path | None = None) -> list[Path]:
+    """The preprocessing files to copy into a bundle: ``--processor DIR``'s first, then the
+    checkpoint's for what it lacks (one file per name)."""
+    chosen: dict[str, Path] = {}
+    for place, _ in _places(folder, processor_dir):
+        for name in PREPROCESS_FILE_NAMES:
+            if name not in chosen and (place / name).is_file():
+                chosen[name] = place / name
+    return list(chosen.values())
+
+
+NO_TOKENIZER = "caption-based checks skipped, text calibration from token ids drawn from the vocabulary"
+
+
+def tokenizer_for(folder: Path, processor_dir: Path | None = None, provenance: Provenance | None = None,
+                  required: bool = False, without: str = NO_TOKENIZER):
+    """The tokenizer from ``processor_dir`` or ``folder``, or None (with a note) when neither has one.
+
+    A ``tokenizer_config.json`` without ``tokenizer.json`` or vocabulary files cannot build a
+    tokenizer: with ``required`` that is a CheckpointError naming the missing file, otherwise a
+    note.  ``required`` is for uses that really need text (a question to answer, captions to
+    calibrate on); ``without`` says, in the note, what the family does without a tokenizer."""
+    from mmdeploy.errors import CheckpointError
+
+    provenance = provenance if provenance is not None else Provenance()
+    incomplete = None
+    for place, source in _places(folder, processor_dir):
+        if any((place / name).is_file() for name in TOKENIZER_VOCAB_FILES):
+            try:
+                tokenizer = load_tokenizer(place)
+            except Exception as exc:  # noqa: BLE001 - tokenizers raise OSError, ValueError, Exception
+                first = (str(exc).strip().splitlines() or [exc.__class__.__name__])[0][:200]
+                raise CheckpointError(f"cannot load the tokenizer from {place} ({first})",
+                                      "restore its tokenizer files, or pass --processor DIR") from None
+            provenance.add("tokenizer", source, None if source == "checkpoint" else f"tokenizer from {place}")
+            return tokenizer
+        if incomplete is None and (place / "tokenizer_config.json").is_file():
+            incomplete = place
+    if incomplete is not None:
+        message = (f"{incomplete} has tokenizer_config.json but no tokenizer.json (nor a vocabulary file: "
+                   f"{', '.join(TOKENIZER_VOCAB_FILES[1:])})")
+        if required:
+            raise CheckpointError(message, "copy tokenizer.json from the base model, or pass --processor DIR")
+        provenance.add("tokenizer", "none", f"{message}: {without}")
+        return None
+    if required:
+        raise CheckpointError(f"{folder} has no tokenizer (tokenizer.json)",
+                              "pass --processor DIR with the base model's tokenizer files")
+    provenance.add("tokenizer", "none", f"no tokenizer: {without}")
+    return None
+
+
+def config_image_size(config: dict, default: int = 224) -> int:
+    vision = config.get("vision_config") or config
+    return int(vision.get("image_size") or default)
+
+
+def image_processor_for(folder: Path, processor_dir: Path | None, config: dict, family_defaults: dict,
+                        provenance: Provenance | None = None):
+    """The image processor from ``preprocessor_config.json`` (``processor_dir`` first, then
+    ``folder``), else derived from config.json: the image size it determines and the family's
+    standard normalization.
+
+    ``family_defaults``: ``class`` (transformers class name, e.g. ``BlipImageProcessor``),
+    ``mean`` / ``std``, ``size`` (``"height_width"`` or ``"shortest_edge"``: a resize to a square
+    or to a shortest edge plus centre crop), ``name`` (the normalization's name, for the note)."""
+    provenance = provenance if provenance is not None else Provenance()
+    class_name = family_defaults["class"]
+    for place, source in _places(folder, processor_dir):
+        if (place / "preprocessor_config.json").is_file():
+            import json
+
+            try:
+                saved = json.loads((place / "preprocessor_config.json").read_text(encoding="utf-8"))
+            except (ValueError, UnicodeDecodeError):
+                saved = {}
+            if "image_processor_type" in saved or "image_mean" in saved:
+                name = str(saved.get("image_processor_type") or class_name).removesuffix("Fast").removesuffix("Pil")
+                processor = load_image_processor(place, name)
+                provenance.add("image_processor", source,
+                               None if source == "checkpoint" else f"image processor from {place}")
+                return processor
+    quiet_transformers()
+    import transformers
+
+    size = config_image_size(config)
+    cls = getattr(transformers, class_name + "Pil", None) or getattr(transformers, class_name)
+    kwargs: dict = {"image_mean": list(family_defaults["mean"]), "image_std": list(family_defaults["std"])}
+    if family_defaults.get("size", "height_width") == "shortest_edge":
+        kwargs.update(size={"shortest_edge": size}, crop_size={"height": size, "width": size},
+                      do_center_crop=True)
+    else:
+        kwargs.update(size={"height": size, "width": size})
+    processor = cls(**kwargs)
+    provenance.add("image_processor", "derived",
+                   f"no preprocessor_config.json: image processor derived from config.json "
+                   f"({class_name}, {size}x{size}, {family_defaults.get('name', 'standard')} normalization)")
+    provenance.derived["image_processor"] = processor
+    return processor
+
+
+def derived_files(provenance: Provenance) -> list[Path]:
+    """The derived processors saved (``save_pretrained``) into a temporary folder, so that the
+    bundle's ``preprocess/`` holds them and later stages need neither the checkpoint nor
+    ``--processor``."""
+    import tempfile
+
+    if not provenance.derived:
+        return []
+    folder = Path(tempfile.mkdtemp(prefix="mmdeploy-derived-"))
+    for processor in provenance.derived.values():
+        processor.save_pretrained(str(folder))
+    return sorted(p for p in folder.iterdir() if p.is_file())
+
+
+def random_token_ids(vocab_size: int, batch: int, length: int, seed: int,
+                     special: tuple[int | None, int | None] = (None, None)) -> dict[str, np.ndarray]:
+    """``input_ids`` / ``attention_mask`` of token ids drawn from the vocabulary (for a
+    checkpoint without a tokenizer); ``special`` = (first, last) ids to put at the ends."""
+    rng = np.random.default_rng(seed)
+    low = min(5, max(vocab_size - 1, 0))
+    ids = rng.integers(low, max(vocab_size, low + 1), size=(batch, length)).astype(np.int64)
+    first, last = special
+    if first is not None:
+        ids[:, 0] = first
+    if last is not None:
+        ids[:, -1] = last
+    return {"input_ids": ids, "attention_mask": np.ones_like(ids)}

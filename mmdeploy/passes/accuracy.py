@@ -37,7 +37,7 @@ def embedding_cosine(ref_runner, runner, feeds) -> float:
 
 
 def brief(score: dict) -> dict:
-    return {k: v for k, v in score.items() if k in ("value", "drop", "ok", "cosine", "agreement")}
+    return {k: v for k, v in score.items() if k in ("value", "drop", "ok", "cosine", "agreement", "ci95")}
 
 
 def describe(score: dict, evaluator) -> str:

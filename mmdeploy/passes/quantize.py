@@ -88,11 +88,34 @@ def quantizable_groups(model_path: Path, op_types: tuple[str, ...] = WEIGHT_OPS)
     import onnx
 
     model = onnx.load(str(model_path), load_external_data=False)
+    params = {i.name for i in model.graph.initializer}
     groups: OrderedDict[str, list[str]] = OrderedDict()
     for node in model.graph.node:
         if node.op_type in op_types and node.name:
-            groups.setdefault(node_group(node.name), []).append(node.name)
+            groups.setdefault(node_group(_scoped_name(node, params)), []).append(node.name)
     return groups
+
+
+def _scoped_name(node, params: set[str]) -> str:
+    """The node's name, or for an unscoped one (``Gemm_8``, made by a graph optimizer) the module
+    path of its parameters (``vision_model.encoder.layers.0.mlp.fc1.bias`` -> ``.../layers.0/mlp/fc1``)."""
+    if "/" in node.name:
+        return node.name
+    for name in node.input:
+        if name in params and "." in name and name.rsplit(".", 1)[1] in ("weight", "bias"):
+            return "/" + name.rsplit(".", 1)[0].replace(".", "/").replace("/layers/", "/layers.").replace(
+                "/layer/", "/layer.").replace("/blocks/", "/blocks.").replace("/h/", "/h.") + "/" + node.op_type
+    return node.name
+
+
+def block_label(component: str, group: str) -> str:
+    """A block as users name it: ``vision.layers.3.mlp`` for ``vision_model/encoder/layers.3/mlp``."""
+    parts = [p for p in group.replace("/", ".").split(".") if p]
+    if parts and parts[0].endswith("_model"):
+        parts = parts[1:]
+    if parts and parts[0] in ("encoder", "decoder"):
+        parts = parts[1:]
+    return ".".join([component] + parts)
 
 
 # --------------------------------------------------------------------------- onnxruntime

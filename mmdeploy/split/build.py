@@ -74,7 +74,8 @@ class _Chain:
         return self.cloud.run(cloud_feeds(self.crossings, edge_out, feeds))
 
 
-def task_parity(comp_dir: Path, component: str, split_runner, full_runner) -> dict | None:
+def task_parity(comp_dir: Path, component: str, split_runner, full_runner,
+                processor: str | Path | None = None) -> dict | None:
     """The model's task metric (e.g. zero-shot top-1) with the split component vs the unsplit one,
     when the component lives in a convert bundle whose adapter has a task; None otherwise."""
     from mmdeploy.artifact import bundle_dir, read_manifest
@@ -85,7 +86,7 @@ def task_parity(comp_dir: Path, component: str, split_runner, full_runner) -> di
     if bundle is None:
         return None
     try:
-        adapter = adapter_for_bundle(bundle)
+        adapter = adapter_for_bundle(bundle, {"processor": str(processor) if processor else None})
         if adapter is None or component not in adapter.task_components():
             return None
         others = {ref.component: load_runner(bundle / ref.path) for ref in read_manifest(bundle).artifacts
@@ -117,7 +118,7 @@ def _component_manifest(name, role, component, model, parent, report, precision=
 
 def split_component(artifact: str | Path, output: str | Path, *, component: str | None = None,
                     at: str, compress: str = "none", name: str | None = None,
-                    atol: float = EXACT_ATOL, plan: dict | None = None):
+                    atol: float = EXACT_ATOL, plan: dict | None = None, processor: str | Path | None = None):
     """Cut ``component`` of ``artifact`` at ``at``; return the manifest.
 
     ``at``: ``block:K``, tensor names (comma-separated), or ``cloud`` (the whole component served,
@@ -132,6 +133,10 @@ def split_component(artifact: str | Path, output: str | Path, *, component: str 
     from mmdeploy.compare import compare_outputs, merge_metrics, parity_table
     from mmdeploy.split import deploy, partition, triton
 
+    if processor:
+        from mmdeploy.models.preprocess import processor_dir_of
+
+        processor_dir_of({"processor": str(processor)})  # a bad --processor fails before any work
     comp_dir, comp = partition.load_component(artifact, component)
     comp_name = comp.metadata.get("component") or comp_dir.name
     model_path = comp_dir / comp.metadata.get("model_file", "model.onnx")
@@ -195,7 +200,8 @@ def split_component(artifact: str | Path, output: str | Path, *, component: str 
                                                  "outputs": metrics_full}}
         if metrics_ref:
             parity["vs_reference"] = {"cases": len(vs_ref), "outputs": metrics_ref}
-        task = task_parity(comp_dir, comp_name, _Chain(edge, cloud, crossing_dicts, full.input_names), full)
+        task = task_parity(comp_dir, comp_name, _Chain(edge, cloud, crossing_dicts, full.input_names), full,
+                           processor)
         if task:
             parity["task"] = task
         params = {"at": at, "compress": compress, "component": comp_name}

@@ -298,23 +298,26 @@ def _source_exists(path: str) -> bool:
     return Path(path).exists()
 
 
-def adapter_from_source(manifest: Manifest):
+def adapter_from_source(manifest: Manifest, processor: str | None = None):
     """The torch-capable adapter for a bundle, re-resolved from its source if it still exists."""
     from mmdeploy.models import resolve
 
     path = (manifest.source or {}).get("path")
     if not path or str(path).lower().endswith(".onnx") or not _source_exists(str(path)):
         return None
-    return resolve(path, family=manifest.family, options=(manifest.metadata or {}).get("options"))
+    options = dict((manifest.metadata or {}).get("options") or {})
+    if processor:
+        options["processor"] = str(processor)
+    return resolve(path, family=manifest.family, options=options)
 
 
-def _bundle_adapter(bundle_dir: Path):
+def _bundle_adapter(bundle_dir: Path, processor: str | None = None):
     """The family adapter over a bundle's preprocess files (no weights), if the family has one."""
     from mmdeploy.errors import MMDeployError
     from mmdeploy.models import adapter_for_bundle
 
     try:
-        return adapter_for_bundle(bundle_dir)
+        return adapter_for_bundle(bundle_dir, {"processor": processor})
     except (MMDeployError, NotImplementedError):
         return None
 
@@ -330,8 +333,13 @@ def compile_artifact(artifact: str | Path, targets: str | list[str], output: str
     if manifest.kind == "component" and manifest.format != "onnx":
         raise InputError(f"{source} is a {manifest.format} artifact; compile starts from ONNX",
                          "pass the bundle or its ONNX component")
+    processor = (options or {}).get("processor")
+    if processor:
+        from mmdeploy.models.preprocess import processor_dir_of
+
+        processor_dir_of({"processor": processor})  # a bad --processor fails before any work
     if adapter is None and NEEDS_TORCH & {s.backend for s in specs}:
-        adapter = adapter_from_source(manifest)
+        adapter = adapter_from_source(manifest, processor)
     with atomic_output(output) as tmp:
         if manifest.kind == "model":
             shutil.copytree(source, tmp, dirs_exist_ok=True, ignore=lambda d, names: [LOG_DIR] if Path(d) == source else [])
@@ -346,7 +354,7 @@ def compile_artifact(artifact: str | Path, targets: str | list[str], output: str
         refs = compile_bundle(tmp, specs, options, adapter, progress=progress)
         evaluate = (options or {}).get("evaluate", True) and (tmp / "preprocess").is_dir()
         if adapter is None and manifest.kind == "model" and evaluate:  # task data needs preprocess/
-            task_adapter = _bundle_adapter(tmp)
+            task_adapter = _bundle_adapter(tmp, processor)
             if task_adapter is not None:
                 if progress:
                     progress("checking the task on each target against the fp32 ONNX")
@@ -356,4 +364,24 @@ def compile_artifact(artifact: str | Path, targets: str | list[str], output: str
         bundle.artifacts = [a for a in bundle.artifacts if a.path not in new] + refs
         bundle.metadata = {**bundle.metadata, "compiled": [r.path for r in refs]}  # this run's additions
         write_manifest(tmp, bundle)
+        if (options or {}).get("eval_data"):  # --eval: every target on the user's set, written beside
+            bundle.metadata["eval"] = eval_summary(tmp, options, Path(output).name)
+            write_manifest(tmp, bundle)
     return bundle
+
+
+def eval_summary(bundle_dir: Path, options: dict, name: str | None = None) -> dict:
+    """``mmdeploy eval`` of every target in ``bundle_dir`` on ``options["eval_data"]`` (eval.json)."""
+    import json
+
+    from mmdeploy.stages.eval import run_eval
+
+    doc = run_eval([bundle_dir], options["eval_data"], options.get("eval_task", "auto"),
+                   options.get("templates"), limit=options.get("eval_limit"), threads=options.get("threads"),
+                   names=[name or bundle_dir.name])
+    (bundle_dir / "eval.json").write_text(json.dumps(doc, indent=2, default=str) + "\n")
+    key = doc["primary_metric"]
+    return {"data": doc["data"]["path"], "task": doc["task"], "metric": key, "file": "eval.json",
+            "results": {r["artifact"]: {"value": r["metrics"][key]["value"], "ci95": r["metrics"][key]["ci95"],
+                                        "n": r["metrics"][key]["n"], "agreement": r["agreement"]}
+                        for r in doc["results"]}}

@@ -30,10 +30,16 @@ def convert(source: str | Path, output: str | Path, *, components: list[str] | N
             opset: int = onnx_export.DEFAULT_OPSET, atol: float = DEFAULT_ATOL,
             batch: int | None = None, sequence: int | None = None, simplify: bool = True,
             targets: list[str] | None = None, target_options: dict | None = None,
-            family: str | None = None, allow_pickle: bool = False,
-            progress: Callable[[str], None] | None = None) -> Manifest:
-    """Convert ``source`` into a model bundle at ``output``; returns the bundle manifest."""
+            family: str | None = None, allow_pickle: bool = False, processor: str | Path | None = None,
+            dtype: str = "fp32", progress: Callable[[str], None] | None = None) -> Manifest:
+    """Convert ``source`` into a model bundle at ``output``; returns the bundle manifest.
+
+    ``processor``: a folder with the tokenizer / processor files the checkpoint lacks.
+    ``dtype``: ``fp32`` (default: weights saved in fp16/bf16 are exported in float32, as Optimum
+    does) or ``fp16`` / ``bf16`` (the ONNX weights are stored in that precision)."""
     say = progress or (lambda msg: log.info(msg))
+    if dtype not in ("fp32", *onnx_export.WEIGHT_DTYPES):
+        raise InputError(f"--dtype {dtype!r} is not supported", "use fp32, fp16 or bf16")
     if str(source).lower().endswith(".onnx"):
         return convert_onnx_file(Path(source), Path(output), atol=atol, targets=targets,
                                  target_options=target_options, progress=say)
@@ -46,9 +52,17 @@ def convert(source: str | Path, output: str | Path, *, components: list[str] | N
         from mmdeploy.stages.compile import parse_targets
 
         targets = parse_targets(targets)
-    adapter = resolve(source, family=family, allow_pickle=allow_pickle)
+    options = {"processor": str(Path(processor).resolve())} if processor else None
+    adapter = resolve(source, family=family, allow_pickle=allow_pickle, options=options)
+    adapter.processor_dir()  # a bad --processor fails before the slow part
     say(f"loading {adapter.family} checkpoint {source}")
+    for note in getattr(adapter, "notes", lambda: [])():  # e.g. preprocessing derived from config.json
+        say(note)
     available = adapter.components()
+    saved_dtype = _saved_dtype(adapter)
+    if saved_dtype in ("float16", "bfloat16") and dtype == "fp32":
+        say(f"weights saved in {saved_dtype}: exported in float32 (pass --dtype "
+            f"{'fp16' if saved_dtype == 'float16' else 'bf16'} to keep them)")
     chosen = components or list(available)
     unknown = [c for c in chosen if c not in available]
     if unknown:
@@ -76,6 +90,11 @@ def convert(source: str | Path, output: str | Path, *, components: list[str] | N
             if simplify:
                 passes.append(PassRecord(name="simplify", params={"tool": "onnxsim"},
                                          report=onnx_export.simplify(cdir / MODEL_FILE)))
+            weights = None
+            if dtype != "fp32":
+                say(f"[{name}] storing the weights as {dtype}")
+                weights = onnx_export.store_weights(cdir / MODEL_FILE, dtype)
+                passes.append(PassRecord(name="weights-dtype", params={"dtype": dtype}, report=weights))
             say(f"[{name}] verifying against PyTorch")
             torch_runner = TorchRunner(component)
             model = onnx_export.load_onnx(cdir / MODEL_FILE)
@@ -89,18 +108,24 @@ def convert(source: str | Path, output: str | Path, *, components: list[str] | N
                 ort_runner = StaticShapeRunner(ort_runner, inputs, outputs)
             cases = [(f, torch_runner.run(f)) for f in feeds]
             save_reference(cdir, cases)
-            parity = verify_runner(ort_runner, cases, atol=atol, label=f"onnxruntime/{name}")
+            if weights is not None and weights["weights_dtype"] != saved_dtype:  # rounded: judged by cosine
+                parity = verify_runner(ort_runner, cases, atol=None, label=f"onnxruntime/{name}",
+                                       min_cosine=0.999)
+            else:
+                parity = verify_runner(ort_runner, cases, atol=atol, label=f"onnxruntime/{name}")
             manifest = Manifest(
-                kind="component", name=name, family=adapter.family, format="onnx", precision="fp32",
+                kind="component", name=name, family=adapter.family, format="onnx", precision=dtype,
                 source=source_info, passes=passes, tools=tool_versions(*TOOLS),
                 inputs=inputs, outputs=outputs, parity={"reference": "torch", **parity},
                 metadata={"model_file": MODEL_FILE, "opset": opset, "modality": component.modality,
                           "dynamic_axes": {k: {str(i): n for i, n in v.items()}
                                            for k, v in component.dynamic_axes.items()},
-                          "nodes": len(model.graph.node)},
+                          "nodes": len(model.graph.node), "saved_dtype": saved_dtype,
+                          "weights_dtype": weights["weights_dtype"] if weights else "float32",
+                          "compute_dtype": "float32"},
             )
             write_manifest(cdir, manifest)
-            refs.append(ArtifactRef(path=name, component=name, format="onnx", precision="fp32"))
+            refs.append(ArtifactRef(path=name, component=name, format="onnx", precision=dtype))
             runners_onnx[name], runners_torch[name] = ort_runner, torch_runner
             log.info("[%s] ok: max abs error %.2e", name, max(m["max_abs"] for m in parity["outputs"].values()))
 
@@ -109,6 +134,9 @@ def convert(source: str | Path, output: str | Path, *, components: list[str] | N
         if task and task <= set(runners_onnx):
             say("checking the task (zero-shot) from the exported towers against PyTorch")
             bundle_parity["task"] = task_parity(adapter, runners_torch, runners_onnx)
+        if hasattr(adapter, "logits_parity") and set(adapter.task_components()) <= set(runners_onnx):
+            say("checking logits_per_image from the exported towers and the head against the model's forward")
+            bundle_parity["logits_per_image"] = adapter.logits_parity(runners_onnx)
 
         preprocess = tmp / "preprocess"
         files = adapter.preprocess_files()
@@ -118,16 +146,34 @@ def convert(source: str | Path, output: str | Path, *, components: list[str] | N
                 shutil.copy2(file, preprocess / file.name)
 
         metadata = adapter.metadata()
+        provenance = adapter.resolve_preprocessing()
+        if provenance.parts:
+            metadata["preprocessing"] = provenance.record()
+            line = provenance.summary()
+            if line:
+                say(line)
+        metadata["dtype"] = {"saved": saved_dtype, "weights": dtype}
         if targets:
             from mmdeploy.stages.compile import compile_bundle
 
-            refs += compile_bundle(tmp, targets, target_options or {}, adapter=adapter, progress=say)
+            # the targets' parity checks honour --atol like the ONNX export's
+            target_options = {"atol": atol, **(target_options or {})}
+            refs += compile_bundle(tmp, targets, target_options, adapter=adapter, progress=say)
 
         bundle = Manifest(kind="model", name=_model_name(source), family=adapter.family,
                           format="bundle", source=source_info, tools=tool_versions(*TOOLS),
                           parity=bundle_parity, metadata=metadata, artifacts=refs)
         write_manifest(tmp, bundle)
     return bundle
+
+
+def _saved_dtype(adapter) -> str | None:
+    """The float dtype the checkpoint's weights were saved in (None if unknown)."""
+    try:
+        model = adapter.torch_model()
+    except NotImplementedError:
+        return None
+    return getattr(model, "mmdeploy_saved_dtype", None)
 
 
 def task_parity(adapter, reference_runners: dict, runners: dict, label: str = "onnxruntime") -> dict:

@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from mmdeploy.errors import CalibrationError, InputError, UnsupportedError
+from mmdeploy.errors import CalibrationError, CheckpointError, InputError, UnsupportedError
 from mmdeploy.models.pruned import load_pretrained
 from mmdeploy.passes import prune as P
 
@@ -37,13 +37,17 @@ PROJECTIONS = {"vision": "visual_projection", "text": "text_projection"}
 class Source:
     """What pruning needs from SOURCE: the torch model, its folder, family and adapter."""
 
-    def __init__(self, source: str | Path, allow_pickle: bool = False):
+    def __init__(self, source: str | Path, allow_pickle: bool = False, processor: str | Path | None = None):
+        from mmdeploy.models.preprocess import processor_dir_of
+
         self.text = str(source)
         self.adapter = None
+        self.processor_dir = processor_dir_of({"processor": str(processor) if processor else None})
         try:
             from mmdeploy.models import resolve
 
-            self.adapter = resolve(source, allow_pickle=allow_pickle)
+            self.adapter = resolve(source, allow_pickle=allow_pickle,
+                                   options={"processor": str(self.processor_dir)} if self.processor_dir else None)
         except (UnsupportedError, ModuleNotFoundError):
             # no adapter (not in this build, or a family resolve does not know): config.json
             # decides below, with the list of families the pruner supports
@@ -81,14 +85,23 @@ class Source:
         return model.eval()
 
     def tokenizer(self):
-        from transformers import AutoTokenizer
+        """--processor DIR's or the checkpoint's tokenizer; one line naming what is missing."""
+        from mmdeploy.models.preprocess import tokenizer_for
 
-        return AutoTokenizer.from_pretrained(str(self.folder), local_files_only=True)
+        return tokenizer_for(self.folder, self.processor_dir, required=True)
 
     def image_processor(self):
+        """--processor DIR's or the checkpoint's image processor, else the adapter's (which may
+        derive it from config.json)."""
         from transformers import AutoImageProcessor
 
-        return AutoImageProcessor.from_pretrained(str(self.folder), local_files_only=True)
+        for place in (self.processor_dir, self.folder):
+            if place is not None and (Path(place) / "preprocessor_config.json").is_file():
+                return AutoImageProcessor.from_pretrained(str(place), local_files_only=True)
+        if self.adapter is not None and hasattr(self.adapter, "image_processor"):
+            return self.adapter.image_processor
+        raise CheckpointError(f"{self.folder} has no preprocessor_config.json (the image processor)",
+                              "pass --processor DIR with the base model's processor files")
 
 
 def _read_config(folder: Path) -> dict:
@@ -237,8 +250,13 @@ def _cosine(a: np.ndarray, b: np.ndarray) -> dict[str, float]:
     return {"mean": round(float(cos.mean()), 5), "min": round(float(cos.min()), 5)}
 
 
-def task_metric(src: Source, model, limit: int | None = None) -> dict | None:
-    """The family's task metric on ``model`` (demo: zero-shot top-1), or None if it has none."""
+def task_metric(src: Source, model, limit: int | None = None, scorer=None) -> dict | None:
+    """The family's task metric on ``model`` (demo: zero-shot top-1), or None if it has none;
+    with ``scorer`` (``--eval``) the primary metric on the user's set."""
+    if scorer is not None and src.adapter is not None:
+        runners = {c: TorchTowerRunner(model, c) for c in src.adapter.task_components()}
+        score = scorer(src.adapter, runners)
+        return {"name": score["name"], "value": float(score["value"]), "n": score["n"], "ci95": score["ci95"]}
     if src.adapter is not None and src.adapter.task_components():
         try:
             runners = {c: TorchTowerRunner(model, c) for c in src.adapter.task_components()}
@@ -249,7 +267,7 @@ def task_metric(src: Source, model, limit: int | None = None) -> dict | None:
             pass
     if src.is_demo:
         from mmdeploy.data import shapes as data
-        from mmdeploy.models.clip import zero_shot_logits
+        from mmdeploy.models.dual_encoder import zero_shot_logits
 
         images, labels = data.make_split("eval", limit)
         img = _embed(model, "vision", _batched([_image_feeds(src, images)], 64))
@@ -387,7 +405,8 @@ def prune(source: str | Path, output: str | Path, method: str, amount: float,
           components: list[str] | None = None, recover_steps: int = 0, calib: str | Path | None = None,
           scope: str = "per-layer", recover_lr: float = 1e-4, batch_size: int = 16, calib_size: int = 64,
           measure_latency: bool = True, latency_runs: int = 20, threads: int | None = None,
-          eval_limit: int | None = None, allow_pickle: bool = False, seed: int = 0) -> dict[str, Any]:
+          eval_limit: int | None = None, allow_pickle: bool = False, seed: int = 0,
+          eval_data: str | None = None, processor: str | Path | None = None) -> dict[str, Any]:
     """Prune SOURCE's towers (``method``: heads, mlp, heads,mlp or magnitude; ``amount`` in
     (0, 1)), optionally recover by distillation, and write a checkpoint folder at ``output``.
 
@@ -411,7 +430,8 @@ def _prune(source: str | Path, output: str | Path, method: str, amount: float,
           components: list[str] | None = None, recover_steps: int = 0, calib: str | Path | None = None,
           scope: str = "per-layer", recover_lr: float = 1e-4, batch_size: int = 16, calib_size: int = 64,
           measure_latency: bool = True, latency_runs: int = 20, threads: int | None = None,
-          eval_limit: int | None = None, allow_pickle: bool = False, seed: int = 0) -> dict[str, Any]:
+          eval_limit: int | None = None, allow_pickle: bool = False, seed: int = 0,
+          eval_data: str | None = None, processor: str | Path | None = None) -> dict[str, Any]:
     from mmdeploy.artifact import atomic_output
 
     P.check_method(method)
@@ -420,17 +440,23 @@ def _prune(source: str | Path, output: str | Path, method: str, amount: float,
         raise InputError(f"unknown --scope {scope!r}", "use per-layer or global")
     if recover_steps < 0:
         raise InputError(f"--recover-steps {recover_steps} is negative", "give 0 or more steps")
+    user_scorer = None
+    if eval_data is not None:  # --eval: before/after on the user's set (read once)
+        from mmdeploy.stages.eval import scorer
+
+        user_scorer = scorer(eval_data, limit=eval_limit)
     config = P.PruneConfig(method=method, amount=amount, components=components, scope=scope,
                            recover_steps=recover_steps, recover_lr=recover_lr, batch_size=batch_size, seed=seed)
-    src = Source(source, allow_pickle=allow_pickle)
+    src = Source(source, allow_pickle=allow_pickle, processor=processor)
     with atomic_output(output) as tmp:  # checks --output now; it appears only on success
         return _run(src, Path(tmp), Path(output).name, config, calib=calib, calib_size=calib_size,
                     measure_latency=measure_latency, latency_runs=latency_runs, threads=threads,
-                    eval_limit=eval_limit)
+                    eval_limit=eval_limit, user_scorer=user_scorer)
 
 
 def _run(src: Source, tmp: Path, name: str, config: "P.PruneConfig", *, calib, calib_size: int,
-         measure_latency: bool, latency_runs: int, threads: int | None, eval_limit: int | None) -> dict[str, Any]:
+         measure_latency: bool, latency_runs: int, threads: int | None, eval_limit: int | None,
+         user_scorer=None) -> dict[str, Any]:
     """The work of :func:`prune`, writing into the temporary output directory ``tmp``."""
     import torch
 
@@ -457,7 +483,7 @@ def _run(src: Source, tmp: Path, name: str, config: "P.PruneConfig", *, calib, c
     before = {
         "params": P.count_params(model),
         "flops": {c: P.count_flops(model, c, batch1[c]) for c in chosen},
-        "metric": task_metric(src, model, eval_limit),
+        "metric": task_metric(src, model, eval_limit, user_scorer),
     }
 
     # prune
@@ -467,7 +493,7 @@ def _run(src: Source, tmp: Path, name: str, config: "P.PruneConfig", *, calib, c
         details: dict[str, Any] = {"scope": scope}
     else:
         details = {m: P.prune_structured(model, m, amount, calib_b, chosen) for m in methods}
-    after_prune = {"metric": task_metric(src, model, eval_limit),
+    after_prune = {"metric": task_metric(src, model, eval_limit, user_scorer),
                    "cosine": {c: _cosine(_embed(teacher, c, heldout[c]), _embed(model, c, heldout[c])) for c in chosen}}
 
     losses: list[float] = []
@@ -489,7 +515,7 @@ def _run(src: Source, tmp: Path, name: str, config: "P.PruneConfig", *, calib, c
     after = {
         "params": P.count_params(model),
         "flops": {c: P.count_flops(model, c, batch1[c]) for c in chosen},
-        "metric": task_metric(src, model, eval_limit) if recover_steps else after_prune["metric"],
+        "metric": task_metric(src, model, eval_limit, user_scorer) if recover_steps else after_prune["metric"],
         "cosine": {c: _cosine(_embed(teacher, c, heldout[c]), _embed(model, c, heldout[c])) for c in chosen},
     }
 

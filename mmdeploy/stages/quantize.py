@@ -53,8 +53,9 @@ class QuantizeOptions(BaseModel):
     activation_type: Literal["uint8", "int8"] = "uint8"
     optimize: bool | None = None  # ORT fusions; None: on for ort-dynamic (ORT-only graph)
     fuse_attention: bool = True  # with optimize: fuse Attention too (int8 QAttention)
-    calib: Path | None = None
+    calib: Path | list[Path] | None = None  # several: one per modality (images for vision, captions for text)
     calib_limit: int = 32
+    processor: Path | None = None  # tokenizer / processor files the bundle was converted without
     components: list[str] | None = None
     metric: Literal["auto", "task", "cosine"] = "auto"
     accuracy_budget: float | None = None  # pp drop (task) or min cosine; None: the default
@@ -64,6 +65,9 @@ class QuantizeOptions(BaseModel):
     target: str | None = None  # auto: choose for this target profile (None: this machine)
     auto_blocks: int = 5  # auto: interleaved timing blocks per candidate
     eval_limit: int | None = None  # task samples (None: the adapter's default)
+    eval_data: str | None = None  # --eval: the user's set (ImageFolder, pairs, builtin:NAME) for the guard
+    eval_task: str = "auto"
+    templates: Path | None = None
     latency_runs: int = 10  # 0: skip the latency columns
 
     def resolved_method(self) -> str:
@@ -132,15 +136,28 @@ def _model_file(comp_dir: Path, manifest: Manifest) -> Path:
 # --------------------------------------------------------------------------- calibration
 
 
-def _adapter(bundle: Path | None):
+def _adapter(bundle: Path | None, processor: Path | None = None):
     if bundle is None:
         return None
     from mmdeploy.models import adapter_for_bundle
 
     try:
-        return adapter_for_bundle(bundle)
+        return adapter_for_bundle(bundle, {"processor": str(processor) if processor else None})
     except (UnsupportedError, ImportError, NotImplementedError):
         return None
+
+
+def calibration_paths(calib) -> dict[str, Path]:
+    """{modality: path} of the --calib paths (at most one per modality)."""
+    paths = [] if calib is None else [calib] if isinstance(calib, (str, Path)) else list(calib)
+    by_kind: dict[str, Path] = {}
+    for path in paths:
+        kind = data_kind(Path(path))
+        if kind in by_kind:
+            raise CalibrationError(f"--calib {by_kind[kind]} and {path} both hold {kind} data",
+                                   "pass one --calib per modality (e.g. images and a captions file)")
+        by_kind[kind] = Path(path)
+    return by_kind
 
 
 def calibration_set(comp: _Component, adapter, bundle: Path | None, path: Path | None,
@@ -211,12 +228,16 @@ class _Evaluator:
         self.comps = {c.name: c for c in comps}
         self.adapter = adapter
         self.options = options
+        self.notes: list[str] = []
         self.fp32 = {c.name: model_runner(_model_file(c.src, c.manifest), "onnx", "onnxruntime-fp32",
                                        signature=c.manifest) for c in comps}
         self.metric = "cosine"
         self.baseline: float | None = None
         self.task_name = None
-        if options.metric in ("auto", "task") and adapter is not None:
+        self.user_set = None  # mmdeploy.stages.eval.TaskEvaluator over --eval
+        if options.eval_data is not None:
+            self._user_task(bundle)
+        elif options.metric in ("auto", "task") and adapter is not None:
             self._try_task(bundle)
         if options.metric == "task" and self.metric != "task":
             raise UnsupportedError("--metric task: this model family has no task metric here",
@@ -228,6 +249,60 @@ class _Evaluator:
                              "without a task metric the budget is the minimum embedding cosine, e.g. 0.99")
         if self.metric == "task" and self.budget < 0:
             raise InputError(f"--accuracy-budget {self.budget:g} is negative", "give the allowed drop in points, e.g. 0.5")
+        if self.metric == "task":
+            self._check_resolution(options.accuracy_budget is not None)
+
+    def _check_resolution(self, explicit: bool) -> None:
+        """A budget finer than one sample (or than the set's 95 % interval) would be noise: refuse
+        it for a user's --eval set; for the built-in set, say so (pass --eval for a real guard)."""
+        import math
+
+        base = self.baseline_result
+        n = base["n"] if isinstance(base, dict) else base.n
+        one = 100.0 / max(n, 1)
+        half = base.get("half_width") if isinstance(base, dict) else None
+        flag = f"--accuracy-budget {self.budget:g} pp" if explicit else f"the default budget {self.budget:g} pp"
+        if self.user_set is None:
+            if self.budget < one:
+                self.notes.append(f"{flag} is below the resolution of the built-in set (n={n}: one sample is "
+                                  f"{one:.2f} pp); pass --eval PATH with your own data for a meaningful guard")
+            return
+        if self.budget < one:
+            raise InputError(f"{flag} is below the resolution of {self.task_name} (n={n}: one sample is {one:.2f} pp)",
+                             f"pass --accuracy-budget {math.ceil(one * 100) / 100:.2f} or more, or a larger --eval set")
+        if half is not None and self.budget < half:
+            raise InputError(f"{flag} is inside the 95 % interval of {self.task_name} (±{half:.2f} pp, n={n})",
+                             f"pass --accuracy-budget {math.ceil(half * 100) / 100:.2f} or more, or a larger --eval set")
+
+    def _task_runners(self, bundle: Path | None, needed) -> dict | None:
+        runners = {}
+        for name in needed:
+            if name in self.fp32:
+                runners[name] = self.fp32[name]
+            else:
+                src = bundle / name if bundle is not None else None
+                if src is None or not (src / MANIFEST_NAME).is_file():
+                    return None
+                m = read_manifest(src)
+                runners[name] = model_runner(_model_file(src, m), m.format or "onnx", "",
+                                             [t.name for t in m.inputs], [t.name for t in m.outputs], signature=m)
+        return runners
+
+    def _user_task(self, bundle: Path | None):
+        from mmdeploy.stages.eval import TaskEvaluator
+
+        needed = tuple(self.adapter.task_components()) if self.adapter is not None else ()
+        runners = self._task_runners(bundle, needed) if needed else None
+        if not runners:
+            raise UnsupportedError("--eval: this artifact has no task the set can measure "
+                                   "(quantize the whole bundle written by `mmdeploy convert`)",
+                                   "drop --eval to guard with embedding cosine")
+        self.user_set = TaskEvaluator(self.options.eval_data, self.adapter, self.options.eval_task,
+                                      self.options.templates, limit=self.options.eval_limit)
+        self.task_runners = runners
+        self.baseline_result = self.user_set.score(runners)
+        self.metric, self.task_name = "task", self.user_set.name
+        self.baseline = self.baseline_result["value"]
 
     def _try_task(self, bundle: Path | None):
         try:
@@ -236,17 +311,9 @@ class _Evaluator:
             return
         if not needed or bundle is None:
             return
-        runners = {}
-        for name in needed:
-            if name in self.fp32:
-                runners[name] = self.fp32[name]
-            else:
-                src = bundle / name
-                if not (src / MANIFEST_NAME).is_file():
-                    return
-                m = read_manifest(src)
-                runners[name] = model_runner(_model_file(src, m), m.format or "onnx", "",
-                                             [t.name for t in m.inputs], [t.name for t in m.outputs], signature=m)
+        runners = self._task_runners(bundle, needed)
+        if runners is None:
+            return
         self.task_runners = runners
         try:
             result = self.adapter.evaluate(runners, limit=self.options.eval_limit)
@@ -263,7 +330,15 @@ class _Evaluator:
         cosines = {name: embedding_cosine(self.fp32[name], r, self.comps[name].calib.feeds[:16])
                    for name, r in runners.items()}
         out: dict[str, Any] = {"cosine": cosines}
-        if self.metric == "task":
+        if self.metric == "task" and self.user_set is not None:
+            from mmdeploy.data.metrics import agreement
+
+            result = self.user_set.score({**self.task_runners, **runners})
+            value = result["value"]
+            out.update(value=value, drop=self.baseline - value, ok=self.baseline - value <= self.budget + 1e-9,
+                       agreement=agreement(result["predictions"], self.baseline_result["predictions"]),
+                       ci95=result["ci95"])
+        elif self.metric == "task":
             result = self.adapter.evaluate({**self.task_runners, **runners}, limit=self.options.eval_limit)
             value = 100.0 * result.value
             out.update(value=value, drop=self.baseline - value, ok=self.baseline - value <= self.budget + 1e-9,
@@ -316,19 +391,27 @@ def quantize(artifact: str | Path, output: str | Path, options: QuantizeOptions 
     if method_needs_torch:
         _attach_torch_modules(selected, manifest if manifest.kind == "model" else (
             read_manifest(bundle) if bundle else manifest), torch_modules)
-    adapter = _adapter(bundle)
+    adapter = _adapter(bundle, options.processor)
+    if adapter is not None:
+        adapter.processor_dir()  # a bad --processor fails before calibration
 
-    # calibration data: one --calib path serves the components of its modality
-    kind = data_kind(options.calib) if options.calib is not None else None
-    if kind is not None:
-        modalities = {c.name: component_modality([t.name for t in c.manifest.inputs]) for c in selected}
+    # calibration data: each --calib path serves the components of its modality
+    by_kind = calibration_paths(options.calib)
+    modalities = {c.name: component_modality([t.name for t in c.manifest.inputs]) for c in selected}
+    for kind in by_kind:
         matching = [c for c in selected if modalities[c.name] in (kind, "tensor")]
-        if not matching or options.components:
+        if not matching:
             for c in selected:
                 check_modality(kind, modalities[c.name], c.name)
+    if by_kind and options.components:
+        for c in selected:
+            if modalities[c.name] != "tensor" and modalities[c.name] not in by_kind:
+                check_modality(next(iter(by_kind)), modalities[c.name], c.name)
     for comp in selected:
-        modality = component_modality([t.name for t in comp.manifest.inputs])
-        use_path = options.calib if kind is not None and modality in (kind, "tensor") else None
+        modality = modalities[comp.name]
+        kind = modality if modality in by_kind else (next(iter(by_kind)) if modality == "tensor" and len(by_kind) == 1
+                                                      else None)
+        use_path = by_kind.get(kind) if kind else None
         comp.calib = calibration_set(comp, adapter, bundle, use_path, kind if use_path else None,
                                      options.calib_limit)
         log(f"calibration {comp.name}: {len(comp.calib.feeds)} samples from {comp.calib.source}")
@@ -336,6 +419,8 @@ def quantize(artifact: str | Path, output: str | Path, options: QuantizeOptions 
     with tempfile.TemporaryDirectory(prefix="mmdeploy-quantize-") as tmp:
         evaluator = _Evaluator(selected, adapter, bundle, options)
         log(f"accuracy budget: {evaluator.describe()}")
+        for note in evaluator.notes:
+            log(f"note: {note}")
         if method == "auto":
             from mmdeploy.stages import autoselect
 
@@ -523,7 +608,7 @@ def _quantize_component(comp: _Component, options: QuantizeOptions, method: str,
 def _accuracy_loop(comps: list[_Component], evaluator: _Evaluator, options: QuantizeOptions,
                    method: str, log):
     """Quantize; while the budget fails, keep the most sensitive block in float."""
-    from mmdeploy.passes.quantize import quantizable_groups
+    from mmdeploy.passes.quantize import block_label, quantizable_groups
 
     if method == "inc":
         from mmdeploy.passes.inc import inc_accuracy_loop
@@ -551,7 +636,9 @@ def _accuracy_loop(comps: list[_Component], evaluator: _Evaluator, options: Quan
             gain = embedding_cosine(evaluator.fp32[comp.name], r, comp.calib.feeds[:16]) - base_cos
             comp.excluded = saved
             ranking.append((gain, comp.name, group))
-        log(f"sensitivity {comp.name}: {len(comp.groups)} blocks measured")
+        top = sorted((t for t in ranking if t[1] == comp.name), key=lambda t: -t[0])[:3]
+        log(f"sensitivity {comp.name}: {len(comp.groups)} blocks measured; most sensitive: "
+            + ", ".join(f"{block_label(n, g)} (cosine +{gain:.2g})" for gain, n, g in top))
     ranking.sort(key=lambda t: -t[0])
     by_name = {c.name: c for c in comps}
     best = score
@@ -561,22 +648,45 @@ def _accuracy_loop(comps: list[_Component], evaluator: _Evaluator, options: Quan
         comp.excluded = saved + comp.groups[group]
         _, candidate = _quantize_component(comp, options, method, "q")
         new = evaluator.score({**runners, name: candidate})
-        entry = {"component": name, "block": group, "nodes": comp.groups[group], "sensitivity_gain": gain,
-                 "metric_before": best["value"], "metric_after": new["value"]}
+        entry = {"component": name, "block": group, "label": block_label(name, group), "nodes": comp.groups[group],
+                 "sensitivity_gain": gain, "metric_before": best["value"], "metric_after": new["value"]}
         if new["value"] < best["value"]:  # no gain on the budget metric: quantize it after all
             comp.excluded = saved
             _quantize_component(comp, options, method, "q")
             steps.append({"float_block": group, "component": name, "rejected": True, **brief(new)})
-            log(f"  {name}:{group} in float does not help ({describe(new, evaluator)}): stays int8")
+            log(f"  {block_label(name, group)} in float does not help ({describe(new, evaluator)}): stays int8")
             continue
         runners[name] = candidate
         float_blocks.append(entry)
         steps.append({"float_block": group, "component": name, **brief(new)})
-        log(f"  keep {name}:{group} in float -> {describe(new, evaluator)}")
+        log(f"  keep {block_label(name, group)} in float -> {describe(new, evaluator)}")
         best = new
         if new["ok"]:
-            return steps, float_blocks
+            return steps, _drop_unneeded(float_blocks, runners, by_name, evaluator, options, method, steps, log)
     raise budget_error(evaluator, best, float_blocks)
+
+
+def _drop_unneeded(float_blocks: list[dict], runners: dict, by_name: dict, evaluator, options, method,
+                   steps: list, log) -> list[dict]:
+    """Greedy search, second pass: quantize again each block kept in float earlier (all but the
+    last, which met the budget) whose float copy turns out not to matter with the others kept."""
+    kept = list(float_blocks)
+    for entry in list(float_blocks[:-1]):
+        comp = by_name[entry["component"]]
+        saved = comp.excluded
+        comp.excluded = [n for n in saved if n not in set(entry["nodes"])]
+        _, candidate = _quantize_component(comp, options, method, "q")
+        score = evaluator.score({**runners, comp.name: candidate})
+        if score["ok"]:
+            runners[comp.name] = candidate
+            kept.remove(entry)
+            steps.append({"float_block": entry["block"], "component": comp.name, "dropped": True, **brief(score)})
+            log(f"  {entry['label']} did not matter once the others were float: quantized again "
+                f"({describe(score, evaluator)})")
+            continue
+        comp.excluded = saved
+        _quantize_component(comp, options, method, "q")
+    return kept
 
 
 def _size(path: Path) -> int:
@@ -614,6 +724,12 @@ def _summary(comps, evaluator: _Evaluator, steps, float_blocks, options, method,
     if evaluator.metric == "task":
         accuracy.update(task=evaluator.task_name, fp32=evaluator.baseline, drop=final["drop"],
                         agreement=final.get("agreement"), n=getattr(evaluator.baseline_result, "n", None))
+        if evaluator.user_set is not None:
+            base = evaluator.baseline_result
+            accuracy.update(eval_data=str(evaluator.user_set.data.path), n=base["n"], fp32_ci95=base["ci95"],
+                            ci95=final.get("ci95"), resolution=base["resolution"])
+    if evaluator.notes:
+        accuracy["notes"] = list(evaluator.notes)
     return {"method": method, "precision": options.precision, "components": rows, "accuracy": accuracy,
             "float_blocks": float_blocks, "steps": steps,
             "latency_note": "median of %d batch-1 runs, same process, ORT spinning off" % options.latency_runs}

@@ -78,6 +78,7 @@ class Recipe(Strict):
     bench: BenchStep | None = Field(default_factory=BenchStep)
     budgets: list[dict[str, Any]] = Field(default_factory=list)
     host: str | None = None
+    eval: str | None = None  # the user's evaluation set for prune, quantize's guard and bench accuracy
 
     @field_validator("passes", mode="before")
     @classmethod
@@ -221,6 +222,10 @@ def run_recipe(path: str | Path, output: str | Path, *, targets_dir: list | None
     recipe, doc = load_recipe(path, targets_dir)
     profiles = [get_target(t, targets_dir, host=host or recipe.host) for t in recipe.targets]
     source = _resolve_source(recipe.source, Path(path).resolve().parent)
+    eval_data = None
+    if recipe.eval:  # relative to the recipe's folder, like the source
+        eval_data = recipe.eval if recipe.eval.startswith("builtin:") else str(
+            (Path(path).resolve().parent / recipe.eval).resolve())
     summary: dict[str, Any] = {"recipe": str(path), "name": recipe.name, "source": source, "steps": [],
                                "targets": {}, "passed": True}
     output = Path(output)
@@ -234,7 +239,7 @@ def run_recipe(path: str | Path, output: str | Path, *, targets_dir: list | None
                 _check_prune_options(s.options, doc.where(("passes", i)))
                 t0 = time.perf_counter()
                 say(f"prune {s.options}")
-                prune(source, tmp / "pruned", **s.options)
+                prune(source, tmp / "pruned", **{**({"eval_data": eval_data} if eval_data else {}), **s.options})
                 source = str(tmp / "pruned")
                 step("prune", t0, output="pruned")
         from mmdeploy.stages.convert import convert
@@ -254,6 +259,8 @@ def run_recipe(path: str | Path, output: str | Path, *, targets_dir: list | None
                 t0 = time.perf_counter()
                 out = tmp / (s.name if not (tmp / s.name).exists() else f"{s.name}-{len(bundles)}")
                 options = {"precision": "fp16", **s.options} if s.name == "fp16" else dict(s.options)
+                if eval_data and s.name == "quantize":
+                    options.setdefault("eval_data", eval_data)
                 say(f"{s.name} {bundles[-1].name} -> {out.name}")
                 _quantize(bundles[-1], out, options, lambda m: say(f"  {m}"), doc.where(("passes", i)))
                 bundles.append(out)
@@ -272,7 +279,13 @@ def run_recipe(path: str | Path, output: str | Path, *, targets_dir: list | None
 
                 say(f"bench on {profile.name}")
                 settings = BenchSettings(**{k: v for k, v in recipe.bench.model_dump().items() if k != "estimate"})
-                result = bench(compiled, settings, profile, estimate=recipe.bench.estimate)
+                scorer = None
+                if eval_data and settings.accuracy:
+                    from mmdeploy.stages.eval import scorer as make_scorer
+
+                    settings.eval_data = eval_data
+                    scorer = make_scorer(eval_data, limit=settings.accuracy_limit)
+                result = bench(compiled, settings, profile, estimate=recipe.bench.estimate, scorer=scorer)
                 checks = gate(result, budgets) if not recipe.bench.estimate else []
                 write_report(result, tmp / "bench" / profile.name)
                 entry.update(passed=result["passed"], failed=[c for c in checks if not c["passed"]],

@@ -69,7 +69,8 @@ def zero_shot_bundle(bundle: str | Path, labels: list[str], output: str | Path, 
     embeds = np.concatenate([next(iter(text.run(f).values())) for f in feeds]).astype(np.float32)
     embeds /= np.linalg.norm(embeds, axis=1, keepdims=True)
     bundle_m = read_manifest(bundle)
-    scale = float((bundle_m.metadata or {}).get("logit_scale", 100.0))
+    meta = bundle_m.metadata or {}
+    scale = float((meta.get("head") or {}).get("logit_scale") or meta.get("logit_scale") or 100.0)  # the recorded head
     with atomic_output(Path(output)) as tmp:
         dest = tmp / "vision"
         dest.mkdir()

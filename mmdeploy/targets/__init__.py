@@ -57,6 +57,19 @@ class TargetProfile(BaseModel):
     def formats(self) -> tuple[str, ...]:
         return BACKEND_FORMATS.get(self.backend, ())
 
+    def runtime_for(self, fmt: str) -> str | None:
+        """The backend (the profile's own, else one of ``also_runs``) that runs ``fmt`` as shipped."""
+        for backend in [self.backend, *self.also_runs]:
+            if fmt in BACKEND_FORMATS.get(backend, ()):
+                return backend
+        return None
+
+    @property
+    def runs_every_format(self) -> bool:
+        """A local profile with ``also_runs`` benches every artifact format it can run, side by side
+        (``cpu``: ONNX Runtime, OpenVINO and TFLite rows in one table)."""
+        return not self.remote and bool(self.also_runs)
+
     @property
     def kind(self) -> str | None:
         """``jetson`` / ``rpi`` for a generic profile (the prefix its boards share)."""

