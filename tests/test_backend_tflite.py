@@ -37,7 +37,7 @@ def test_text_tower_int64_inputs_become_int32(tmp_path):
     runner = load_runner(out, threads=1)
     feeds, ref = load_reference(shared_bundle() / "text")[1]  # int64 feeds, batch 3
     np.testing.assert_allclose(runner.run(feeds)["text_embeds"], ref["text_embeds"], atol=1e-4)
-    assert manifest.metadata["pad_inputs"]["input_ids"] == {"axis": 1, "length": 16, "value": 0}
+    assert manifest.metadata["pad_inputs"]["input_ids"] == {"axis": 1, "length": 16, "value": 0, "trim": {}}
     short = {k: v[:, :8].copy() for k, v in feeds.items()}
     short["input_ids"][:, -1] = 99  # eos of the shorter caption
     torch_out = TorchRunner(component).run(short)["text_embeds"]
@@ -46,7 +46,7 @@ def test_text_tower_int64_inputs_become_int32(tmp_path):
         runner.run({k: np.concatenate([v, v], axis=1) for k, v in feeds.items()})
 
 
-def test_padding_rules_pad_only_sequence_dims_absent_from_outputs():
+def test_padding_rules_pad_sequence_dims_and_trim_outputs_that_carry_them():
     from mmdeploy.artifact import Manifest, TensorSpec
     from mmdeploy.backends.tflite import pad_feed, padding_rules
 
@@ -54,11 +54,13 @@ def test_padding_rules_pad_only_sequence_dims_absent_from_outputs():
                                         TensorSpec(name="pix", dtype="float32", shape=["batch", 3, 8, 8])],
                       outputs=[TensorSpec(name="e", dtype="float32", shape=["batch", 4])])
     rules = padding_rules(parent, [{"ids": np.ones((1, 5))}, {"ids": np.ones((2, 7))}], length=None)
-    assert rules == {"ids": {"axis": 1, "length": 7, "value": 0}}
+    assert rules == {"ids": {"axis": 1, "length": 7, "value": 0, "trim": {}}}
     assert padding_rules(parent, [{"ids": np.ones((1, 5))}], length=12)["ids"]["length"] == 12
     assert pad_feed(rules, "ids", np.ones((2, 3))).tolist() == [[1, 1, 1, 0, 0, 0, 0]] * 2
     parent.outputs = [TensorSpec(name="h", dtype="float32", shape=["batch", "sequence", 4])]
-    assert padding_rules(parent, [{"ids": np.ones((1, 5))}]) == {}
+    # an output with the same dim (last_hidden_state) is cut back to the length fed
+    assert padding_rules(parent, [{"ids": np.ones((1, 5))}]) == {"ids": {"axis": 1, "length": 5, "value": 0,
+                                                                          "trim": {"h": 1}}}
 
 
 def test_tflite_needs_the_torch_module(tmp_path):

@@ -133,7 +133,7 @@ def test_compile_reloads_the_checkpoint_named_in_the_bundle_for_tflite(tmp_path)
     import shutil
 
     shutil.rmtree(checkpoint)  # checkpoint gone: a clear error, nothing written
-    with pytest.raises(UnsupportedError, match="no checkpoint"):
+    with pytest.raises(UnsupportedError, match="no longer exists"):
         compile_artifact(tmp_path / "onnx", "tflite", tmp_path / "out2")
     assert not (tmp_path / "out2").exists()
 

@@ -39,7 +39,7 @@ def deserialize(data, klass: str, where: str = "$"):
     if klass.startswith(("list[", "List[")):
         assert isinstance(data, list), f"{where}: list expected"
         return [deserialize(x, klass[5:-1], f"{where}[{i}]") for i, x in enumerate(data)]
-    if klass.startswith(("dict(", "Dict[")):
+    if klass.startswith(("dict(", "dict[", "Dict[")):
         value_type = re.match(r"[dD]ict[\[(]([^,]*), (.*)[\])]", klass).group(2)
         assert isinstance(data, dict), f"{where}: mapping expected"
         return {k: deserialize(v, value_type, f"{where}.{k}") for k, v in data.items()}
