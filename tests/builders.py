@@ -155,11 +155,14 @@ def tiny_clap_checkpoint(folder: Path) -> Path:
 CAPTION_WORDS = "a an the of photo picture red green blue circle square star on with small large".split()
 
 
-def tiny_blip_checkpoint(folder: Path, max_length: int = 12) -> Path:
+def _tiny_blip(folder: Path, model_class: str, words: list[str], max_length: int) -> Path:
+    """A tiny random BLIP model saved like a real one (weights, tokenizer, processor), with wider
+    weights than the default init so outputs depend on the image (and question) and vary in length."""
     import torch
-    from transformers import BlipConfig, BlipForConditionalGeneration, BlipImageProcessorPil
+    import transformers
+    from transformers import BlipConfig, BlipImageProcessorPil
 
-    tok = _tokenizer(CAPTION_WORDS, 24)
+    tok = _tokenizer(words, 24)
     torch.manual_seed(0)
     config = BlipConfig(
         text_config=dict(vocab_size=len(tok), hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
@@ -169,8 +172,7 @@ def tiny_blip_checkpoint(folder: Path, max_length: int = 12) -> Path:
         vision_config=dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2,
                            image_size=32, patch_size=8),
         projection_dim=16)
-    model = BlipForConditionalGeneration(config).eval()
-    # wider weights than the default init so captions depend on the image and vary in length
+    model = getattr(transformers, model_class)(config).eval()
     torch.manual_seed(1)
     with torch.no_grad():
         for param in model.parameters():
@@ -183,6 +185,10 @@ def tiny_blip_checkpoint(folder: Path, max_length: int = 12) -> Path:
     return Path(folder)
 
 
+def tiny_blip_checkpoint(folder: Path, max_length: int = 12) -> Path:
+    return _tiny_blip(folder, "BlipForConditionalGeneration", CAPTION_WORDS, max_length)
+
+
 # --------------------------------------------------------------------------- bundles
 
 
@@ -191,30 +197,7 @@ VQA_WORDS = CAPTION_WORDS + "what shape color is in how many are there large or 
 
 def tiny_blip_vqa_checkpoint(folder: Path, max_length: int = 8) -> Path:
     """A tiny random ``BlipForQuestionAnswering`` saved like a real one (weights, tokenizer, processor)."""
-    import torch
-    from transformers import BlipConfig, BlipForQuestionAnswering, BlipImageProcessorPil
-
-    tok = _tokenizer(VQA_WORDS, 24)
-    torch.manual_seed(0)
-    config = BlipConfig(
-        text_config=dict(vocab_size=len(tok), hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
-                         intermediate_size=64, max_position_embeddings=32, pad_token_id=tok.pad_token_id,
-                         bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id,
-                         sep_token_id=tok.eos_token_id),
-        vision_config=dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2,
-                           image_size=32, patch_size=8),
-        projection_dim=16)
-    model = BlipForQuestionAnswering(config).eval()
-    torch.manual_seed(1)  # wider weights so answers depend on image and question and vary in length
-    with torch.no_grad():
-        for param in model.parameters():
-            if param.dim() >= 2:
-                param.normal_(0, 0.1)
-    model.generation_config.max_length = max_length
-    model.save_pretrained(folder)
-    tok.save_pretrained(folder)
-    BlipImageProcessorPil(size={"height": 32, "width": 32}).save_pretrained(folder)
-    return Path(folder)
+    return _tiny_blip(folder, "BlipForQuestionAnswering", VQA_WORDS, max_length)
 
 
 def convert_bundle(checkpoint: Path, out: Path) -> Path:
