@@ -392,6 +392,7 @@ class ModelServer:
         self._grpc = None
         self._stopping = None
         self.started = threading.Event()
+        self.stopped = threading.Event()  # set when serve_forever has returned (ports closed)
         self.models = None
 
     # the old server's attributes, kept for callers
@@ -537,6 +538,14 @@ class ModelServer:
         self._on_start = on_start
         _quiet(self.verbose)
         self._load()
+        self._serving = threading.current_thread()
+        self.stopped.clear()
+        try:
+            self._serve()
+        finally:
+            self.stopped.set()
+
+    def _serve(self):
         if self.workers > 1:
             return self._serve_workers()
         loop = _new_loop()
@@ -593,9 +602,13 @@ class ModelServer:
         if getattr(self, "_on_start", None):
             self._on_start()
 
-    def shutdown(self):
+    def shutdown(self, timeout: float = 10.0):
+        """Stop serving; from another thread, wait until the ports are closed (a caller that
+        probes the address next must find nothing there)."""
         if self._loop is not None and self._stopping is not None and not self._loop.is_closed():
             self._loop.call_soon_threadsafe(self._stopping.set)
+        if getattr(self, "_serving", None) not in (None, threading.current_thread()):
+            self.stopped.wait(timeout)
 
     def server_close(self):  # the old server's API; nothing left to close
         pass
