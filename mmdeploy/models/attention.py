@@ -37,6 +37,16 @@ def _attention_forward(self, hidden_states, attention_mask=None, *args, **kwargs
     return self.out_proj(out), None
 
 
+def restore_forwards(patched: list) -> None:
+    """Undo instance-level ``forward`` rewrites: ``patched`` holds (module, previous forward or
+    None when the class's own forward was in use)."""
+    for sub, previous in patched:
+        if previous is None:
+            del sub.forward
+        else:
+            sub.forward = previous
+
+
 def _is_attention(module) -> bool:
     return all(hasattr(module, a) for a in ("q_proj", "k_proj", "v_proj", "out_proj", "num_heads",
                                             "head_dim", "scale"))
@@ -62,10 +72,6 @@ def fusable_attention(module) -> Iterator[int]:
     try:
         yield len(patched)
     finally:
-        for sub, previous in patched:
-            if previous is None:
-                del sub.forward
-            else:
-                sub.forward = previous
+        restore_forwards(patched)
         for config, previous in configs.values():
             config._attn_implementation = previous

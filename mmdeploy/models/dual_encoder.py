@@ -155,6 +155,8 @@ def _global_average_pool(module, image_size: int):
     is computed as that mean (the same numbers; instances only, restored afterwards)."""
     import torch
 
+    from mmdeploy.models.attention import restore_forwards
+
     patched = []
     for sub in module.modules():
         if isinstance(sub, torch.nn.AvgPool2d) and sub.ceil_mode and _size(sub.kernel_size) >= image_size:
@@ -163,11 +165,7 @@ def _global_average_pool(module, image_size: int):
     try:
         yield len(patched)
     finally:
-        for sub, previous in patched:
-            if previous is None:
-                del sub.forward
-            else:
-                sub.forward = previous
+        restore_forwards(patched)
 
 
 def _size(kernel) -> int:
