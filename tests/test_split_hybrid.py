@@ -176,3 +176,18 @@ def test_cache_serves_repeated_inputs_without_the_cloud(tmp_path_factory):
     m = runner.metrics()
     assert m["remote"] == len(cases) and m["cached"] == 3 * len(cases)
     assert srv.statistics()["text_cloud"]["inference_count"] == len(cases)
+
+
+def test_after_shutdown_returns_the_server_is_gone_and_the_fallback_answers(split_dir, cases):
+    """shutdown() from another thread returns only once the ports are closed: the very next
+    request is answered by the local fallback, not by a server still stopping."""
+    srv = make_server(split_dir, port=0)
+    start_in_thread(srv)
+    url = f"http://127.0.0.1:{srv.server_address[1]}"
+    feeds, ref = cases[0]
+    assert HybridRunner(split_dir, url).run_with_route(feeds)[1] == "remote"
+    srv.shutdown()
+    offline = HybridRunner(split_dir, url, timeout=0.5, retries=0)
+    out, route = offline.run_with_route(feeds)
+    assert route == "fallback" and offline.metrics()["fallback"] == 1
+    _check(out, ref)

@@ -13,6 +13,7 @@ from builders import quantize_bundle  # noqa: E402
 
 from mmdeploy.errors import InputError  # noqa: E402
 from mmdeploy.passes.preprocess import preprocess_graph, read_image_config  # noqa: E402
+from mmdeploy.artifact import read_manifest  # noqa: E402
 from mmdeploy.stages.zeroshot import ZeroShotClassifier, zero_shot_bundle  # noqa: E402
 
 LABELS = ["red circle", "blue square", "green triangle"]
@@ -61,6 +62,8 @@ def test_zero_shot_bundle_classifies_like_processor_plus_model(bundle, tmp_path,
     out = zero_shot_bundle(source, LABELS, tmp_path / "zs")
     assert (out / "text_embeds.npy").is_file() and not (out / "text").exists()
     clf = ZeroShotClassifier(out)
+    head = read_manifest(bundle).metadata["head"]  # the model's own logit scale, not a default
+    assert clf.scale == pytest.approx(head["logit_scale"])
     label, probs = clf.classify(_photo())
     assert label in LABELS and abs(probs.sum() - 1) < 1e-5
     # the same image through the HF processor and the (unbaked) vision component
