@@ -431,10 +431,11 @@ def quantize(artifact: str | Path, output: str | Path, options: QuantizeOptions 
                     selected, evaluator, options.model_copy(update={"accuracy_aware": aware}), cand, Path(tmp),
                     manifest.family, log, built),
                 runner_for=_candidate_runner)
-            method, steps, float_blocks = chosen.candidate.method, chosen.steps, chosen.float_blocks
-            summary = _summary(selected, evaluator, steps, float_blocks, options, method, log)
-            summary.update(method=chosen.candidate.name, auto=record, artifact_precision=chosen.candidate.precision)
-            return _write(artifact, manifest, comps, selected, bundle, Path(output), options, method, summary)
+            summary = _summary(selected, evaluator, chosen.steps, chosen.float_blocks, options, chosen.name, log)
+            summary.update(auto=record, artifact_precision=chosen.precision)
+            for row in summary["components"]:
+                row["method"] = chosen.by_component[row["component"]].candidate.name
+            return _write(artifact, manifest, comps, selected, bundle, Path(output), options, chosen.name, summary)
         for comp in selected:
             _prepare(comp, Path(tmp) / comp.name, options, method, manifest.family, log)
         steps, float_blocks = _accuracy_loop(selected, evaluator, options, method, log)
