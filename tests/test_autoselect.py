@@ -267,3 +267,11 @@ def test_timing_race_stops_runners_that_cannot_win():
     assert runners["fast"].calls == 2 + 5 * 3
     assert runners["slow"].calls == 2 + autoselect.RACE_BLOCKS * 3
     assert result["slow"] > result["fast"]
+
+
+@pytest.mark.parametrize("cpu, expected", [(CPU_AVX2, True), (CPU_AMX, False)])
+def test_ort_weights_reduced_to_7_bits_only_on_x86_without_vnni(bundle, tmp_path, monkeypatch, cpu, expected):
+    """Quantization settings per CPU kind: ORT's u8s8 path without VNNI can saturate."""
+    monkeypatch.setattr(autoselect, "cpu_features", lambda: cpu)
+    m = quantize(bundle / "vision", tmp_path / "q", QuantizeOptions(method="ort-static", latency_runs=0, calib_limit=4))
+    assert m.passes[-1].params["reduce_range"] is expected

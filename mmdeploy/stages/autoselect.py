@@ -19,6 +19,7 @@ accuracy guard and writing): it only decides.
 
 from __future__ import annotations
 
+import functools
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -85,8 +86,19 @@ DEFAULT_PREFERENCE = {
 # --------------------------------------------------------------------------- the hardware
 
 
+@functools.lru_cache(maxsize=1)
+def _cpu_features() -> dict[str, Any]:
+    return _read_cpu_features()
+
+
 def cpu_features() -> dict[str, Any]:
-    """The CPU's model name and the features that decide the int8 route."""
+    """The CPU's model name and the features that decide the int8 route (read once)."""
+    import copy
+
+    return copy.deepcopy(_cpu_features())
+
+
+def _read_cpu_features() -> dict[str, Any]:
     flags: set[str] = set()
     model = "unknown"
     try:
