@@ -67,6 +67,84 @@ def test_optimize_fuses_attention(bundle, tmp_path):
     assert record.name == "optimize" and record.params["model_type"] == "auto"
 
 
+def _padded_text_feeds(session, batch: int = 3, seed: int = 0) -> dict:
+    rng = np.random.default_rng(seed)
+    seq = next(i for i in session.get_inputs() if i.name == "input_ids").shape[1]
+    seq = seq if isinstance(seq, int) else 12
+    mask = np.ones((batch, seq), dtype=np.int64)
+    mask[0, seq // 2:] = 0
+    mask[1, 3:] = 0
+    return {"input_ids": rng.integers(2, 12, size=(batch, seq)).astype(np.int64), "attention_mask": mask}
+
+
+@pytest.mark.parametrize("tower", ["vision", "text"])
+def test_optimize_fuses_attention_of_converted_towers(clip_bundle, tmp_path, tower):
+    """On a real `convert` output (onnxsim'd, random-init zero biases): every layer's attention
+    fuses, the text tower's causal + padding mask included, with the fp32 graph's outputs."""
+    import onnx
+    import onnxruntime as ort
+
+    p = get_pass("optimize")
+    model = clip_bundle / tower / "model.onnx"
+    result = p.run(model, tmp_path, p.config(), PassContext(family="clip"))
+    assert result.report["fused"].get("Attention") == 2  # the tiny CLIP has 2 layers per tower
+    fused = onnx.load(str(tmp_path / result.model_file))
+    attention = [n for n in fused.graph.node if n.op_type == "Attention"]
+    if tower == "text":  # the mask as ORT's kernels (and QAttention) take it: 2-D index + causal
+        assert all(len(n.input) == 4 and n.input[3] for n in attention)
+        assert all(any(a.name == "unidirectional" and a.i == 1 for a in n.attribute) for n in attention)
+    assert [i.name for i in fused.graph.input] == [i.name for i in onnx.load(str(model)).graph.input]
+    ref = ort.InferenceSession(str(model), providers=["CPUExecutionProvider"])
+    got = ort.InferenceSession(str(tmp_path / result.model_file), providers=["CPUExecutionProvider"])
+    if tower == "vision":
+        feeds = {"pixel_values": np.random.default_rng(0).standard_normal((3, 3, IMAGE, IMAGE)).astype(np.float32)}
+    else:
+        feeds = _padded_text_feeds(ref)
+    for a, b in zip(ref.run(None, feeds), got.run(None, feeds)):
+        np.testing.assert_allclose(b, a, atol=1e-4)
+
+
+@pytest.mark.parametrize("causal", [True, False])
+def test_only_a_causal_padding_mask_is_fused(causal):
+    """A mask becomes the fused Attention's (causal) mask only when probed to be "causal AND key
+    not padded"; a padding-only (bidirectional) mask is left as it was (its attention unfused)."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    from mmdeploy.passes.optimize import _additive_masks, prepare_for_fusion
+
+    def const(name, value, dtype=np.float32):
+        return helper.make_node("Constant", [], [name], value=onnx.numpy_helper.from_array(np.array(value, dtype)))
+
+    future = np.triu(np.ones((6, 6), bool), 1)[None, None] if causal else np.zeros((1, 1, 6, 6), bool)
+    nodes = [  # scores (B,1,S,S) + Where(key padded OR future key, -1e9, 0), a (B,1,S,S) additive mask
+        const("axes", [1, 2], np.int64), const("zero", 0, np.int64), const("neg", -1e9), const("nil", 0.0),
+        const("future", future, bool),
+        helper.make_node("Unsqueeze", ["attention_mask", "axes"], ["m4"]),
+        helper.make_node("Equal", ["m4", "zero"], ["pad"]),
+        helper.make_node("Or", ["pad", "future"], ["blocked"]),
+        helper.make_node("Where", ["blocked", "neg", "nil"], ["bias"]),
+        helper.make_node("MatMul", ["q", "k"], ["qk"]), const("scale", 0.5),
+        helper.make_node("Mul", ["qk", "scale"], ["scores"]),
+        helper.make_node("Add", ["scores", "bias"], ["masked"]),
+        helper.make_node("Softmax", ["masked"], ["probs"], axis=-1),
+    ]
+    graph = helper.make_graph(nodes, "g", [
+        helper.make_tensor_value_info("attention_mask", TensorProto.INT64, ["b", 6]),
+        helper.make_tensor_value_info("q", TensorProto.FLOAT, ["b", 1, 6, 4]),
+        helper.make_tensor_value_info("k", TensorProto.FLOAT, ["b", 1, 4, 6])],
+        [helper.make_tensor_value_info("probs", TensorProto.FLOAT, None)])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
+    assert _additive_masks(model) == {"bias"}
+    undo = prepare_for_fusion(model)
+    assert not [n for n in model.graph.node if n.op_type == "Constant"]  # became initializers
+    if causal:  # renamed while ORT's fusion runs; the returned map undoes it
+        assert undo == {"attention_mask": "bias", "mmdeploy::attention_mask_input": "attention_mask"}
+        assert _additive_masks(model) == {"attention_mask"}
+    else:
+        assert undo == {} and model.graph.input[0].name == "attention_mask"
+
+
 def test_fp16_pass(bundle, tmp_path):
     import onnx
 

@@ -57,6 +57,14 @@ def _fit_sequence(array: np.ndarray, length: int) -> np.ndarray:
     return np.concatenate([array, pad], axis=1)
 
 
+# onnxsim passes that would hide the transformer form ONNX Runtime's fusions match (the optimize
+# pass, mmdeploy.models.attention): MatMul+Add -> Reshape/Gemm/Reshape (batched) loses the bias Add
+# and the node names, a zero bias (random-init checkpoints) is dropped as a no-op Add, q/k/v merged.
+# Other runtimes fuse MatMul+Add themselves.
+KEEP_TRANSFORMER_FORM = ("fuse_matmul_add_bias_into_gemm", "fuse_matmul_add_bias_into_gemm_batched",
+                         "fuse_qkv", "eliminate_nop_with_unit")
+
+
 def simplify(path: Path) -> dict[str, Any]:
     """Run onnxsim in place; on failure keep the unsimplified graph and say why."""
     import onnx
@@ -66,7 +74,7 @@ def simplify(path: Path) -> dict[str, Any]:
     try:
         from onnxsim import simplify as onnxsim_simplify
 
-        simplified, ok = onnxsim_simplify(model, check_n=0)
+        simplified, ok = onnxsim_simplify(model, check_n=0, skipped_optimizers=list(KEEP_TRANSFORMER_FORM))
         if not ok:
             raise RuntimeError("onnxsim's check failed")
         if [i.name for i in simplified.graph.input] != [i.name for i in model.graph.input]:
