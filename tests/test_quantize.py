@@ -79,6 +79,24 @@ def test_ort_dynamic_on_fused_graph(bundle, tmp_path):
     assert _cosine_to_reference(out / "vision") > 0.99 and m.metadata["quantize"]["accuracy"]["ok"]
 
 
+def test_ort_dynamic_fuses_both_towers_of_a_converted_bundle(clip_bundle, tmp_path):
+    """A `convert` output (onnxsim'd): every attention of both towers becomes QAttention, the text
+    tower's keeping its causal padding mask (mask_index + unidirectional), within the budget."""
+    import onnx
+
+    out = tmp_path / "dyn"
+    m = quantize(clip_bundle, out, _opts(method="ort-dynamic"))
+    for tower in ("vision", "text"):
+        manifest = read_manifest(out / tower)
+        assert manifest.passes[-2].report["fused"].get("Attention") == 2
+        assert manifest.passes[-1].report["quantized_ops"].get("QAttention") == 2
+        assert _cosine_to_reference(out / tower) > 0.99
+    text = onnx.load(str(out / "text" / read_manifest(out / "text").metadata["model_file"]))
+    for node in (n for n in text.graph.node if n.op_type == "QAttention"):
+        assert node.input[5] and any(a.name == "unidirectional" and a.i == 1 for a in node.attribute)
+    assert m.metadata["quantize"]["accuracy"]["ok"]
+
+
 @pytest.mark.parametrize("calibrate_method", ["minmax", "entropy", "percentile"])
 def test_ort_static_qdq_with_image_calibration(bundle, images, tmp_path, calibrate_method):
     out = tmp_path / "qdq"
