@@ -165,6 +165,16 @@ def test_groups_by_block(bundle):
     assert sum(len(v) for v in groups.values()) >= 2 * 6 + 1  # q,k,v,out,fc1,fc2 per layer + projection
 
 
+def test_groups_of_a_converted_bundle(clip_bundle):
+    """After onnxsim the projections keep their module names (no Reshape/Gemm/Reshape rewrite), so
+    the accuracy guard's blocks are the model's: attention and MLP of every layer."""
+    groups = quantizable_groups(clip_bundle / "vision" / "model.onnx")
+    for layer in (0, 1):
+        assert any(k.endswith(f"layers.{layer}/self_attn") for k in groups)
+        assert len(next(v for k, v in groups.items() if k.endswith(f"layers.{layer}/mlp"))) == 2  # fc1, fc2
+    assert not any(k.endswith("pre_layrnorm") for k in groups)
+
+
 def test_quantize_pass_excludes_nodes(bundle, tmp_path):
     import onnx
 
