@@ -34,8 +34,8 @@ def bundle(tmp_path_factory) -> Path:
 
 
 def _timer(latencies: dict[str, float]):
-    """An injected timer: {candidate: ms} instead of measuring."""
-    return lambda runners, feeds, blocks: {name: latencies[name] for name in runners}
+    """An injected timer: {candidate: ms} instead of measuring (99 ms for those not named)."""
+    return lambda runners, feeds, blocks: {name: latencies.get(name, 99.0) for name in runners}
 
 
 class _Eval:
@@ -275,3 +275,12 @@ def test_ort_weights_reduced_to_7_bits_only_on_x86_without_vnni(bundle, tmp_path
     monkeypatch.setattr(autoselect, "cpu_features", lambda: cpu)
     m = quantize(bundle / "vision", tmp_path / "q", QuantizeOptions(method="ort-static", latency_runs=0, calib_limit=4))
     assert m.passes[-1].params["reduce_range"] is expected
+
+
+def test_nncf_fast_settings_reach_the_pass(bundle, tmp_path):
+    """--nncf-preset performance --no-smooth-quant (auto's nncf-fast candidates) reach NNCF."""
+    m = quantize(bundle / "vision", tmp_path / "q", QuantizeOptions(method="nncf", latency_runs=0, calib_limit=4,
+                                                                     nncf_preset="performance", smooth_quant=False))
+    report = m.passes[-1].report
+    assert report["preset"] == "performance" and report["smooth_quant"] is False and report["fake_quantize_nodes"] > 0
+    assert CANDIDATES["nncf-fast+bf16"].settings == (("nncf_preset", "performance"), ("smooth_quant", False))

@@ -45,6 +45,7 @@ class Candidate:
     cpu: str | None = None  # OpenVINO capability the CPU must report (BF16, FP16)
     optimize: bool = False  # ORT fusions first (ort-dynamic)
     note: str = ""
+    settings: tuple[tuple[str, Any], ...] = ()  # QuantizeOptions this route sets (e.g. the NNCF preset)
 
 
 CANDIDATES: dict[str, Candidate] = {c.name: c for c in (
@@ -56,6 +57,12 @@ CANDIDATES: dict[str, Candidate] = {c.name: c for c in (
               note="NNCF int8 (model_type=TRANSFORMER), float parts in f32"),
     Candidate("nncf+bf16", "nncf", "openvino", "int8", "bf16", needs=("openvino", "nncf"), cpu="BF16",
               note="NNCF int8, float parts in bf16 (AMX / AVX512-BF16)"),
+    Candidate("nncf-fast", "nncf", "openvino", "int8", "f32", needs=("openvino", "nncf"),
+              settings=(("nncf_preset", "performance"), ("smooth_quant", False)),
+              note="NNCF int8, symmetric activations, no SmoothQuant (fewer ops; the guard judges the accuracy)"),
+    Candidate("nncf-fast+bf16", "nncf", "openvino", "int8", "bf16", needs=("openvino", "nncf"), cpu="BF16",
+              settings=(("nncf_preset", "performance"), ("smooth_quant", False)),
+              note="NNCF int8 symmetric, no SmoothQuant, float parts in bf16"),
     Candidate("openvino-bf16", "openvino-float", "openvino", "bf16", "bf16", needs=("openvino",), cpu="BF16",
               note="fp32 IR run in bf16 (AMX / AVX512-BF16)"),
     Candidate("openvino-fp16", "openvino-float", "openvino", "fp16", "f16", needs=("openvino",), cpu="FP16",
@@ -68,9 +75,10 @@ CANDIDATES: dict[str, Candidate] = {c.name: c for c in (
 )}
 # candidates per kind of target (the backend of a --target profile; "cpu": this machine)
 KIND_CANDIDATES = {
-    "cpu": ("ort-static", "ort-dynamic", "nncf", "nncf+bf16", "openvino-bf16", "openvino-fp16"),
+    "cpu": ("ort-static", "ort-dynamic", "nncf", "nncf+bf16", "nncf-fast", "nncf-fast+bf16", "openvino-bf16",
+            "openvino-fp16"),
     "onnxruntime": ("ort-static", "ort-dynamic"),
-    "openvino": ("nncf", "nncf+bf16", "openvino-bf16", "openvino-fp16"),
+    "openvino": ("nncf", "nncf+bf16", "nncf-fast", "nncf-fast+bf16", "openvino-bf16", "openvino-fp16"),
     "tflite": ("tflite-int8",),
     "tensorrt": ("tensorrt-int8", "tensorrt-fp16"),
 }
