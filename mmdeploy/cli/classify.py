@@ -15,7 +15,7 @@ def register(app: typer.Typer) -> None:
     def classify_cmd(
         bundle: Path = typer.Argument(..., help="A zero-shot bundle (from `mmdeploy zeroshot`)."),
         images: List[Path] = typer.Argument(..., help="Image files (PNG, JPEG, ...)."),
-        top: int = typer.Option(1, "--top", help="Show the K most probable labels per image."),
+        top: int = typer.Option(1, "--top", help="The N most probable labels per image."),
         json_out: bool = typer.Option(False, "--json", help="Machine-readable output."),
     ):
         """Classify image files with a zero-shot bundle: label and probability per image."""
