@@ -23,12 +23,16 @@ def register(app: typer.Typer) -> None:
 
         with quiet(output, json_out) as say:
             m = bake_bundle(bundle, output, log=say or (lambda msg: None))
-        ref = next(r for r in m.artifacts if r.component == "vision")
+        vision = [r for r in m.artifacts if r.component == "vision"]
         parity = m.parity["preprocess_baked"]
         if json_out:
-            print_json({"output": str(output), "vision": {"path": ref.path, "format": ref.format,
-                                                          "precision": ref.precision},
+            print_json({"output": str(output), "vision": [{"path": r.path, "format": r.format, "precision": r.precision}
+                                                          for r in vision],
+                        "dropped": m.passes[-1].report["dropped"],
                         "preprocess": m.metadata["preprocess_baked"], "parity": parity})
             return
-        typer.echo(f"baked preprocessing into {ref.path} ({ref.format} {ref.precision}): uint8 HWC image in, "
-                   f"cosine {parity['min']:.5f} vs the image processor on {parity['images']} photos → {output}")
+        names = ", ".join(f"{r.path} ({r.format} {r.precision})" for r in vision)
+        dropped = m.passes[-1].report["dropped"]
+        typer.echo(f"baked preprocessing into {names}: uint8 HWC image in, cosine ≥ {parity['min']:.5f} vs the "
+                   f"image processor on {parity['images']} photos"
+                   f"{'; left out (not bakeable): ' + ', '.join(dropped) if dropped else ''} → {output}")

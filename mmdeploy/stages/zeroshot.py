@@ -130,12 +130,13 @@ def bake_vision(bundle: Path, vision_dir: Path, dest: Path, min_cosine: float = 
                                "run the image processor on the host instead")
     dest.mkdir(parents=True)
     model_file = vm.metadata.get("model_file", "model.onnx" if vm.format == "onnx" else "model.xml")
+    resize = "matmul"  # PIL-exact on every runtime (OpenVINO ignores Resize's antialias: passes.preprocess)
     if vm.format == "onnx":
-        bake_image_preprocess(vision_dir / model_file, dest / "model.onnx", config, vm.inputs[0].name)
+        bake_image_preprocess(vision_dir / model_file, dest / "model.onnx", config, vm.inputs[0].name, resize)
         model_file = "model.onnx"
     else:
         pre = dest.parent / f".{dest.name}-pre.onnx"
-        onnx.save(preprocess_graph(config, "pixel_values"), str(pre))
+        onnx.save(preprocess_graph(config, "pixel_values", resize=resize), str(pre))
         try:
             _bake_openvino(vision_dir / model_file, pre, dest / "model.xml")
         finally:
@@ -143,7 +144,8 @@ def bake_vision(bundle: Path, vision_dir: Path, dest: Path, min_cosine: float = 
         model_file = "model.xml"
     m = vm.model_copy(deep=True)
     m.inputs = [TensorSpec(name="image", dtype="uint8", shape=["height", "width", 3])]
-    m.metadata = {**m.metadata, "model_file": model_file, "preprocess_baked": config, "static_batch": 1}
+    m.metadata = {**m.metadata, "model_file": model_file, "preprocess_baked": {**config, "resize": resize},
+                  "static_batch": 1}
     if vm.format == "openvino":
         m.metadata["weights_file"] = "model.bin"
     m.parent = {"path": str(vision_dir.resolve()), "manifest_sha256": sha256_file(vision_dir / MANIFEST_NAME)}
@@ -157,32 +159,43 @@ def bake_vision(bundle: Path, vision_dir: Path, dest: Path, min_cosine: float = 
 
 def bake_bundle(bundle: str | Path, output: str | Path, min_cosine: float = MIN_COSINE,
                 log: Callable[[str], None] = print) -> Manifest:
-    """A copy of ``bundle`` whose vision takes the uint8 HWC ``image`` (`mmdeploy bake`); the other
-    components and preprocess/ copied unchanged.  Other vision artifacts (compiled for TFLite,
-    TensorRT...) take pixel_values and are left out."""
+    """A copy of ``bundle`` whose ONNX / OpenVINO vision artifacts take the uint8 HWC ``image``
+    (`mmdeploy bake`); the other components and preprocess/ copied unchanged.  Vision artifacts
+    in other formats (TFLite, TensorRT) would still take pixel_values: they are left out (listed
+    in the bake record)."""
     bundle, output = Path(bundle), Path(output)
     m = _model_manifest(bundle)
     _check_source(bundle, m, output)
-    ref = _ref(bundle, m)
-    vision_paths = {r.path.split("/")[0] for r in m.artifacts if r.component == "vision"}
-    dropped = [r.path for r in m.artifacts if r.component == "vision" and r is not ref]
+    _ref(bundle, m)  # at least one bakeable vision
+    vision = [r for r in m.artifacts if r.component == "vision"]
+    baked = [r for r in vision if r.format in ("onnx", "openvino")]
+    dropped = [r.path for r in vision if r not in baked]
     with atomic_output(output) as tmp:
         log(f"copy {bundle.name} (all but vision)")
         for item in bundle.iterdir():
-            if item.name in vision_paths | {MANIFEST_NAME, LOG_DIR} or item.name.startswith("."):
+            if item.name in {r.path for r in vision} | {MANIFEST_NAME, LOG_DIR} or item.name.startswith("."):
                 continue
             (shutil.copytree if item.is_dir() else shutil.copy2)(item, tmp / item.name)
-        log(f"bake preprocessing into {ref.path} ({ref.format} {ref.precision}) and verify it")
-        vision = bake_vision(bundle, bundle / ref.path, tmp / ref.path, min_cosine)
+        for r in vision:  # nested paths (dir/vision) came along with their folder
+            shutil.rmtree(tmp / r.path, ignore_errors=True)
+        refs, records = {}, {}
+        for r in baked:
+            log(f"bake preprocessing into {r.path} ({r.format} {r.precision}) and verify it")
+            cm = bake_vision(bundle, bundle / r.path, tmp / r.path, min_cosine)
+            refs[r.path] = ArtifactRef(path=r.path, component="vision", format=cm.format, precision=cm.precision,
+                                       target=r.target)
+            records[r.path] = cm.parity["preprocess_baked"]
         out = m.model_copy(deep=True)
-        out.artifacts = [ArtifactRef(path=ref.path, component="vision", format=vision.format,
-                                     precision=vision.precision, target=ref.target) if r is ref else r
-                         for r in m.artifacts if r.component != "vision" or r is ref]
+        out.artifacts = [refs.get(r.path, r) for r in m.artifacts if r.component != "vision" or r.path in refs]
         out.parent = {"path": str(bundle.resolve()), "manifest_sha256": sha256_file(bundle / MANIFEST_NAME)}
-        out.metadata = {**out.metadata, "preprocess_baked": vision.metadata["preprocess_baked"]}
-        out.parity = {**out.parity, "preprocess_baked": vision.parity["preprocess_baked"]}
+        out.metadata = {**out.metadata, "preprocess_baked": cm.metadata["preprocess_baked"]}
+        first = next(iter(records.values()))
+        out.parity = {**out.parity, "preprocess_baked": {
+            **{k: first[k] for k in ("metric", "reference", "images", "source", "threshold")},
+            "min": min(v["min"] for v in records.values()), "passed": True,
+            "artifacts": {path: v["min"] for path, v in records.items()}}}
         out.passes = list(out.passes) + [PassRecord(name="bake_preprocess", params={"component": "vision"},
-                                                    report={"dropped": dropped})]
+                                                    report={"baked": list(refs), "dropped": dropped})]
         out.tools = {**out.tools, **tool_versions("onnx", "onnxruntime", "openvino")}
         return write_manifest(tmp, out)
 
