@@ -96,7 +96,8 @@ def test_classify_matches_the_library_on_the_decoded_array(cli, zs, photos):
     assert len({tuple(round(t["probability"], 4) for t in r["top"]) for r in data["results"]}) == 2  # not a constant
     plain = cli("classify", zs, photos[0])
     assert plain.returncode == 0
-    assert plain.stdout.strip() == f"{photos[0]}: {data['results'][0]['label']} {data['results'][0]['top'][0]['probability']:.3f}"
+    first = data["results"][0]
+    assert plain.stdout.strip() == f"{photos[0]}: {first['label']} {first['top'][0]['probability']:.3f}"
 
 
 @pytest.mark.parametrize("case,fragments", [
@@ -282,3 +283,10 @@ def test_bake_leaves_out_vision_it_cannot_bake(cli, bundle, tmp_path):
     assert "left out (not bakeable): vision-tflite" in result.stdout
     assert not (tmp_path / "baked" / "vision-tflite").exists()
     assert [r.path for r in read_manifest(tmp_path / "baked").artifacts] == ["vision", "text"]
+
+
+def test_processor_that_cannot_be_baked_is_one_line(cli, siglip_bundle, tmp_path):
+    """SigLIP resizes to a square (no shortest edge + crop): refused before anything is written."""
+    _one_line_error(cli("bake", siglip_bundle, "-o", tmp_path / "baked"), "can be baked")
+    _one_line_error(cli("zeroshot", siglip_bundle, "--labels", "cat,dog", "-o", tmp_path / "zs"), "can be baked")
+    assert list(tmp_path.iterdir()) == []

@@ -16,7 +16,8 @@ def register(app: typer.Typer) -> None:
         bundle: Path = typer.Argument(..., help="A model bundle from `mmdeploy convert` or `quantize` "
                                       "(vision + text, preprocess/)."),
         output: Path = typer.Option(..., "--output", "-o", help="Directory for the zero-shot bundle."),
-        labels: Optional[str] = typer.Option(None, "--labels", help='Comma-separated class labels, e.g. "cat,dog,car".'),
+        labels: Optional[str] = typer.Option(None, "--labels",
+                                             help='Comma-separated class labels, e.g. "cat,dog,car".'),
         labels_file: Optional[Path] = typer.Option(None, "--labels-file", help="A UTF-8 file, one label per line."),
         template: str = typer.Option("a photo of a {}.", "--template", help="Prompt template; {} is the label."),
         json_out: bool = typer.Option(False, "--json", help="Machine-readable output."),

@@ -121,7 +121,7 @@ def bake_vision(bundle: Path, vision_dir: Path, dest: Path, min_cosine: float = 
     (:func:`_verify_baked`) and write its manifest (parity = the cosine record)."""
     import onnx
 
-    from mmdeploy.passes.preprocess import bake_image_preprocess, preprocess_graph, read_image_config
+    from mmdeploy.passes.preprocess import OPSET, bake_image_preprocess, preprocess_graph, read_image_config
 
     config = read_image_config(bundle / "preprocess")
     vm = read_manifest(vision_dir)
@@ -148,6 +148,9 @@ def bake_vision(bundle: Path, vision_dir: Path, dest: Path, min_cosine: float = 
                   "static_batch": 1}
     if vm.format == "openvino":
         m.metadata["weights_file"] = "model.bin"
+    elif "opset" in m.metadata:  # the merge lifts the graph to Resize's opset at least
+        m.metadata["opset"] = max(int(m.metadata["opset"]), OPSET)
+    m.metadata.pop("dynamic_axes", None)  # pixel_values' axes; the image's are in inputs
     m.parent = {"path": str(vision_dir.resolve()), "manifest_sha256": sha256_file(vision_dir / MANIFEST_NAME)}
     m.tools = {**m.tools, **tool_versions("onnx", "onnxruntime", "openvino")}
     m.parity = {}
