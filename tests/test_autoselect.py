@@ -75,7 +75,7 @@ def test_picks_fastest_within_budget_and_records_every_candidate(monkeypatch):
     latencies = {"ort-static": 20.0, "ort-dynamic": 30.0, "nncf": 16.0, "nncf+bf16": 12.0,
                  "openvino-bf16": 9.0, "openvino-fp16": 25.0}
     chosen, record = _select(monkeypatch, values, latencies)
-    assert chosen.candidate.name == "nncf+bf16"
+    assert chosen.name == "nncf+bf16"
     rows = {r["name"]: r for r in record["candidates"]}
     assert set(rows) == set(autoselect.KIND_CANDIDATES["cpu"])
     assert rows["openvino-bf16"]["holds_budget"] is False and rows["openvino-bf16"]["latency_ms"] == 9.0
@@ -88,7 +88,7 @@ def test_other_cpu_other_choice_and_unavailable_routes_skipped_with_a_note(monke
     values = {n: 0.999 for n in CANDIDATES}
     latencies = {"ort-static": 14.0, "ort-dynamic": 15.0, "nncf": 60.0}
     chosen, record = _select(monkeypatch, values, latencies, cpu=CPU_AVX2)
-    assert chosen.candidate.name == "ort-static"
+    assert chosen.name == "ort-static"
     rows = {r["name"]: r for r in record["candidates"]}
     assert "no bf16 (AMX or AVX512-BF16)" in rows["nncf+bf16"]["skipped"]
     assert "no fp16" in rows["openvino-fp16"]["skipped"] and "latency_ms" not in rows["openvino-fp16"]
@@ -121,8 +121,76 @@ def test_sensitive_blocks_kept_float_only_when_no_route_holds_fully_quantized(mo
                  "openvino-bf16": 9.0, "openvino-fp16": 25.0}
     values["openvino-bf16"] = 0.95  # not int8: no blocks to keep in float, stays over budget
     chosen, record = _select(monkeypatch, values, latencies, aware_gain=0.01)
-    assert chosen.candidate.name == "nncf+bf16"
+    assert chosen.name == "nncf+bf16"
     assert {r["name"]: r["holds_budget"] for r in record["candidates"]}["openvino-bf16"] is False
+
+
+def _two_tower_select(monkeypatch, cosines: dict[str, dict[str, float]], latencies: dict[str, dict[str, float]],
+                      evaluator=None, mix_ok=True):
+    """Two components; each candidate's cosine and latency per component."""
+    monkeypatch.setattr(autoselect, "cpu_features", lambda: CPU_AMX)
+    comps = [SimpleNamespace(name=n, calib=SimpleNamespace(feeds=[{"x": np.zeros(1)}]), result=None, out_dir=None,
+                             excluded=[], passes=[], base_model=None) for n in ("vision", "text")]
+
+    def build(cand, log, aware):
+        cos = cosines.get(cand.name, {"vision": 0.999, "text": 0.999})
+        state = {n: {"result": f"{cand.name}/{n}", "out_dir": Path(f"/{cand.name}/{n}"), "excluded": [],
+                     "passes": [], "base_model": None} for n in cos}
+        ok = min(cos.values()) >= 0.99
+        return Outcome(cand, state=state, score={"cosine": dict(cos), "value": min(cos.values()), "ok": ok}, ok=ok)
+
+    def timer(runners, feeds, blocks):
+        return {name: latencies.get(name, {}).get(comp, 50.0) for name, comp in runners.items()}
+
+    ev = evaluator or _Eval()
+    if ev.metric == "task":
+        ev.score = lambda runners: {"value": 50.0, "drop": 0.0 if mix_ok else 5.0, "ok": mix_ok}
+    chosen, record = autoselect.select(comps, ev, QuantizeOptions(), lambda m: None, build=build,
+                                       runner_for=lambda comp, state, cand: comp.name, timer=timer)
+    return chosen, record, comps
+
+
+def test_each_component_gets_the_fastest_candidate_that_holds_the_budget_for_it(monkeypatch):
+    """NNCF holds on the image tower and is fastest there, but loses too much on the text tower:
+    the image tower takes NNCF, the text tower the fastest route that holds for it."""
+    cosines = {"nncf+bf16": {"vision": 0.998, "text": 0.9875}, "nncf": {"vision": 0.998, "text": 0.9875}}
+    latencies = {"nncf+bf16": {"vision": 13.0, "text": 4.0}, "nncf": {"vision": 15.0, "text": 5.0},
+                 "ort-static": {"vision": 22.0, "text": 7.0}, "ort-dynamic": {"vision": 30.0, "text": 9.0},
+                 "openvino-bf16": {"vision": 19.0, "text": 8.0}, "openvino-fp16": {"vision": 40.0, "text": 12.0}}
+    chosen, record, comps = _two_tower_select(monkeypatch, cosines, latencies)
+    assert record["chosen_by_component"] == {"vision": "nncf+bf16", "text": "ort-static"}
+    assert chosen.name == "nncf+bf16 (vision) + ort-static (text)" and chosen.precision == "int8"
+    assert chosen.latency_ms == 13.0 + 7.0 and record["latency_ms"] == 20.0
+    assert chosen.score["value"] == pytest.approx(0.998) and chosen.score["ok"]
+    assert [c.out_dir for c in comps] == [Path("/nncf+bf16/vision"), Path("/ort-static/text")]
+    rows = {r["name"]: r for r in record["candidates"]}
+    assert rows["nncf+bf16"]["holds_budget"] is False  # as a whole; it still serves the image tower
+    assert rows["nncf+bf16"]["latency_ms_by_component"] == {"vision": 13.0, "text": 4.0}
+    assert "vision: nncf+bf16" in record["reason"] and "text: ort-static" in record["reason"]
+    assert "1.69× faster than ort-static" in record["reason"]  # vision: 22 / 13
+
+
+def test_one_candidate_for_all_components_when_it_is_fastest_everywhere(monkeypatch):
+    latencies = {"nncf+bf16": {"vision": 13.0, "text": 4.0}}
+    chosen, record, _ = _two_tower_select(monkeypatch, {}, latencies)
+    assert chosen.single is not None and chosen.name == "nncf+bf16" and record["chosen"] == "nncf+bf16"
+
+
+def test_task_metric_mix_is_scored_as_a_whole_and_dropped_when_over_budget(monkeypatch):
+    """Under a task metric components are scored together: a per-component mix is kept only when
+    its own score holds; else the fastest whole candidate."""
+
+    class _Task:
+        metric, budget, task_name, baseline = "task", 1.0, "zero-shot top-1", 50.0
+
+        def describe(self):
+            return "zero-shot top-1 drop <= 1 pp"
+
+    latencies = {"nncf+bf16": {"vision": 13.0, "text": 9.0}, "ort-static": {"vision": 22.0, "text": 5.0}}
+    chosen, record, _ = _two_tower_select(monkeypatch, {}, latencies, evaluator=_Task(), mix_ok=True)
+    assert record["chosen_by_component"] == {"vision": "nncf+bf16", "text": "ort-static"}
+    chosen, record, _ = _two_tower_select(monkeypatch, {}, latencies, evaluator=_Task(), mix_ok=False)
+    assert chosen.single is not None and record["chosen"] == "nncf+bf16"  # 22 ms in all, against ort-static's 27
 
 
 def test_remote_target_without_agent_uses_profile_preference(monkeypatch, tmp_path):
@@ -131,7 +199,7 @@ def test_remote_target_without_agent_uses_profile_preference(monkeypatch, tmp_pa
     monkeypatch.setenv("MMDEPLOY_TARGETS_PATH", str(tmp_path))
     values = {n: 0.999 for n in CANDIDATES}
     chosen, record = _select(monkeypatch, values, {}, target="orin")
-    assert chosen.candidate.name == "tensorrt-fp16"
+    assert chosen.name == "tensorrt-fp16"
     assert "profile preference" in record["how"] and "not measured" in record["how"]
     assert all("latency_ms" not in r for r in record["candidates"])
 
@@ -142,7 +210,7 @@ def test_remote_target_measured_through_the_agent_hook(monkeypatch, tmp_path):
     monkeypatch.setattr(autoselect, "measure_on_target",
                         lambda profile, builds, feeds: {"tensorrt-int8": 3.0, "tensorrt-fp16": 4.0})
     chosen, record = _select(monkeypatch, {n: 0.999 for n in CANDIDATES}, {}, target="orin")
-    assert chosen.candidate.name == "tensorrt-int8" and "through the device agent" in record["how"]
+    assert chosen.name == "tensorrt-int8" and "through the device agent" in record["how"]
 
 
 def test_real_auto_records_candidates_and_openvino_choice_runs_everywhere(bundle, tmp_path, monkeypatch):
@@ -199,3 +267,11 @@ def test_timing_race_stops_runners_that_cannot_win():
     assert runners["fast"].calls == 2 + 5 * 3
     assert runners["slow"].calls == 2 + autoselect.RACE_BLOCKS * 3
     assert result["slow"] > result["fast"]
+
+
+@pytest.mark.parametrize("cpu, expected", [(CPU_AVX2, True), (CPU_AMX, False)])
+def test_ort_weights_reduced_to_7_bits_only_on_x86_without_vnni(bundle, tmp_path, monkeypatch, cpu, expected):
+    """Quantization settings per CPU kind: ORT's u8s8 path without VNNI can saturate."""
+    monkeypatch.setattr(autoselect, "cpu_features", lambda: cpu)
+    m = quantize(bundle / "vision", tmp_path / "q", QuantizeOptions(method="ort-static", latency_runs=0, calib_limit=4))
+    assert m.passes[-1].params["reduce_range"] is expected

@@ -194,7 +194,11 @@ def test_cli(bundle, tmp_path):
     proc = _cli("quantize", bundle, "--int8", "--output", out, "--json", "--latency-runs", "1")
     assert proc.returncode == 0, proc.stderr
     data = json.loads(proc.stdout)
-    assert data["precision"] == "int8" and data["summary"]["accuracy"]["ok"]
+    assert data["summary"]["accuracy"]["ok"]
+    # --int8 is method auto: per component the fastest route that holds the budget (on a tiny
+    # model a reduced-precision float route may win: the label says so)
+    assert set(data["summary"]["auto"]["chosen_by_component"]) == {"vision", "text"}
+    assert set(data["precision"].split("+")) <= {"int8", "bf16", "fp16"}
     proc = _cli("quantize", bundle, "--int8", "--output", tmp_path / "bad", "--calib", tmp_path / "missing")
     assert proc.returncode == 2
     assert proc.stderr.strip().startswith("error:") and "Traceback" not in proc.stderr
@@ -264,6 +268,11 @@ def test_demo_int8_zero_shot_within_budget(demo_bundle, tmp_path, method):
     assert acc["fp32"] >= 80.0
     assert acc["drop"] <= 0.5 and acc["ok"]
     rows = m.metadata["quantize"]["components"]
-    assert all(r["size_quantized"] < r["size_fp32"] for r in rows)
+    # auto may keep a component in float on a reduced-precision runtime (openvino-bf16) when
+    # that measured fastest: only int8 components must be smaller
+    from mmdeploy.stages.autoselect import CANDIDATES
+
+    int8 = [r for r in rows if "method" not in r or CANDIDATES[r["method"]].precision == "int8"]
+    assert all(r["size_quantized"] < r["size_fp32"] for r in int8)
     if method == "tflite":  # built from the checkpoint named in the bundle (demo:tiny-clip)
         assert {a.format for a in m.artifacts} == {"tflite"}

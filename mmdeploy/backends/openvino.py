@@ -23,34 +23,75 @@ def _numpy_dtype(element_type) -> np.dtype:
 class OpenVINORunner:
     """Runs an IR on the CPU device.  fp32 inference precision unless told otherwise (a CPU with
     bf16 support would otherwise pick bf16 and drift from the reference); an artifact that
-    ``quantize --method auto`` chose at bf16/f16 records its ``inference_precision``."""
+    ``quantize --method auto`` chose at bf16/f16 records its ``inference_precision``.
+
+    Shape-specialized: a model with dynamic dimensions is compiled for the static shapes of the
+    feeds it is given (the CPU plugin then fuses more and skips per-call shape inference:
+    CLIP B/32 NNCF int8, batch 1, 2 threads on a Xeon with AMX: 13.0 ms against 17.2 ms
+    dynamic), up to :attr:`MAX_SHAPES` shapes; any further shape runs on one dynamic
+    compilation.  Threads are pinned and denormals flushed (``ENABLE_CPU_PINNING``,
+    ``CPU_DENORMALS_OPTIMIZATION``); ``static_shapes=False`` compiles the model as it is."""
+
+    MAX_SHAPES = 3
 
     def __init__(self, xml_path: str | Path, threads: int | None = None, name: str = "openvino",
                  device: str = "CPU", inference_precision: str = "f32",
-                 input_names: list[str] | None = None, output_names: list[str] | None = None):
+                 input_names: list[str] | None = None, output_names: list[str] | None = None,
+                 static_shapes: bool = True, config: dict[str, Any] | None = None):
         import openvino as ov
 
         self.name = name
-        config: dict[str, Any] = {"INFERENCE_PRECISION_HINT": inference_precision,
-                                  "PERFORMANCE_HINT": "LATENCY"}
+        self.path, self.device = str(xml_path), device
+        self.config: dict[str, Any] = {"INFERENCE_PRECISION_HINT": inference_precision,
+                                       "PERFORMANCE_HINT": "LATENCY", "ENABLE_CPU_PINNING": True,
+                                       "CPU_DENORMALS_OPTIMIZATION": True}
         if threads:
-            config["INFERENCE_NUM_THREADS"] = int(threads)
-        core = ov.Core()
-        self.compiled = core.compile_model(core.read_model(str(xml_path)), device, config)
-        self.request = self.compiled.create_infer_request()
+            self.config["INFERENCE_NUM_THREADS"] = int(threads)
+        self.config.update(config or {})  # e.g. {"PERF_COUNT": True}: per-node times in request.profiling_info
+        self.core = ov.Core()
+        model = self.core.read_model(self.path)
         # a port may carry several tensor names (OpenVINO merges e.g. an input with a Cast's
         # output): pick the ONNX name the manifest knows
-        self._in_ports = {_port_name(p, input_names): p for p in self.compiled.inputs}
-        self._out_ports = {_port_name(p, output_names): p for p in self.compiled.outputs}
-        self._dtypes = {n: _numpy_dtype(p.get_element_type()) for n, p in self._in_ports.items()}
-        self.input_names = list(self._in_ports)
-        self.output_names = list(self._out_ports)
+        in_names = [_port_name(p, input_names) for p in model.inputs]
+        self._out_names = [_port_name(p, output_names) for p in model.outputs]
+        self._dtypes = {n: _numpy_dtype(p.get_element_type()) for n, p in zip(in_names, model.inputs)}
+        self.input_names, self.output_names = in_names, list(self._out_names)
+        self._static: dict[tuple, Any] = {}  # feed shapes -> infer request of a compilation for them
+        self._dynamic = None
+        self.request = None  # the infer request of the last run
+        self._specialize = static_shapes and any(p.get_partial_shape().is_dynamic for p in model.inputs)
+        if not self._specialize:
+            self._dynamic = self._compile(model)
+
+    def _compile(self, model):
+        return self.core.compile_model(model, self.device, self.config).create_infer_request()
+
+    def _request(self, inputs: dict[str, np.ndarray]):
+        if not self._specialize:
+            if self._dynamic is None:
+                self._dynamic = self._compile(self.core.read_model(self.path))
+            return self._dynamic
+        key = tuple((n, inputs[n].shape) for n in self.input_names if n in inputs)
+        request = self._static.get(key)
+        if request is None and len(self._static) < self.MAX_SHAPES and len(key) == len(self.input_names):
+            model = self.core.read_model(self.path)  # re-read (mmap): the runner keeps no ov.Model
+            try:
+                model.reshape({i: list(inputs[n].shape) for i, n in enumerate(self.input_names)})
+            except RuntimeError:  # a graph that cannot take these static shapes: the dynamic one serves
+                self._specialize = False
+                return self._request(inputs)
+            request = self._static[key] = self._compile(model)
+        if request is None:
+            if self._dynamic is None:
+                self._dynamic = self._compile(self.core.read_model(self.path))
+            request = self._dynamic
+        return request
 
     def run(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        inputs = {self._in_ports[k]: np.ascontiguousarray(v, dtype=self._dtypes[k])
-                  for k, v in feeds.items() if k in self._in_ports}
-        result = self.request.infer(inputs)
-        return {name: np.array(result[port]) for name, port in self._out_ports.items()}
+        inputs = {k: np.ascontiguousarray(v, dtype=self._dtypes[k]) for k, v in feeds.items() if k in self._dtypes}
+        request = self.request = self._request(inputs)
+        result = request.infer({i: inputs[n] for i, n in enumerate(self.input_names) if n in inputs})
+        return {name: np.array(value) for name, value in zip(self._out_names, result.values())}
 
 
 def _port_name(port, known: list[str] | None) -> str:

@@ -19,6 +19,7 @@ accuracy guard and writing): it only decides.
 
 from __future__ import annotations
 
+import functools
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -85,8 +86,19 @@ DEFAULT_PREFERENCE = {
 # --------------------------------------------------------------------------- the hardware
 
 
+@functools.lru_cache(maxsize=1)
+def _cpu_features() -> dict[str, Any]:
+    return _read_cpu_features()
+
+
 def cpu_features() -> dict[str, Any]:
-    """The CPU's model name and the features that decide the int8 route."""
+    """The CPU's model name and the features that decide the int8 route (read once)."""
+    import copy
+
+    return copy.deepcopy(_cpu_features())
+
+
+def _read_cpu_features() -> dict[str, Any]:
     flags: set[str] = set()
     model = "unknown"
     try:
@@ -196,7 +208,8 @@ class Outcome:
     float_blocks: list = field(default_factory=list)
     score: dict | None = None
     ok: bool = False
-    latency_ms: float | None = None
+    latency_ms: float | None = None  # summed over the components
+    latency_by_component: dict[str, float] = field(default_factory=dict)
     skipped: str | None = None
     error: str | None = None
 
@@ -217,7 +230,64 @@ class Outcome:
         row["float_blocks"] = len(self.float_blocks)
         if self.latency_ms is not None:
             row["latency_ms"] = round(self.latency_ms, 3)
+        if len(self.latency_by_component) > 1:
+            row["latency_ms_by_component"] = {k: round(v, 3) for k, v in self.latency_by_component.items()}
         return row
+
+    def holds_for(self, component: str, budget: float | None) -> bool:
+        """This candidate's own accuracy on one component: its embedding cosine against the budget
+        (the cosine guard scores each component alone), else the whole candidate's verdict."""
+        cosines = (self.score or {}).get("cosine")
+        if budget is not None and isinstance(cosines, dict) and component in cosines:
+            return cosines[component] >= budget
+        return self.ok
+
+
+@dataclass
+class Choice:
+    """What ``auto`` chose: one candidate per component (the same one, or the fastest that holds
+    the budget for each component: e.g. NNCF int8 for an image tower, ORT QDQ for a text tower
+    whose NNCF graph loses too much)."""
+
+    by_component: dict[str, Outcome]
+    score: dict
+
+    @property
+    def single(self) -> Outcome | None:
+        outcomes = {id(o): o for o in self.by_component.values()}
+        return next(iter(outcomes.values())) if len(outcomes) == 1 else None
+
+    @property
+    def name(self) -> str:
+        if self.single:
+            return self.single.candidate.name
+        return " + ".join(f"{o.candidate.name} ({comp})" for comp, o in self.by_component.items())
+
+    @property
+    def precision(self) -> str:
+        labels = sorted({o.candidate.precision for o in self.by_component.values()})
+        return "+".join(labels)
+
+    @property
+    def latency_ms(self) -> float | None:
+        parts = [o.latency_by_component.get(c) for c, o in self.by_component.items()]
+        if any(v is None for v in parts):
+            return self.single.latency_ms if self.single else None
+        return float(sum(parts))
+
+    @property
+    def float_blocks(self) -> list:
+        if self.single:
+            return list(self.single.float_blocks)
+        return [b for comp, o in self.by_component.items() for b in o.float_blocks if b.get("component") == comp]
+
+    @property
+    def steps(self) -> list:
+        if self.single:
+            return list(self.single.steps)
+        from mmdeploy.passes.accuracy import brief
+
+        return [{"float_block": None, "component": None, "candidate": self.name, **brief(self.score)}]
 
 
 def target_kind(options) -> tuple[str, Any]:
@@ -231,9 +301,9 @@ def target_kind(options) -> tuple[str, Any]:
 
 
 def select(comps, evaluator, options, log, build: Callable, runner_for: Callable,
-           timer: Callable | None = None) -> tuple[Outcome, dict[str, Any]]:
-    """Build and score every candidate; return the chosen Outcome (its state restored into
-    ``comps``) and the record for the manifest.
+           timer: Callable | None = None) -> tuple[Choice, dict[str, Any]]:
+    """Build and score every candidate; return the Choice (its state restored into ``comps``)
+    and the record for the manifest.
 
     ``build(candidate, log, aware) -> Outcome`` quantizes all components (fully; with ``aware``
     through the stage's accuracy loop, keeping sensitive blocks in float);
@@ -242,7 +312,6 @@ def select(comps, evaluator, options, log, build: Callable, runner_for: Callable
     kind, profile = target_kind(options)
     cpu = cpu_features()
     names = KIND_CANDIDATES[kind]
-    measured_remote = None
     remote = profile is not None and profile.remote
     if remote:
         preference = list(getattr(profile, "quantize_preference", None) or DEFAULT_PREFERENCE[kind])
@@ -259,20 +328,18 @@ def select(comps, evaluator, options, log, build: Callable, runner_for: Callable
             continue
         log(f"auto: candidate {name} ({cand.note})")
         outcomes.append(build(cand, log, False))
-    built = [o for o in outcomes if o.skipped is None and o.error is None and o.state]
-    holding = [o for o in built if o.ok]
-    if not holding and getattr(options, "accuracy_aware", True):
+    built = _built(outcomes)
+    if not _coverable(built, comps, evaluator) and getattr(options, "accuracy_aware", True):
         # nobody holds the budget fully quantized: now keep sensitive blocks in float (costly:
         # one probe per block), int8 routes only
         for i, o in enumerate(outcomes):
             if o in built and o.candidate.precision == "int8":
                 log(f"auto: {o.candidate.name} over budget: keeping sensitive blocks in float")
                 outcomes[i] = build(o.candidate, log, True)
-        built = [o for o in outcomes if o.skipped is None and o.error is None and o.state]
-        holding = [o for o in built if o.ok]
+        built = _built(outcomes)
     record: dict[str, Any] = {"target": options.target or "this machine", "cpu": cpu,
                               "budget": evaluator.describe()}
-    if not holding:
+    if not _coverable(built, comps, evaluator):
         parts = [f"{o.candidate.name} {_reached(o, evaluator)}" for o in built]
         parts += [f"{o.candidate.name} failed ({o.error})" for o in outcomes if o.error]
         raise NoCandidateError(
@@ -281,42 +348,105 @@ def select(comps, evaluator, options, log, build: Callable, runner_for: Callable
             _remedy(built, evaluator))
 
     if remote:
-        builds = {o.candidate.name: {n: s["out_dir"] for n, s in o.state.items()} for o in holding}
-        measured_remote = measure_on_target(profile, builds, {c.name: c.calib.feeds[0] for c in comps})
-    if measured_remote:
-        for o in holding:
-            o.latency_ms = measured_remote.get(o.candidate.name)
-        how = f"measured on {profile.name} through the device agent"
-        timed = [o for o in holding if o.latency_ms is not None]
-        chosen = min(timed, key=lambda o: o.latency_ms) if timed else holding[0]
-    elif remote:
-        how = (f"profile preference of {profile.name} ({', '.join(names)}): not measured, the device "
-               "agent was not reachable")
-        chosen = holding[0]
+        builds = {o.candidate.name: {n: s["out_dir"] for n, s in o.state.items()} for o in built}
+        measured = measure_on_target(profile, builds, {c.name: c.calib.feeds[0] for c in comps})
+        if measured:
+            for o in built:
+                o.latency_ms = measured.get(o.candidate.name)
+            how = f"measured on {profile.name} through the device agent"
+        else:
+            how = (f"profile preference of {profile.name} ({', '.join(names)}): not measured, the device "
+                   "agent was not reachable")
+        # per component: the fastest measured, else the first in the profile's order, that holds
+        order = {id(o): i for i, o in enumerate(built)}
+
+        def rank(o: Outcome):
+            timed = bool(measured) and o.latency_ms is not None
+            return (not timed, o.latency_ms if timed else 0.0, order[id(o)])
+
+        choice = Choice({c.name: min(_eligible(built, c.name, evaluator), key=rank) for c in comps}, {})
+        choice.score = choice.single.score if choice.single else _mix_cosine(choice)
     else:
         # every built candidate is timed (those over budget too: the record shows what they cost)
         _time(built, comps, runner_for, timer or time_interleaved, getattr(options, "auto_blocks", 5))
-        chosen = min(holding, key=lambda o: o.latency_ms)
+        choice = _fastest(built, comps, evaluator, runner_for, log)
         how = ("measured here: every candidate timed side by side in one process (interleaved blocks, "
                "batch of the calibration feeds, ONNX Runtime spinning off; a candidate whose fastest run is "
-               f"over {RACE_RATIO:g}x the leader's median stops after {RACE_BLOCKS} blocks); sum over components")
+               f"over {RACE_RATIO:g}x the leader's median stops after {RACE_BLOCKS} blocks); per component, "
+               "the fastest candidate that holds the budget")
     for comp in comps:
+        state = choice.by_component[comp.name].state[comp.name]
         for attr in ("result", "out_dir", "excluded", "passes", "base_model"):
-            setattr(comp, attr, chosen.state[comp.name][attr])
-    record.update(chosen=chosen.candidate.name, how=how,
+            setattr(comp, attr, state[attr])
+    record.update(chosen=choice.name, how=how,
+                  chosen_by_component={c: o.candidate.name for c, o in choice.by_component.items()},
                   candidates=[o.record() for o in outcomes],
-                  reason=_reason(chosen, holding, cpu))
-    log(f"auto: chose {chosen.candidate.name} ({how.split(':')[0]})")
-    return chosen, record
+                  reason=_reason(choice, built, cpu, comps, evaluator))
+    if choice.latency_ms is not None:
+        record["latency_ms"] = round(choice.latency_ms, 3)
+    log(f"auto: chose {choice.name} ({how.split(':')[0]})")
+    return choice, record
+
+
+def _built(outcomes: list[Outcome]) -> list[Outcome]:
+    return [o for o in outcomes if o.skipped is None and o.error is None and o.state]
+
+
+def _eligible(built: list[Outcome], component: str, evaluator) -> list[Outcome]:
+    """Candidates that hold the budget for one component: by its own cosine under the cosine
+    guard; under a task metric (which scores the components together) whole candidates only."""
+    budget = evaluator.budget if evaluator.metric != "task" else None
+    return [o for o in built if o.holds_for(component, budget)]
+
+
+def _coverable(built: list[Outcome], comps, evaluator) -> bool:
+    return all(_eligible(built, c.name, evaluator) for c in comps)
+
+
+def _mix_cosine(choice: Choice) -> dict:
+    cosines = {c: o.score["cosine"][c] for c, o in choice.by_component.items()}
+    return {"cosine": cosines, "value": min(cosines.values()), "ok": True}
+
+
+def _fastest(built: list[Outcome], comps, evaluator, runner_for, log) -> Choice:
+    """Per component, the fastest candidate that holds the budget for it.  Under the cosine guard
+    the mix's score is exact (each component is scored alone); under a task metric the mix is
+    scored as a whole and kept only if it holds, else the fastest whole candidate."""
+    by_comp = {}
+    for comp in comps:
+        eligible = _eligible(built, comp.name, evaluator)
+        by_comp[comp.name] = min(eligible, key=lambda o: _comp_latency(o, comp.name))
+    mix = Choice(by_comp, {})
+    if mix.single:
+        mix.score = mix.single.score or {}
+        return mix
+    if evaluator.metric != "task":
+        mix.score = _mix_cosine(mix)
+        return mix
+    runners = {c.name: runner_for(c, by_comp[c.name].state[c.name], by_comp[c.name].candidate) for c in comps}
+    score = evaluator.score(runners)
+    if score.get("ok"):
+        mix.score = score
+        return mix
+    best = min((o for o in built if o.ok), key=lambda o: o.latency_ms if o.latency_ms is not None else float("inf"))
+    log(f"auto: the per-component mix {mix.name} is over budget as a whole; keeping {best.candidate.name}")
+    return Choice({c.name: best for c in comps}, best.score or {})
+
+
+def _comp_latency(o: Outcome, component: str) -> float:
+    value = o.latency_by_component.get(component, o.latency_ms)
+    return float("inf") if value is None else value
 
 
 def _time(built: list[Outcome], comps, runner_for, timer, blocks: int) -> None:
     total = {o.candidate.name: 0.0 for o in built}
+    by_name = {o.candidate.name: o for o in built}
     for comp in comps:
         runners = {o.candidate.name: runner_for(comp, o.state[comp.name], o.candidate) for o in built}
         feeds = {n: comp.calib.feeds[0] for n in runners}
         for name, ms in timer(runners, feeds, blocks).items():
             total[name] += ms
+            by_name[name].latency_by_component[comp.name] = ms
     for o in built:
         o.latency_ms = total[o.candidate.name]
 
@@ -342,12 +472,19 @@ def _reached(o: Outcome, evaluator) -> str:
     return f"cosine {o.score['value']:.5f}"
 
 
-def _reason(chosen: Outcome, holding: list[Outcome], cpu: dict) -> str:
+def _reason(choice: Choice, built: list[Outcome], cpu: dict, comps, evaluator) -> str:
     f = cpu["features"]
     have = [k for k in ("avx2", "avx512", "vnni", "avx512_bf16", "amx") if f.get(k)]
-    text = f"{chosen.candidate.name} ({chosen.candidate.note}) on {cpu['model']} [{', '.join(have) or 'no SIMD flags read'}]"
-    others = sorted((o for o in holding if o is not chosen and o.latency_ms), key=lambda o: o.latency_ms)
-    if chosen.latency_ms and others:
-        text += "; " + ", ".join(f"{o.latency_ms / chosen.latency_ms:.2f}× faster than {o.candidate.name}"
-                                 for o in others)
-    return text
+    where = f" on {cpu['model']} [{', '.join(have) or 'no SIMD flags read'}]"
+    parts = []
+    for comp in comps:
+        o = choice.by_component[comp.name]
+        mine = _comp_latency(o, comp.name)
+        text = f"{comp.name}: {o.candidate.name} ({o.candidate.note})"
+        others = sorted((x for x in _eligible(built, comp.name, evaluator) if x is not o
+                         and _comp_latency(x, comp.name) < float("inf")), key=lambda x: _comp_latency(x, comp.name))
+        if mine < float("inf") and others:
+            text += "; " + ", ".join(f"{_comp_latency(x, comp.name) / mine:.2f}× faster than {x.candidate.name}"
+                                     for x in others)
+        parts.append(text)
+    return " | ".join(parts) + where

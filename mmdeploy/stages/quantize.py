@@ -431,10 +431,11 @@ def quantize(artifact: str | Path, output: str | Path, options: QuantizeOptions 
                     selected, evaluator, options.model_copy(update={"accuracy_aware": aware}), cand, Path(tmp),
                     manifest.family, log, built),
                 runner_for=_candidate_runner)
-            method, steps, float_blocks = chosen.candidate.method, chosen.steps, chosen.float_blocks
-            summary = _summary(selected, evaluator, steps, float_blocks, options, method, log)
-            summary.update(method=chosen.candidate.name, auto=record, artifact_precision=chosen.candidate.precision)
-            return _write(artifact, manifest, comps, selected, bundle, Path(output), options, method, summary)
+            summary = _summary(selected, evaluator, chosen.steps, chosen.float_blocks, options, chosen.name, log)
+            summary.update(auto=record, artifact_precision=chosen.precision)
+            for row in summary["components"]:
+                row["method"] = chosen.by_component[row["component"]].candidate.name
+            return _write(artifact, manifest, comps, selected, bundle, Path(output), options, chosen.name, summary)
         for comp in selected:
             _prepare(comp, Path(tmp) / comp.name, options, method, manifest.family, log)
         steps, float_blocks = _accuracy_loop(selected, evaluator, options, method, log)
@@ -596,13 +597,26 @@ def _quantize_component(comp: _Component, options: QuantizeOptions, method: str,
         p = get_pass("quantize")
         config = p.config(method="ort-static" if method == "inc" else method,
                           calibrate_method=options.calibrate_method, per_channel=options.per_channel,
-                          activation_type=options.activation_type, nodes_to_exclude=sorted(set(comp.excluded)))
+                          activation_type=options.activation_type, nodes_to_exclude=sorted(set(comp.excluded)),
+                          reduce_range=_reduce_range(options, method))
     result = p.run(comp.base_model, out, config, context)
     result.report["record"] = p.record(config, result)
     comp.result, comp.out_dir = result, out
     return result, model_runner(out / result.model_file, result.format, f"{method}-{comp.name}",
                                 comp.input_names, [t.name for t in comp.manifest.outputs], result.report.get("pad"),
                                 signature=comp.manifest)
+
+
+def _reduce_range(options: QuantizeOptions, method: str) -> bool:
+    """7-bit weights for ONNX Runtime's u8s8 kernels on an x86 CPU without VNNI (run here): its
+    VPMADDUBSW path adds u8×s8 pairs into int16 and can saturate (ONNX Runtime's quantization
+    docs); VNNI accumulates in int32 and needs no reduction."""
+    if method not in ("ort-static", "ort-dynamic", "inc") or options.target or options.activation_type != "uint8":
+        return False
+    from mmdeploy.stages.autoselect import cpu_features
+
+    cpu = cpu_features()
+    return cpu["machine"] in ("x86_64", "AMD64") and cpu["features"]["avx2"] and not cpu["features"]["vnni"]
 
 
 def _accuracy_loop(comps: list[_Component], evaluator: _Evaluator, options: QuantizeOptions,

@@ -344,25 +344,45 @@ class OrtRunner:
 
 
 class OpenVINORunner:
+    """As mmdeploy's own OpenVINO runner: the artifact's inference precision, threads pinned,
+    denormals flushed, compiled for the static shapes of the feeds it runs (any other shape:
+    the dynamic model)."""
+
     def __init__(self, item, threads):
         try:
             import openvino as ov
         except ImportError:
             raise DeviceError("setup", "openvino is not installed for %s; pip install openvino"
                               % sys.executable) from None
-        config = {"INFERENCE_PRECISION_HINT": "f32", "PERFORMANCE_HINT": "LATENCY"}
+        self.config = {"INFERENCE_PRECISION_HINT": item.get("inference_precision") or "f32",
+                       "PERFORMANCE_HINT": "LATENCY", "ENABLE_CPU_PINNING": True, "CPU_DENORMALS_OPTIMIZATION": True}
         if threads:
-            config["INFERENCE_NUM_THREADS"] = int(threads)
-        core = ov.Core()
+            self.config["INFERENCE_NUM_THREADS"] = int(threads)
+        self.core = ov.Core()
         self.version = ov.__version__ if hasattr(ov, "__version__") else ov.get_version()
-        self.compiled = core.compile_model(core.read_model(item["model"]), "CPU", config)
-        self.request = self.compiled.create_infer_request()
+        self.path = item["model"]
+        self.requests = {}
         self.inputs = item["input_names"]
         self.outputs = item["output_names"]
 
+    def _request(self, feeds):
+        key = tuple(tuple(feeds[n].shape) for n in self.inputs)
+        if key not in self.requests and self.requests:
+            key = "dynamic"  # the first shape seen is compiled static; any other runs dynamic
+        if key not in self.requests:
+            model = self.core.read_model(self.path)
+            if key != "dynamic":
+                try:
+                    model.reshape({i: list(shape) for i, shape in enumerate(key)})
+                except RuntimeError:
+                    model = self.core.read_model(self.path)
+            self.requests[key] = self.core.compile_model(model, "CPU", self.config).create_infer_request()
+        return self.requests[key]
+
     def run(self, feeds):
-        self.request.infer([feeds[n] for n in self.inputs])
-        return {n: self.request.get_output_tensor(i).data.copy() for i, n in enumerate(self.outputs)}
+        request = self._request(feeds)
+        request.infer([feeds[n] for n in self.inputs])
+        return {n: request.get_output_tensor(i).data.copy() for i, n in enumerate(self.outputs)}
 
 
 def _index(key):

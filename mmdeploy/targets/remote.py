@@ -242,7 +242,7 @@ def stage(items, settings, profile, payload: Path, scratch: Path) -> list[dict]:
                  "inputs": f"items/{i}/feeds.npz", "input_source": source,
                  "input_names": meta.get("input_names") or [s.name for s in manifest.inputs],
                  "output_names": meta.get("output_names") or [s.name for s in manifest.outputs],
-                 "pad": meta.get("pad_inputs")}
+                 "pad": meta.get("pad_inputs"), "inference_precision": meta.get("inference_precision")}
         if runtime == "tensorrt":
             from mmdeploy.backends.tensorrt import trtexec_command
 
