@@ -49,9 +49,12 @@ def test_baked_preprocess_matches_the_hf_processor(bundle, tmp_path, runtime):
     if runtime == "openvino":
         import openvino as ov
 
-        compiled = ov.Core().compile_model(ov.convert_model(str(tmp_path / "pre.onnx")), "CPU",
-                                           {"INFERENCE_PRECISION_HINT": "f32"})
+        model = ov.convert_model(str(tmp_path / "pre.onnx"))
+        compiled = ov.Core().compile_model(model, "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
         run = lambda image: compiled({"image": image})[0]  # noqa: E731
+        # a bf16 inference hint (what `quantize --method auto` may record on AMX) changes nothing
+        bf16 = ov.Core().compile_model(model, "CPU", {"INFERENCE_PRECISION_HINT": "bf16"})
+        assert np.array_equal(bf16({"image": _photo()})[0], run(_photo()))
     else:
         import onnxruntime as ort
 

@@ -193,8 +193,13 @@ def _matmul_graph(config: dict, output: str):
     op("MatMul", ["pp_chw", ww], "pp_x1")  # [3, H, cw]: horizontal pass
     op("Round", ["pp_x1"], "pp_x2")  # PIL keeps the intermediate image as uint8
     op("Clip", ["pp_x2", "pp_zero", "pp_c255"], "pp_x3")
+    # a real uint8 image in between (exact: integers 0..255); it also keeps OpenVINO's CPU plugin from
+    # running the vertical pass -- and the window arithmetic feeding it -- in bf16 under a bf16
+    # inference hint (measured: up to 105 levels off without it, 0 with it)
+    op("Cast", ["pp_x3"], "pp_x3u", to=TensorProto.UINT8)
+    op("Cast", ["pp_x3u"], "pp_x3f", to=f)
     op("Transpose", [wh], "pp_wht", perm=[1, 0])  # [ch, H]
-    op("MatMul", ["pp_wht", "pp_x3"], "pp_y1")  # [3, ch, cw]: vertical pass
+    op("MatMul", ["pp_wht", "pp_x3f"], "pp_y1")  # [3, ch, cw]: vertical pass
     op("Round", ["pp_y1"], "pp_y2")
     op("Clip", ["pp_y2", "pp_zero", "pp_c255"], "pp_y3")
     op("Unsqueeze", ["pp_y3", "pp_ax0"], "pp_y4")
