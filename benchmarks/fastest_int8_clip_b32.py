@@ -500,6 +500,8 @@ def main(argv=None) -> int:
                              if "NNCF" in best_peer or "OpenVINO" in best_peer else [])
                 if "fp32 ONNX" in best_peer:
                     prof_peer = ov_profile(fp32_onnx, feeds, args.threads)
+                if best_peer.startswith("Optimum"):
+                    prof_peer = ort_profile(opt, feeds, args.threads, args.work)
                 report["profiles"][tower] = {"ours": prof_ours[:12], best_peer: prof_peer[:12]}
                 for label, prof in (("ours", prof_ours), (best_peer, prof_peer)):
                     total = sum(v for _, v in prof) or 1
