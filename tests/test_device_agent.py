@@ -1,0 +1,75 @@
+"""``quantize --method auto --target PROFILE`` measured on the device through the device agent,
+for real: OpenSSH's sshd on 127.0.0.1 and a device Python with only numpy + onnxruntime +
+tflite-runtime (``_device.py``), the tiny CLIP bundle quantized here."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).parent))
+from _device import device_python, free_port, needs_ssh, sshd, workdir_empty  # noqa: E402,F401
+from builders import quantize_bundle  # noqa: E402
+
+from mmdeploy.stages.quantize import QuantizeOptions, quantize  # noqa: E402
+
+pytestmark = needs_ssh
+
+
+@pytest.fixture(scope="module")
+def bundle(tmp_path_factory) -> Path:
+    return quantize_bundle(tmp_path_factory.mktemp("tiny") / "bundle")
+
+
+def _profile(sshd: dict, directory: Path, name: str, preference: list[str], **update) -> Path:
+    """A user's profile for the loopback device (ONNX Runtime there) with a quantize preference."""
+    directory.mkdir(parents=True, exist_ok=True)
+    data = {"name": name, "backend": "onnxruntime", "threads": 1, "remote": True, **sshd["connection"],
+            "quantize_preference": preference, **update}
+    (directory / f"{name}.yaml").write_text(json.dumps(data))
+    return directory
+
+
+def test_auto_measures_candidates_on_the_device_and_skips_a_runtime_it_lacks(sshd, bundle, tmp_path, monkeypatch):
+    pytest.importorskip("nncf")
+    targets = _profile(sshd, tmp_path / "targets", "pi", ["ort-static", "ort-dynamic", "nncf"])
+    monkeypatch.setenv("MMDEPLOY_TARGETS_PATH", str(targets))
+    m = quantize(bundle, tmp_path / "out", QuantizeOptions(target="pi", latency_runs=0, calib_limit=4))
+    auto = m.metadata["quantize"]["auto"]
+    host = f"{sshd['user']}@127.0.0.1"
+    assert auto["how"].startswith(f"measured on pi ({host}) through the device agent")
+    device = auto["device"]
+    assert device["host"] == host and device["identity"] and device["cpu_model"]
+    assert device["cpu_model"] in auto["how"]  # the device's own CPU, as its worker read it
+    assert "onnxruntime" in device["runtimes"] and "openvino" not in device["runtimes"]
+    rows = {r["name"]: r for r in auto["candidates"]}
+    # nncf was built and scored here, but the device has no OpenVINO: skipped there, with the reason
+    nncf = rows["nncf"]
+    assert "holds_budget" in nncf and "latency_ms" not in nncf
+    assert "openvino runtime is not installed" in nncf["skipped_on_device"]
+    assert "pip install openvino" in nncf["skipped_on_device"]
+    timed = {n: r for n, r in rows.items() if n in ("ort-static", "ort-dynamic")}
+    assert all(r["latency_ms"] > 0 and set(r["latency_ms_by_component"]) == {"vision", "text"} for r in timed.values())
+    for comp, name in auto["chosen_by_component"].items():  # the fastest of those holding the budget there
+        holding = {n: r["latency_ms_by_component"][comp] for n, r in timed.items()
+                   if r["holds_budget"] or r["accuracy"]["cosine"][comp] >= 0.99}
+        assert name == min(holding, key=holding.get)
+    assert {c.format for c in m.artifacts} == {"onnx"}
+    assert workdir_empty(sshd)
+
+
+def test_unreachable_device_falls_back_to_the_preference_with_the_reason(sshd, bundle, tmp_path, monkeypatch):
+    port = free_port()
+    targets = _profile(sshd, tmp_path / "targets", "gone", ["ort-dynamic", "ort-static"], port=port)
+    monkeypatch.setenv("MMDEPLOY_TARGETS_PATH", str(targets))
+    m = quantize(bundle, tmp_path / "out", QuantizeOptions(target="gone", latency_runs=0, calib_limit=4))
+    auto = m.metadata["quantize"]["auto"]
+    how = auto["how"]
+    assert how.startswith("profile preference of gone (ort-dynamic, ort-static): not measured, the device agent "
+                          "was not reachable: cannot reach target gone at ")
+    assert f"port {port}" in how and len(how.splitlines()) == 1
+    assert auto["chosen"] == "ort-dynamic" and "device" not in auto
+    assert all("latency_ms" not in r for r in auto["candidates"])
