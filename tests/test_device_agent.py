@@ -4,9 +4,12 @@ tflite-runtime (``_device.py``), the tiny CLIP bundle quantized here."""
 
 from __future__ import annotations
 
+import functools
 import json
 import sys
 from pathlib import Path
+
+import numpy as np
 
 import pytest
 
@@ -16,7 +19,10 @@ from builders import quantize_bundle  # noqa: E402
 
 from mmdeploy.stages.quantize import QuantizeOptions, quantize  # noqa: E402
 
-pytestmark = needs_ssh
+
+
+def ssh(test):
+    return functools.reduce(lambda t, mark: mark(t), needs_ssh, test)
 
 
 @pytest.fixture(scope="module")
@@ -33,6 +39,7 @@ def _profile(sshd: dict, directory: Path, name: str, preference: list[str], **up
     return directory
 
 
+@ssh
 def test_auto_measures_candidates_on_the_device_and_skips_a_runtime_it_lacks(sshd, bundle, tmp_path, monkeypatch):
     pytest.importorskip("nncf")
     targets = _profile(sshd, tmp_path / "targets", "pi", ["ort-static", "ort-dynamic", "nncf"])
@@ -61,6 +68,7 @@ def test_auto_measures_candidates_on_the_device_and_skips_a_runtime_it_lacks(ssh
     assert workdir_empty(sshd)
 
 
+@ssh
 def test_unreachable_device_falls_back_to_the_preference_with_the_reason(sshd, bundle, tmp_path, monkeypatch):
     port = free_port()
     targets = _profile(sshd, tmp_path / "targets", "gone", ["ort-dynamic", "ort-static"], port=port)
@@ -73,3 +81,39 @@ def test_unreachable_device_falls_back_to_the_preference_with_the_reason(sshd, b
     assert f"port {port}" in how and len(how.splitlines()) == 1
     assert auto["chosen"] == "ort-dynamic" and "device" not in auto
     assert all("latency_ms" not in r for r in auto["candidates"])
+
+
+def test_tensorrt_candidates_ship_as_bundles_built_on_the_device_at_their_own_precision(tmp_path):
+    """No GPU here: up to what goes to the device, the engine build being the device's (its
+    TensorRT / trtexec). A Q/DQ candidate builds int8, whatever the profile's precision (fp16)."""
+    from onnx import TensorProto, helper
+
+    from builders import onnx_graph_artifact
+    from mmdeploy.artifact import read_manifest
+    from mmdeploy.bench.harness import BenchSettings, Item
+    from mmdeploy.targets import get_target
+    from mmdeploy.targets.agent import Build, _component_dir
+    from mmdeploy.targets.remote import stage
+
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 8])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", 8])
+    nodes = [helper.make_node("QuantizeLinear", ["x", "s", "z"], ["q"]),
+             helper.make_node("DequantizeLinear", ["q", "s", "z"], ["d"]), helper.make_node("Relu", ["d"], ["y"])]
+    inits = [helper.make_tensor("s", TensorProto.FLOAT, [], [0.05]), helper.make_tensor("z", TensorProto.INT8, [], [0])]
+    feeds = {"x": np.ones((1, 8), np.float32)}
+    qdq = onnx_graph_artifact(tmp_path / "qdq", nodes, [x], [y], [(feeds, {"y": feeds["x"]})], initializers=inits)
+    profile = get_target("jetson-orin-nano")
+    assert profile.precision == "fp16"
+    items = []
+    for cand, precision in (("tensorrt-int8", "int8"), ("tensorrt-fp16", "fp16")):
+        build = Build(qdq, "model.onnx", "onnx", precision, "tensorrt")
+        m = _component_dir(build, read_manifest(qdq), "vision", feeds, tmp_path / "c" / cand / "vision")
+        items.append(Item(artifact=cand, path=tmp_path / "c" / cand / "vision", bundle=None, model=cand,
+                          component="vision", manifest=m))
+    (tmp_path / "payload").mkdir()
+    entries = stage(items, BenchSettings(batch=1), profile, tmp_path / "payload", tmp_path / "build")
+    assert [e["runtime"] for e in entries] == ["tensorrt", "tensorrt"]
+    assert [e["tensorrt"]["settings"]["precision"] for e in entries] == ["int8", "fp16"]
+    assert "--int8" in entries[0]["tensorrt"]["trtexec_args"] and "--int8" not in entries[1]["tensorrt"]["trtexec_args"]
+    with np.load(tmp_path / "payload" / entries[0]["inputs"]) as z:  # the calibration feed is the input
+        assert np.array_equal(z["x"], feeds["x"])
