@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
-from _device import device_python, free_port, needs_ssh, sshd, workdir_empty  # noqa: E402,F401
+from _device import bare_python, device_python, free_port, needs_ssh, sshd, workdir_empty  # noqa: E402,F401
 from builders import quantize_bundle  # noqa: E402
 
 from mmdeploy.stages.quantize import QuantizeOptions, quantize  # noqa: E402
@@ -81,6 +81,35 @@ def test_unreachable_device_falls_back_to_the_preference_with_the_reason(sshd, b
     assert f"port {port}" in how and len(how.splitlines()) == 1
     assert auto["chosen"] == "ort-dynamic" and "device" not in auto
     assert all("latency_ms" not in r for r in auto["candidates"])
+
+
+@ssh
+def test_the_hook_reports_a_device_that_fails_setup_as_not_measured(sshd, bare_python, tmp_path, monkeypatch):
+    """Reachable, but the device's python has no numpy: the hook's one line says so (the stage
+    then falls back to the preference); with the device's real python the same build is timed."""
+    from types import SimpleNamespace
+
+    from builders import shared_bundle
+    from mmdeploy.artifact import load_reference, read_manifest
+    from mmdeploy.passes.base import PassResult
+    from mmdeploy.stages import autoselect
+    from mmdeploy.targets import get_target
+
+    vision = shared_bundle() / "vision"
+    outcome = autoselect.Outcome(autoselect.CANDIDATES["ort-static"], state={
+        "vision": {"result": PassResult("model.onnx", "onnx", "int8"), "out_dir": vision}})
+    comps = [SimpleNamespace(name="vision", manifest=read_manifest(vision),
+                             calib=SimpleNamespace(feeds=[load_reference(vision)[0][0]]))]
+    logged = []
+    measured, why = autoselect.measure_on_target(get_target("loopback", [sshd["targets"]]), [outcome], comps,
+                                                 logged.append)
+    assert why is None and measured.latency_ms["ort-static"]["vision"] > 0 and not measured.skipped
+    assert any("through the device agent" in m for m in logged)
+    bare = get_target("loopback", [sshd["targets"]], python=str(bare_python))
+    measured, why = autoselect.measure_on_target(bare, [outcome], comps, logged.append)
+    assert measured is None and why.startswith("the device agent failed on loopback: ")
+    assert "numpy is not installed" in why and len(why.splitlines()) == 1
+    assert workdir_empty(sshd)
 
 
 def test_tensorrt_candidates_ship_as_bundles_built_on_the_device_at_their_own_precision(tmp_path):
