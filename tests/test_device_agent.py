@@ -112,6 +112,34 @@ def test_the_hook_reports_a_device_that_fails_setup_as_not_measured(sshd, bare_p
     assert workdir_empty(sshd)
 
 
+@ssh
+def test_a_candidate_that_fails_on_the_device_is_skipped_and_the_others_timed(sshd, tmp_path):
+    """A graph the device's ONNX Runtime cannot load (an op of an unknown domain): that candidate
+    is skipped with the device's one line; the good one is still timed in the same run."""
+    from onnx import TensorProto, helper
+
+    from builders import onnx_graph_artifact, shared_bundle
+    from mmdeploy.artifact import load_reference, read_manifest
+    from mmdeploy.targets import get_target
+    from mmdeploy.targets.agent import Build, measure_candidates
+
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 4])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", 4])
+    feeds = {"x": np.ones((1, 4), np.float32)}
+    odd = onnx_graph_artifact(tmp_path / "odd", [helper.make_node("MyPlugin", ["x"], ["y"], domain="com.example")],
+                              [x], [y], [(feeds, {"y": feeds["x"]})], extra_opsets=("com.example",))
+    vision = shared_bundle() / "vision"
+    builds = {"good": {"vision": Build(vision, "model.onnx", "onnx", "fp32", "onnxruntime")},
+              "bad": {"odd": Build(odd, "model.onnx", "onnx", "int8", "onnxruntime")}}
+    measured = measure_candidates(get_target("loopback", [sshd["targets"]]), builds,
+                                  {"vision": read_manifest(vision), "odd": read_manifest(odd)},
+                                  {"vision": load_reference(vision)[0][0], "odd": feeds}, iters=5)
+    assert set(measured.latency_ms) == {"good"} and measured.latency_ms["good"]["vision"] > 0
+    assert measured.skipped["bad"].startswith(f"failed on {sshd['user']}@127.0.0.1: ")
+    assert "MyPlugin" in measured.skipped["bad"] or "com.example" in measured.skipped["bad"]
+    assert workdir_empty(sshd)
+
+
 def test_tensorrt_candidates_ship_as_bundles_built_on_the_device_at_their_own_precision(tmp_path):
     """No GPU here: up to what goes to the device, the engine build being the device's (its
     TensorRT / trtexec). A Q/DQ candidate builds int8, whatever the profile's precision (fp16)."""

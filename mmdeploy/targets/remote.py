@@ -447,8 +447,8 @@ def run_remote(items, settings, profile, keep: bool = False, timeout: float | No
                skip_missing: bool = False, also_runs: tuple[str, ...] = ()) -> dict:
     """Bench the harness ``items`` on the profile's device; returns the bench JSON document.
 
-    ``skip_missing``: an item whose runtime the device lacks is left out (``doc["skipped"]``:
-    label -> one line) instead of failing the run; ``also_runs``: runtimes the device is asked
+    ``skip_missing``: an item whose runtime the device lacks, or that fails there, is left out
+    (``doc["skipped"]``: label -> one line) instead of failing the run; ``also_runs``: runtimes the device is asked
     to run as shipped besides the (board) profile's (the device agent's candidates)."""
     from mmdeploy.bench import harness
 
@@ -485,7 +485,7 @@ def run_remote(items, settings, profile, keep: bool = False, timeout: float | No
         request = {"settings": {"warmup": settings.warmup, "iters": settings.iters or 0,
                                 "duration": settings.duration, "threads": settings.threads or run_profile.threads,
                                 "batch": settings.batch},
-                   "board": board.get("profile") or "unknown", "items": entries}
+                   "board": board.get("profile") or "unknown", "items": entries, "keep_going": skip_missing}
         (payload / "request.json").write_text(json.dumps(request))
         blob = _pack(payload)
         free = info.get("free_bytes")
@@ -524,6 +524,12 @@ def run_remote(items, settings, profile, keep: bool = False, timeout: float | No
                 pass
         shutil.rmtree(scratch, ignore_errors=True)
     by_id = {d["id"]: d for d in dev["results"]}
+    if skip_missing:  # an item that failed there is skipped with the device's one line
+        for e in entries:
+            if by_id[e["id"]].get("error"):
+                skipped[e["label"]] = f"failed on {ssh.host}: {by_id[e['id']]['error']}"
+        kept = [(item, e) for item, e in zip(items, entries) if not by_id[e["id"]].get("error")]
+        items, entries = [k[0] for k in kept], [k[1] for k in kept]
     threads = request["settings"]["threads"]
     results = [_result(item, e, by_id[e["id"]], settings, board, ssh.host, threads)
                for item, e in zip(items, entries)]
