@@ -174,3 +174,19 @@ def test_tensorrt_candidates_ship_as_bundles_built_on_the_device_at_their_own_pr
     assert "--int8" in entries[0]["tensorrt"]["trtexec_args"] and "--int8" not in entries[1]["tensorrt"]["trtexec_args"]
     with np.load(tmp_path / "payload" / entries[0]["inputs"]) as z:  # the calibration feed is the input
         assert np.array_equal(z["x"], feeds["x"])
+
+
+@ssh
+def test_cli_prints_where_it_measured_and_what_the_device_skipped(sshd, bundle, tmp_path, monkeypatch, capsys):
+    from mmdeploy.cli import main
+
+    pytest.importorskip("nncf")
+    targets = _profile(sshd, tmp_path / "targets", "pi", ["ort-dynamic", "nncf"])
+    monkeypatch.setenv("MMDEPLOY_TARGETS_PATH", str(targets))
+    with pytest.raises(SystemExit) as exc:
+        main(["quantize", str(bundle), "--method", "auto", "--target", "pi", "--calib-limit", "4",
+              "--latency-runs", "0", "--output", str(tmp_path / "out")])
+    assert exc.value.code == 0
+    text = capsys.readouterr().out
+    assert "auto: ort-dynamic" in text and "measured on pi (" in text and "through the device agent" in text
+    assert "nncf: not timed on the device (the openvino runtime is not installed" in " ".join(text.split())
