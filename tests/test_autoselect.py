@@ -252,6 +252,19 @@ def test_a_candidate_the_device_cannot_run_is_never_chosen(monkeypatch, tmp_path
                 accuracy_aware=False)
 
 
+def test_no_candidate_runs_on_the_device_falls_back_to_the_preference_saying_so(monkeypatch, tmp_path):
+    (tmp_path / "box.yaml").write_text("backend: openvino\nremote: true\nhost: pi@10.0.0.3\n"
+                                       "quantize_preference: [nncf, openvino-bf16]\n")
+    monkeypatch.setenv("MMDEPLOY_TARGETS_PATH", str(tmp_path))
+    why = "the openvino runtime is not installed for python3 on pi@10.0.0.3 (pip install openvino)"
+    monkeypatch.setattr(autoselect, "measure_on_target", lambda profile, built, comps, log: (
+        _measurement({}, {"nncf": why, "openvino-bf16": why}), None))
+    chosen, record = _select(monkeypatch, {n: 0.999 for n in CANDIDATES}, {}, target="box")
+    assert chosen.name == "nncf" and record["how"].startswith("profile preference of box (nncf, openvino-bf16): "
+                                                              "not measured, no candidate runs on the device: nncf: ")
+    assert record["device"]["host"] == "nvidia@10.0.0.2"  # who answered is still recorded
+
+
 def test_real_auto_records_candidates_and_openvino_choice_runs_everywhere(bundle, tmp_path, monkeypatch):
     """Real candidates on the tiny CLIP; the timer is injected so that an OpenVINO route wins."""
     caps = autoselect.cpu_features().get("openvino_capabilities", [])
