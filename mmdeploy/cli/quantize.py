@@ -116,6 +116,8 @@ def _print_summary(summary: dict, output: Path) -> None:
     auto = summary.get("auto")
     if auto:
         out.print(f"auto: {auto['chosen']} — {auto['reason']}", soft_wrap=True)
+        if auto.get("target") not in (None, "this machine"):  # measured on the device, or why not
+            out.print(f"  {auto['how']}", soft_wrap=True)
         for cand in auto["candidates"]:
             if cand.get("skipped"):
                 out.print(f"  {cand['name']}: skipped ({cand['skipped']})", soft_wrap=True)
@@ -123,6 +125,8 @@ def _print_summary(summary: dict, output: Path) -> None:
                 out.print(f"  {cand['name']}: failed ({cand['error']})", soft_wrap=True)
             else:
                 lat = f"{cand['latency_ms']:.2f} ms" if cand.get("latency_ms") is not None else "not timed"
+                if cand.get("skipped_on_device"):
+                    lat = f"not timed on the device ({cand['skipped_on_device']})"
                 out.print(f"  {cand['name']}: {lat}, accuracy {cand['accuracy']['value']:.5f}"
                           f"{'' if cand['holds_budget'] else ' (over budget)'}", soft_wrap=True)
     acc = summary["accuracy"]
