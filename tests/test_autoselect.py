@@ -34,8 +34,8 @@ def bundle(tmp_path_factory) -> Path:
 
 
 def _timer(latencies: dict[str, float]):
-    """An injected timer: {candidate: ms} instead of measuring."""
-    return lambda runners, feeds, blocks: {name: latencies[name] for name in runners}
+    """An injected timer: {candidate: ms} instead of measuring (99 ms for those not named)."""
+    return lambda runners, feeds, blocks: {name: latencies.get(name, 99.0) for name in runners}
 
 
 class _Eval:
@@ -50,7 +50,8 @@ def _fake_build(values: dict[str, float], aware_gain: float = 0.0):
 
     def build(cand, log, aware):
         value = values[cand.name] + (aware_gain if aware else 0.0)
-        state = {"vision": {"result": None, "out_dir": Path("/nonexistent"), "excluded": [], "passes": [],
+        result = SimpleNamespace(model_file="model.onnx", format="onnx", precision=cand.precision, report={})
+        state = {"vision": {"result": result, "out_dir": Path("/nonexistent"), "excluded": [], "passes": [],
                             "base_model": None}}
         return Outcome(cand, state=state, score={"value": value, "ok": value >= 0.99}, ok=value >= 0.99)
 
@@ -59,7 +60,7 @@ def _fake_build(values: dict[str, float], aware_gain: float = 0.0):
 
 def _comps():
     return [SimpleNamespace(name="vision", calib=SimpleNamespace(feeds=[{"x": np.zeros(1)}]), result=None,
-                            out_dir=None, excluded=[], passes=[], base_model=None)]
+                            manifest=None, out_dir=None, excluded=[], passes=[], base_model=None)]
 
 
 def _select(monkeypatch, values, latencies, cpu=CPU_AMX, aware_gain=0.0, **options):
@@ -193,24 +194,75 @@ def test_task_metric_mix_is_scored_as_a_whole_and_dropped_when_over_budget(monke
     assert chosen.single is not None and record["chosen"] == "nncf+bf16"  # 22 ms in all, against ort-static's 27
 
 
-def test_remote_target_without_agent_uses_profile_preference(monkeypatch, tmp_path):
-    (tmp_path / "orin.yaml").write_text("backend: tensorrt\nremote: true\nhost: nvidia@10.0.0.2\n"
+def test_remote_target_unreachable_uses_profile_preference_with_the_reason(monkeypatch, tmp_path):
+    """The device agent for real, against a closed port: no traceback, the preference, labelled."""
+    sys.path.insert(0, str(Path(__file__).parent))
+    from _device import free_port
+
+    port = free_port()
+    (tmp_path / "orin.yaml").write_text(f"backend: tensorrt\nremote: true\nhost: nvidia@127.0.0.1:{port}\n"
                                         "quantize_preference: [tensorrt-fp16, tensorrt-int8]\n")
     monkeypatch.setenv("MMDEPLOY_TARGETS_PATH", str(tmp_path))
     values = {n: 0.999 for n in CANDIDATES}
     chosen, record = _select(monkeypatch, values, {}, target="orin")
     assert chosen.name == "tensorrt-fp16"
-    assert "profile preference" in record["how"] and "not measured" in record["how"]
+    how = record["how"]
+    assert "profile preference" in how and "not measured, the device agent was not reachable: " in how
+    assert len(how.splitlines()) == 1 and ("127.0.0.1" in how or "ssh client is not installed" in how)
     assert all("latency_ms" not in r for r in record["candidates"])
+
+
+def _measurement(latency, skipped=None):
+    from mmdeploy.targets.agent import Measurement
+
+    board = {"profile": "jetson-orin-nano", "model": "NVIDIA Jetson Orin Nano Developer Kit", "arch": "aarch64",
+             "cpu_model": "ARMv8 Processor rev 1 (v8l)"}
+    return Measurement("orin", "nvidia@10.0.0.2", board, latency_ms=latency, skipped=skipped or {})
 
 
 def test_remote_target_measured_through_the_agent_hook(monkeypatch, tmp_path):
     (tmp_path / "orin.yaml").write_text("backend: tensorrt\nremote: true\nhost: nvidia@10.0.0.2\n")
     monkeypatch.setenv("MMDEPLOY_TARGETS_PATH", str(tmp_path))
-    monkeypatch.setattr(autoselect, "measure_on_target",
-                        lambda profile, builds, feeds: {"tensorrt-int8": 3.0, "tensorrt-fp16": 4.0})
+    monkeypatch.setattr(autoselect, "measure_on_target", lambda profile, built, comps, log: (
+        _measurement({"tensorrt-int8": {"vision": 3.0}, "tensorrt-fp16": {"vision": 4.0}}), None))
     chosen, record = _select(monkeypatch, {n: 0.999 for n in CANDIDATES}, {}, target="orin")
     assert chosen.name == "tensorrt-int8" and "through the device agent" in record["how"]
+    assert "measured on orin (nvidia@10.0.0.2)" in record["how"] and "Jetson Orin Nano" in record["how"]
+    assert record["device"]["board"] == "jetson-orin-nano" and record["latency_ms"] == 3.0
+
+
+def test_a_candidate_the_device_cannot_run_is_never_chosen(monkeypatch, tmp_path):
+    """Faster here or preferred, but skipped on the device (its runtime is missing there)."""
+    (tmp_path / "box.yaml").write_text("backend: onnxruntime\nremote: true\nhost: pi@10.0.0.3\n"
+                                       "quantize_preference: [nncf, ort-static, ort-dynamic]\n")
+    monkeypatch.setenv("MMDEPLOY_TARGETS_PATH", str(tmp_path))
+    why = "the openvino runtime is not installed for python3 on pi@10.0.0.3 (pip install openvino)"
+    monkeypatch.setattr(autoselect, "measure_on_target", lambda profile, built, comps, log: (
+        _measurement({"ort-static": {"vision": 5.0}, "ort-dynamic": {"vision": 4.0}}, {"nncf": why}), None))
+    chosen, record = _select(monkeypatch, {n: 0.999 for n in CANDIDATES}, {}, target="box")
+    assert chosen.name == "ort-dynamic"
+    rows = {r["name"]: r for r in record["candidates"]}
+    assert rows["nncf"]["skipped_on_device"] == why and "latency_ms" not in rows["nncf"]
+    assert rows["ort-static"]["latency_ms"] == 5.0
+    # only the skipped one holds the budget: nothing that runs there does
+    monkeypatch.setattr(autoselect, "measure_on_target", lambda profile, built, comps, log: (
+        _measurement({"ort-static": {"vision": 5.0}}, {"nncf": why}), None))
+    with pytest.raises(NoCandidateError, match="no candidate that runs on box"):
+        _select(monkeypatch, {"nncf": 0.999, "ort-static": 0.9, "ort-dynamic": 0.9}, {}, target="box",
+                accuracy_aware=False)
+
+
+def test_no_candidate_runs_on_the_device_falls_back_to_the_preference_saying_so(monkeypatch, tmp_path):
+    (tmp_path / "box.yaml").write_text("backend: openvino\nremote: true\nhost: pi@10.0.0.3\n"
+                                       "quantize_preference: [nncf, openvino-bf16]\n")
+    monkeypatch.setenv("MMDEPLOY_TARGETS_PATH", str(tmp_path))
+    why = "the openvino runtime is not installed for python3 on pi@10.0.0.3 (pip install openvino)"
+    monkeypatch.setattr(autoselect, "measure_on_target", lambda profile, built, comps, log: (
+        _measurement({}, {"nncf": why, "openvino-bf16": why}), None))
+    chosen, record = _select(monkeypatch, {n: 0.999 for n in CANDIDATES}, {}, target="box")
+    assert chosen.name == "nncf" and record["how"].startswith("profile preference of box (nncf, openvino-bf16): "
+                                                              "not measured, no candidate runs on the device: nncf: ")
+    assert record["device"]["host"] == "nvidia@10.0.0.2"  # who answered is still recorded
 
 
 def test_real_auto_records_candidates_and_openvino_choice_runs_everywhere(bundle, tmp_path, monkeypatch):
@@ -275,3 +327,12 @@ def test_ort_weights_reduced_to_7_bits_only_on_x86_without_vnni(bundle, tmp_path
     monkeypatch.setattr(autoselect, "cpu_features", lambda: cpu)
     m = quantize(bundle / "vision", tmp_path / "q", QuantizeOptions(method="ort-static", latency_runs=0, calib_limit=4))
     assert m.passes[-1].params["reduce_range"] is expected
+
+
+def test_nncf_fast_settings_reach_the_pass(bundle, tmp_path):
+    """--nncf-preset performance --no-smooth-quant (auto's nncf-fast candidates) reach NNCF."""
+    m = quantize(bundle / "vision", tmp_path / "q", QuantizeOptions(method="nncf", latency_runs=0, calib_limit=4,
+                                                                     nncf_preset="performance", smooth_quant=False))
+    report = m.passes[-1].report
+    assert report["preset"] == "performance" and report["smooth_quant"] is False and report["fake_quantize_nodes"] > 0
+    assert CANDIDATES["nncf-fast+bf16"].settings == (("nncf_preset", "performance"), ("smooth_quant", False))

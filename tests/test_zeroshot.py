@@ -38,15 +38,44 @@ def _processor_pixels(bundle: Path, image: np.ndarray) -> np.ndarray:
     return proc(images=Image.fromarray(image), return_tensors="np")["pixel_values"]
 
 
-def test_baked_preprocess_matches_the_hf_processor(bundle):
+@pytest.mark.parametrize("runtime", ["onnxruntime", "openvino"])
+def test_baked_preprocess_matches_the_hf_processor(bundle, tmp_path, runtime):
+    """The default (matmul) resize is PIL's: within one level of 255 of the HF processor, on both
+    runtimes (OpenVINO ignores ONNX Resize's antialias, so the Resize form would alias there)."""
+    import onnx
+
+    config = read_image_config(bundle / "preprocess")
+    onnx.save(preprocess_graph(config), str(tmp_path / "pre.onnx"))
+    if runtime == "openvino":
+        import openvino as ov
+
+        model = ov.convert_model(str(tmp_path / "pre.onnx"))
+        compiled = ov.Core().compile_model(model, "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
+        run = lambda image: compiled({"image": image})[0]  # noqa: E731
+        # a bf16 inference hint (what `quantize --method auto` may record on AMX) changes nothing
+        bf16 = ov.Core().compile_model(model, "CPU", {"INFERENCE_PRECISION_HINT": "bf16"})
+        assert np.array_equal(bf16({"image": _photo()})[0], run(_photo()))
+    else:
+        import onnxruntime as ort
+
+        session = ort.InferenceSession(str(tmp_path / "pre.onnx"))
+        run = lambda image: session.run(None, {"image": image})[0]  # noqa: E731
+    import skimage.data
+
+    for image in (_photo(), skimage.data.chelsea(), skimage.data.astronaut()[:20, :37]):  # down- and upscale
+        got, ref = run(np.ascontiguousarray(image)), _processor_pixels(bundle, image)
+        assert got.shape == ref.shape
+        level = 1 / 255 / min(config["std"]) + 1e-4
+        assert np.abs(got - ref).max() <= level and np.abs(got - ref).mean() < 1e-3
+
+
+def test_resize_op_form_matches_the_processor_on_onnxruntime(bundle):
     import onnxruntime as ort
 
     config = read_image_config(bundle / "preprocess")
-    session = ort.InferenceSession(preprocess_graph(config).SerializeToString())
+    session = ort.InferenceSession(preprocess_graph(config, resize="onnx").SerializeToString())
     got = session.run(None, {"image": _photo()})[0]
-    ref = _processor_pixels(bundle, _photo())
-    assert got.shape == ref.shape
-    assert np.abs(got - ref).mean() < 0.01  # PIL's bicubic vs ONNX's antialiased cubic: ~1 level of 255
+    assert np.abs(got - _processor_pixels(bundle, _photo())).mean() < 0.01  # ~1 level of 255
 
 
 @pytest.mark.parametrize("fmt", ["onnx", "openvino"])

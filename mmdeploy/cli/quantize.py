@@ -54,6 +54,10 @@ def register(app: typer.Typer) -> None:
         optimize: Optional[bool] = typer.Option(None, "--optimize/--no-optimize",
                                                 help="ORT transformer fusions (ONNX Runtime only; default: "
                                                 "on for ort-dynamic)."),
+        nncf_preset: str = typer.Option("auto", "--nncf-preset", help="nncf: mixed (asymmetric activations), "
+                                        "performance (symmetric: fewer ops) or auto (mixed for uint8)."),
+        smooth_quant: bool = typer.Option(True, "--smooth-quant/--no-smooth-quant",
+                                          help="nncf: SmoothQuant before the MatMuls (default on)."),
         target: Optional[str] = typer.Option(None, "--target", help="--method auto: choose for this target "
                                              "profile (measured on the device when its agent is reachable, else "
                                              "the profile's preference); default: this machine."),
@@ -70,7 +74,8 @@ def register(app: typer.Typer) -> None:
         for name, value, allowed in (("--method", method, METHODS),
                                      ("--calibrate-method", calibrate_method, ["minmax", "entropy", "percentile"]),
                                      ("--metric", metric, ["auto", "task", "cosine"]),
-                                     ("--activation-type", activation_type, ["uint8", "int8"])):
+                                     ("--activation-type", activation_type, ["uint8", "int8"]),
+                                     ("--nncf-preset", nncf_preset, ["auto", "mixed", "performance"])):
             if value not in allowed:
                 raise InputError(f"{name} {value!r} is not valid", "choose one of: " + ", ".join(allowed))
         if calib_limit < 1:
@@ -82,6 +87,7 @@ def register(app: typer.Typer) -> None:
             accuracy_budget=accuracy_budget, accuracy_aware=not no_accuracy_aware,
             max_float_blocks=max_float_blocks, nodes_to_exclude=split_list(exclude) or [],
             latency_runs=latency_runs, target=target, eval_data=eval_data, eval_task=eval_task, templates=templates,
+            nncf_preset=nncf_preset, smooth_quant=smooth_quant,
         )
         from mmdeploy.artifact import ensure_unmodified
 
@@ -110,6 +116,8 @@ def _print_summary(summary: dict, output: Path) -> None:
     auto = summary.get("auto")
     if auto:
         out.print(f"auto: {auto['chosen']} — {auto['reason']}", soft_wrap=True)
+        if auto.get("target") not in (None, "this machine"):  # measured on the device, or why not
+            out.print(f"  {auto['how']}", soft_wrap=True)
         for cand in auto["candidates"]:
             if cand.get("skipped"):
                 out.print(f"  {cand['name']}: skipped ({cand['skipped']})", soft_wrap=True)
@@ -117,6 +125,8 @@ def _print_summary(summary: dict, output: Path) -> None:
                 out.print(f"  {cand['name']}: failed ({cand['error']})", soft_wrap=True)
             else:
                 lat = f"{cand['latency_ms']:.2f} ms" if cand.get("latency_ms") is not None else "not timed"
+                if cand.get("skipped_on_device"):
+                    lat = f"not timed on the device ({cand['skipped_on_device']})"
                 out.print(f"  {cand['name']}: {lat}, accuracy {cand['accuracy']['value']:.5f}"
                           f"{'' if cand['holds_budget'] else ' (over budget)'}", soft_wrap=True)
     acc = summary["accuracy"]

@@ -43,6 +43,8 @@ class QuantizeConfig(PassConfig):
     nodes_to_exclude: list[str] = []
     percentile: float = 99.999
     calibration_samples: int | None = None  # None: all
+    nncf_preset: Literal["auto", "mixed", "performance"] = "auto"  # auto: mixed for uint8 activations
+    smooth_quant: bool = True  # nncf: SmoothQuant before the MatMuls (outlier channels of real weights)
 
 
 class QuantizePass(Pass):
@@ -209,15 +211,25 @@ def _nncf(model_path: Path, output_dir: Path, config: QuantizeConfig, context: P
     ignored = None
     if config.nodes_to_exclude:
         ignored = nncf.IgnoredScope(names=_ov_names(ov_model, config.nodes_to_exclude), validate=False)
+    preset = config.nncf_preset
+    if preset == "auto":
+        preset = "mixed" if config.activation_type == "uint8" else "performance"
+    advanced = None
+    if not config.smooth_quant:
+        from nncf.quantization.advanced_parameters import (
+            AdvancedQuantizationParameters, AdvancedSmoothQuantParameters,
+        )
+
+        advanced = AdvancedQuantizationParameters(smooth_quant_alphas=AdvancedSmoothQuantParameters(matmul=-1))
     quantized = nncf.quantize(
         ov_model, dataset, subset_size=len(feeds), model_type=nncf.ModelType.TRANSFORMER,
-        preset=nncf.QuantizationPreset.MIXED if config.activation_type == "uint8" else nncf.QuantizationPreset.PERFORMANCE,
-        ignored_scope=ignored,
+        preset=nncf.QuantizationPreset.MIXED if preset == "mixed" else nncf.QuantizationPreset.PERFORMANCE,
+        ignored_scope=ignored, advanced_parameters=advanced,
     )
     ov.save_model(quantized, str(output_dir / "model.xml"), compress_to_fp16=False)
     fq = sum(1 for op in quantized.get_ops() if op.get_type_name() == "FakeQuantize")
     report = {"format": "OpenVINO IR", "fake_quantize_nodes": fq, "calibration_samples": len(feeds),
-              "model_type": "transformer"}
+              "model_type": "transformer", "preset": preset, "smooth_quant": config.smooth_quant}
     return PassResult("model.xml", "openvino", "int8", report)
 
 

@@ -10,8 +10,8 @@ The manifest records every candidate (latency, accuracy, or why it was skipped) 
 features that drove the choice.
 
 ``--target PROFILE`` chooses for another machine: measured there through the device agent
-(:func:`measure_on_target`, a hook) when it is reachable, else the profile's stated preference
-(``quantize_preference``), labelled so.
+(:mod:`mmdeploy.targets.agent`: the ``bench --target`` SSH path) when it is reachable, else the
+profile's stated preference (``quantize_preference``), labelled so.
 
 This module is kept apart from :mod:`mmdeploy.stages.quantize` (which owns calibration, the
 accuracy guard and writing): it only decides.
@@ -45,6 +45,7 @@ class Candidate:
     cpu: str | None = None  # OpenVINO capability the CPU must report (BF16, FP16)
     optimize: bool = False  # ORT fusions first (ort-dynamic)
     note: str = ""
+    settings: tuple[tuple[str, Any], ...] = ()  # QuantizeOptions this route sets (e.g. the NNCF preset)
 
 
 CANDIDATES: dict[str, Candidate] = {c.name: c for c in (
@@ -56,6 +57,12 @@ CANDIDATES: dict[str, Candidate] = {c.name: c for c in (
               note="NNCF int8 (model_type=TRANSFORMER), float parts in f32"),
     Candidate("nncf+bf16", "nncf", "openvino", "int8", "bf16", needs=("openvino", "nncf"), cpu="BF16",
               note="NNCF int8, float parts in bf16 (AMX / AVX512-BF16)"),
+    Candidate("nncf-fast", "nncf", "openvino", "int8", "f32", needs=("openvino", "nncf"),
+              settings=(("nncf_preset", "performance"), ("smooth_quant", False)),
+              note="NNCF int8, symmetric activations, no SmoothQuant (fewer ops; the guard judges the accuracy)"),
+    Candidate("nncf-fast+bf16", "nncf", "openvino", "int8", "bf16", needs=("openvino", "nncf"), cpu="BF16",
+              settings=(("nncf_preset", "performance"), ("smooth_quant", False)),
+              note="NNCF int8 symmetric, no SmoothQuant, float parts in bf16"),
     Candidate("openvino-bf16", "openvino-float", "openvino", "bf16", "bf16", needs=("openvino",), cpu="BF16",
               note="fp32 IR run in bf16 (AMX / AVX512-BF16)"),
     Candidate("openvino-fp16", "openvino-float", "openvino", "fp16", "f16", needs=("openvino",), cpu="FP16",
@@ -68,9 +75,10 @@ CANDIDATES: dict[str, Candidate] = {c.name: c for c in (
 )}
 # candidates per kind of target (the backend of a --target profile; "cpu": this machine)
 KIND_CANDIDATES = {
-    "cpu": ("ort-static", "ort-dynamic", "nncf", "nncf+bf16", "openvino-bf16", "openvino-fp16"),
+    "cpu": ("ort-static", "ort-dynamic", "nncf", "nncf+bf16", "nncf-fast", "nncf-fast+bf16", "openvino-bf16",
+            "openvino-fp16"),
     "onnxruntime": ("ort-static", "ort-dynamic"),
-    "openvino": ("nncf", "nncf+bf16", "openvino-bf16", "openvino-fp16"),
+    "openvino": ("nncf", "nncf+bf16", "nncf-fast", "nncf-fast+bf16", "openvino-bf16", "openvino-fp16"),
     "tflite": ("tflite-int8",),
     "tensorrt": ("tensorrt-int8", "tensorrt-fp16"),
 }
@@ -178,21 +186,35 @@ def time_interleaved(runners: dict[str, Any], feeds: dict[str, dict], blocks: in
     return {n: float(np.median(s)) for n, s in samples.items()}
 
 
-def measure_on_target(profile, builds: dict[str, dict[str, Path]], feeds) -> dict[str, float] | None:
-    """Latency (ms) per candidate measured on the profile's device through its agent, or None
-    when no agent is reachable.  The hook for the device agent (``mmdeploy.targets.agent``,
-    ``measure(profile, artifacts, feeds) -> {name: ms}``) while it lands."""
+def measure_on_target(profile, built: list["Outcome"], comps, log) -> tuple[Any, str | None]:
+    """(the device agent's :class:`~mmdeploy.targets.agent.Measurement`, None), or (None, one
+    line saying why not) when the device cannot be reached or the run failed there: ``auto``
+    then falls back to the profile's preference, labelled so (never a traceback)."""
+    import subprocess
+
+    from mmdeploy.errors import MMDeployError
+    from mmdeploy.targets import agent
+
+    builds = {}
+    for o in built:
+        c = o.candidate
+        builds[c.name] = {}
+        for comp, s in o.state.items():
+            r = s["result"]
+            builds[c.name][comp] = agent.Build(
+                Path(s["out_dir"]), r.model_file, r.format, r.precision, c.runtime,
+                inference_precision=c.inference_precision or r.report.get("inference_precision"),
+                pad=r.report.get("pad"))
     try:
-        from mmdeploy.targets import agent  # type: ignore[attr-defined]
-    except ImportError:
-        return None
-    measure = getattr(agent, "measure_candidates", None)
-    if measure is None:
-        return None
-    try:
-        return measure(profile, builds, feeds)
-    except (OSError, ConnectionError, TimeoutError):
-        return None
+        return agent.measure_candidates(profile, builds, {c.name: c.manifest for c in comps},
+                                        {c.name: c.calib.feeds[0] for c in comps}, log=log), None
+    except agent.Unreachable as exc:
+        return None, f"the device agent was not reachable: {exc.one_line()}"
+    except MMDeployError as exc:
+        return None, f"the device agent failed on {profile.name}: {exc.one_line()}"
+    except (OSError, subprocess.SubprocessError) as exc:
+        line = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        return None, f"the device agent failed on {profile.name}: {type(exc).__name__}: {line}"
 
 
 # --------------------------------------------------------------------------- selection
@@ -212,6 +234,7 @@ class Outcome:
     latency_by_component: dict[str, float] = field(default_factory=dict)
     skipped: str | None = None
     error: str | None = None
+    not_on_device: str | None = None  # --target: the device agent could not run it there (why)
 
     def record(self) -> dict[str, Any]:
         c = self.candidate
@@ -228,6 +251,8 @@ class Outcome:
             row["accuracy"] = {k: v for k, v in self.score.items() if k in ("value", "drop", "ok", "cosine")}
         row["holds_budget"] = self.ok
         row["float_blocks"] = len(self.float_blocks)
+        if self.not_on_device:
+            row["skipped_on_device"] = self.not_on_device
         if self.latency_ms is not None:
             row["latency_ms"] = round(self.latency_ms, 3)
         if len(self.latency_by_component) > 1:
@@ -347,24 +372,45 @@ def select(comps, evaluator, options, log, build: Callable, runner_for: Callable
             + ("; ".join(parts) or "no candidate could be built here") + "; nothing written",
             _remedy(built, evaluator))
 
+    where = None
     if remote:
-        builds = {o.candidate.name: {n: s["out_dir"] for n, s in o.state.items()} for o in built}
-        measured = measure_on_target(profile, builds, {c.name: c.calib.feeds[0] for c in comps})
-        if measured:
+        measured, why = measure_on_target(profile, built, comps, log)
+        if measured is not None:
             for o in built:
-                o.latency_ms = measured.get(o.candidate.name)
-            how = f"measured on {profile.name} through the device agent"
+                o.latency_by_component = dict(measured.latency_ms.get(o.candidate.name, {}))
+                o.latency_ms = sum(o.latency_by_component.values()) if o.latency_by_component else None
+                o.not_on_device = measured.skipped.get(o.candidate.name)
+                if o.not_on_device:
+                    log(f"auto: {o.candidate.name} not timed on {profile.name}: {o.not_on_device}")
+            record["device"] = measured.record()
+            if not measured.latency_ms:
+                why = "no candidate runs on the device: " + "; ".join(
+                    f"{n}: {r}" for n, r in measured.skipped.items())
+                measured = None
+        if measured is not None:
+            how = (f"measured on {profile.name} ({measured.host}) through the device agent: {measured.identity}; "
+                   f"each candidate timed there ({measured.record()['timing']}); per component, the fastest "
+                   "candidate that holds the budget")
+            where = f" on {profile.name}: {measured.identity}"
+            by_comp = {}
+            for c in comps:
+                timed = [o for o in _eligible(built, c.name, evaluator) if c.name in o.latency_by_component]
+                if not timed:
+                    raise NoCandidateError(
+                        f"no candidate that runs on {profile.name} holds the accuracy budget {evaluator.describe()} "
+                        f"for {c.name}; " + "; ".join(
+                            f"{o.candidate.name}: {o.not_on_device or _reached(o, evaluator)}" for o in built)
+                        + "; nothing written",
+                        f"install the missing runtime on the device, or {_remedy(built, evaluator)}")
+                by_comp[c.name] = min(timed, key=lambda o: _comp_latency(o, c.name))
+            if evaluator.metric == "task":  # a mix would need its own score: the fastest whole candidate
+                best = min(timed, key=lambda o: o.latency_ms)  # the same candidates for every component
+                by_comp = {c.name: best for c in comps}
+            choice = Choice(by_comp, {})
         else:
-            how = (f"profile preference of {profile.name} ({', '.join(names)}): not measured, the device "
-                   "agent was not reachable")
-        # per component: the fastest measured, else the first in the profile's order, that holds
-        order = {id(o): i for i, o in enumerate(built)}
-
-        def rank(o: Outcome):
-            timed = bool(measured) and o.latency_ms is not None
-            return (not timed, o.latency_ms if timed else 0.0, order[id(o)])
-
-        choice = Choice({c.name: min(_eligible(built, c.name, evaluator), key=rank) for c in comps}, {})
+            how = (f"profile preference of {profile.name} ({', '.join(names)}): not measured, {why}")
+            # per component: the first in the profile's order that holds
+            choice = Choice({c.name: _eligible(built, c.name, evaluator)[0] for c in comps}, {})
         choice.score = choice.single.score if choice.single else _mix_cosine(choice)
     else:
         # every built candidate is timed (those over budget too: the record shows what they cost)
@@ -381,7 +427,7 @@ def select(comps, evaluator, options, log, build: Callable, runner_for: Callable
     record.update(chosen=choice.name, how=how,
                   chosen_by_component={c: o.candidate.name for c, o in choice.by_component.items()},
                   candidates=[o.record() for o in outcomes],
-                  reason=_reason(choice, built, cpu, comps, evaluator))
+                  reason=_reason(choice, built, cpu, comps, evaluator, where))
     if choice.latency_ms is not None:
         record["latency_ms"] = round(choice.latency_ms, 3)
     log(f"auto: chose {choice.name} ({how.split(':')[0]})")
@@ -472,10 +518,11 @@ def _reached(o: Outcome, evaluator) -> str:
     return f"cosine {o.score['value']:.5f}"
 
 
-def _reason(choice: Choice, built: list[Outcome], cpu: dict, comps, evaluator) -> str:
-    f = cpu["features"]
-    have = [k for k in ("avx2", "avx512", "vnni", "avx512_bf16", "amx") if f.get(k)]
-    where = f" on {cpu['model']} [{', '.join(have) or 'no SIMD flags read'}]"
+def _reason(choice: Choice, built: list[Outcome], cpu: dict, comps, evaluator, where: str | None = None) -> str:
+    if where is None:
+        f = cpu["features"]
+        have = [k for k in ("avx2", "avx512", "vnni", "avx512_bf16", "amx") if f.get(k)]
+        where = f" on {cpu['model']} [{', '.join(have) or 'no SIMD flags read'}]"
     parts = []
     for comp in comps:
         o = choice.by_component[comp.name]

@@ -69,6 +69,8 @@ class QuantizeOptions(BaseModel):
     eval_task: str = "auto"
     templates: Path | None = None
     latency_runs: int = 10  # 0: skip the latency columns
+    nncf_preset: Literal["auto", "mixed", "performance"] = "auto"  # nncf: auto = mixed (u8 activations)
+    smooth_quant: bool = True  # nncf: SmoothQuant before the MatMuls
 
     def resolved_method(self) -> str:
         """``auto`` is decided by measuring (:mod:`mmdeploy.stages.autoselect`)."""
@@ -474,7 +476,8 @@ def _build_candidate(comps: list[_Component], evaluator: _Evaluator, options: Qu
     from mmdeploy.stages.autoselect import Outcome
 
     outcome = Outcome(cand)
-    key = (cand.method, cand.runtime == "tensorrt", options.accuracy_aware)
+    options = options.model_copy(update=dict(cand.settings))
+    key = (cand.method, cand.settings, cand.runtime == "tensorrt", options.accuracy_aware)
     try:
         if key in reuse:  # e.g. nncf+bf16: the nncf IR, run at another precision
             for comp in comps:
@@ -598,7 +601,8 @@ def _quantize_component(comp: _Component, options: QuantizeOptions, method: str,
         config = p.config(method="ort-static" if method == "inc" else method,
                           calibrate_method=options.calibrate_method, per_channel=options.per_channel,
                           activation_type=options.activation_type, nodes_to_exclude=sorted(set(comp.excluded)),
-                          reduce_range=_reduce_range(options, method))
+                          reduce_range=_reduce_range(options, method), nncf_preset=options.nncf_preset,
+                          smooth_quant=options.smooth_quant)
     result = p.run(comp.base_model, out, config, context)
     result.report["record"] = p.record(config, result)
     comp.result, comp.out_dir = result, out

@@ -805,6 +805,12 @@ def run(workdir):
                 results.append(run_item(np, item, request["settings"], request.get("board"), workdir, tegra))
             except MemoryError:
                 raise DeviceError("run", "out of memory running %s" % item.get("label", item["id"])) from None
+            except Exception as exc:  # noqa: BLE001 - keep_going: this item's error, the others still run
+                disk_full = isinstance(exc, OSError) and exc.errno in (28, 122)
+                if not request.get("keep_going") or disk_full:
+                    raise
+                what = str(exc) if isinstance(exc, DeviceError) else "%s: %s" % (type(exc).__name__, exc)
+                results.append({"id": item["id"], "error": " ".join(what.split())[:400]})
     finally:
         if tegra:
             tegra.stop()

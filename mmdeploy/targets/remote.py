@@ -171,17 +171,22 @@ def apply_board(profile, info: dict, extra_dirs=None):
     return profile, board
 
 
+def has_runtime(info: dict, runtime: str) -> bool:
+    """Whether the probed device has ``runtime`` (TensorRT: its python module or trtexec)."""
+    have = info.get("runtimes", {})
+    if runtime == "tensorrt" and (have.get("tensorrt") or info.get("trtexec")):
+        return True
+    return any(d in have for d in RUNTIME_DISTS[runtime])
+
+
 def check_runtime(ssh: SSH, profile, info: dict, runtimes: set[str]) -> None:
     """numpy and every runtime the items need, before anything large is copied."""
     if not info.get("numpy"):
         raise InputError(f"on {ssh.host}: numpy is not installed for {profile.python}",
                          "install it there (pip install numpy, or sudo apt install python3-numpy), or pass "
                          "--device-python PATH of an interpreter that has it")
-    have = info.get("runtimes", {})
     for rt in sorted(runtimes):
-        if rt == "tensorrt" and (have.get("tensorrt") or info.get("trtexec")):
-            continue
-        if any(d in have for d in RUNTIME_DISTS[rt]):
+        if has_runtime(info, rt):
             continue
         raise InputError(f"on {ssh.host}: the {rt} runtime is not installed for {profile.python}",
                          f"install it there: {INSTALL[rt]}; or pass --device-python PATH of an interpreter that has it")
@@ -265,7 +270,9 @@ def _trt_bundle(item, profile, scratch: Path) -> Path:
                          "builds its engine from ONNX", "pass the ONNX bundle (convert/quantize output)")
     out = scratch / f"{item.artifact}-{item.component}-tensorrt"
     out.mkdir(parents=True)
-    options = {"precision": profile.precision, "component": item.component, **profile.compile, "trt_build": False}
+    # a reduced-precision ONNX (quantize's Q/DQ int8, an fp16 graph) is built at its own precision
+    precision = item.manifest.precision if item.manifest.precision in ("fp16", "int8") else profile.precision
+    options = {"precision": precision, "component": item.component, **profile.compile, "trt_build": False}
     get_backend("tensorrt").compile(item.path, out, options)
     return out
 
@@ -436,27 +443,49 @@ def _machine(info: dict, board: dict) -> dict:
             "board": board}
 
 
-def run_remote(items, settings, profile, keep: bool = False, timeout: float | None = None) -> dict:
-    """Bench the harness ``items`` on the profile's device; returns the bench JSON document."""
+def run_remote(items, settings, profile, keep: bool = False, timeout: float | None = None,
+               skip_missing: bool = False, also_runs: tuple[str, ...] = ()) -> dict:
+    """Bench the harness ``items`` on the profile's device; returns the bench JSON document.
+
+    ``skip_missing``: an item whose runtime the device lacks, or that fails there, is left out
+    (``doc["skipped"]``: label -> one line) instead of failing the run; ``also_runs``: runtimes the device is asked
+    to run as shipped besides the (board) profile's (the device agent's candidates)."""
     from mmdeploy.bench import harness
 
     ssh = SSH(profile)
     ssh.check()
     workdir = f"{profile.workdir.rstrip('/')}/{uuid.uuid4().hex[:12]}"
     scratch = Path(tempfile.mkdtemp(prefix="mmdeploy-remote-"))
+    skipped: dict[str, str] = {}
     try:
         info = probe(ssh, profile, workdir)
         run_profile, board = apply_board(profile, info)
+        if also_runs:
+            extra = [r for r in also_runs if r != run_profile.backend and r not in run_profile.also_runs]
+            run_profile = run_profile.model_copy(update={"also_runs": [*run_profile.also_runs, *extra]})
         payload = scratch / "payload"
         payload.mkdir()
         entries = stage(items, settings, run_profile, payload, scratch / "build")
+        if skip_missing:
+            check_runtime(ssh, run_profile, info, set())  # numpy
+            keep_ids = [k for k, e in enumerate(entries) if has_runtime(info, e["runtime"])]
+            for k, e in enumerate(entries):
+                if k not in keep_ids:
+                    skipped[e["label"]] = (f"the {e['runtime']} runtime is not installed for {profile.python} on "
+                                           f"{ssh.host} ({INSTALL[e['runtime']]})")
+                    shutil.rmtree(payload / "items" / e["id"])
+            items, entries = [items[k] for k in keep_ids], [entries[k] for k in keep_ids]
+            if not entries:
+                return {"results": [], "skipped": skipped, "warnings": [],
+                        "remote": {"host": ssh.host, "port": ssh.port, "workdir": workdir, "python": profile.python},
+                        "device": {"host": ssh.host, "board": board, "probe": info}}
         check_runtime(ssh, run_profile, info, {e["runtime"] for e in entries})
         host_acc, recorders = (record_accuracy(items, settings, entries, payload) if settings.accuracy
                                else (None, {}))
         request = {"settings": {"warmup": settings.warmup, "iters": settings.iters or 0,
                                 "duration": settings.duration, "threads": settings.threads or run_profile.threads,
                                 "batch": settings.batch},
-                   "board": board.get("profile") or "unknown", "items": entries}
+                   "board": board.get("profile") or "unknown", "items": entries, "keep_going": skip_missing}
         (payload / "request.json").write_text(json.dumps(request))
         blob = _pack(payload)
         free = info.get("free_bytes")
@@ -495,6 +524,12 @@ def run_remote(items, settings, profile, keep: bool = False, timeout: float | No
                 pass
         shutil.rmtree(scratch, ignore_errors=True)
     by_id = {d["id"]: d for d in dev["results"]}
+    if skip_missing:  # an item that failed there is skipped with the device's one line
+        for e in entries:
+            if by_id[e["id"]].get("error"):
+                skipped[e["label"]] = f"failed on {ssh.host}: {by_id[e['id']]['error']}"
+        kept = [(item, e) for item, e in zip(items, entries) if not by_id[e["id"]].get("error")]
+        items, entries = [k[0] for k in kept], [k[1] for k in kept]
     threads = request["settings"]["threads"]
     results = [_result(item, e, by_id[e["id"]], settings, board, ssh.host, threads)
                for item, e in zip(items, entries)]
@@ -505,6 +540,8 @@ def run_remote(items, settings, profile, keep: bool = False, timeout: float | No
     doc["remote"] = {"host": ssh.host, "port": ssh.port, "workdir": workdir, "python": profile.python}
     doc["device"] = {"host": ssh.host, "board": board, "probe": dev["device"]}
     doc["warnings"] = warnings_for(board, results, ssh.host)
+    if skip_missing:
+        doc["skipped"] = skipped
     return doc
 
 

@@ -25,6 +25,11 @@ def _usage_error(result, *fragments):
     (["inspect"], ["Missing argument 'ARTIFACT'"]),
     (["quantize", "x", "-o", "y", "--int8", "--calib-limt", "3"], ["did you mean --calib-limit"]),
     (["split", "x", "--bandwith", "1Mbps"], ["did you mean --bandwidth"]),
+    (["zeroshot", "x", "--label", "cat,dog", "-o", "y"], ["did you mean --labels"]),
+    (["zeroshot", "x", "--labels", "cat,dog"], ["Missing option '--output'", "pass --output DIR"]),
+    (["classify", "x"], ["Missing argument 'IMAGES'"]),
+    (["classify", "x", "img.png", "--top", "many"], ["'--top'", "integer"]),
+    (["bake", "x", "--ouput", "y"], ["did you mean --output"]),
 ])
 def test_usage_errors(cli, tmp_path, args, fragments):
     _usage_error(cli(*args), *fragments)
@@ -72,7 +77,8 @@ def test_every_option_has_help_and_a_readable_metavar():
     assert not problems, "\n".join(problems)
 
 
-@pytest.mark.parametrize("command", ["convert", "compile", "quantize", "bench", "split", "prune", "inspect"])
+@pytest.mark.parametrize("command", ["convert", "compile", "quantize", "bench", "split", "prune", "inspect",
+                                     "zeroshot", "classify", "bake"])
 def test_help_shows_no_python_types(cli, command):
     text = cli(command, "--help").stdout
     assert text, command
