@@ -151,6 +151,10 @@ def optimum_int8(ckpt: Path, work: Path, venv: Path, flag: str, towers=("vision"
     for tower, cls in (("vision", "CLIPVisionModelWithProjection"), ("text", "CLIPTextModelWithProjection")):
         if tower not in towers:
             continue
+        done = sorted((work / f"int8-{tower}").glob("*.onnx"))
+        if done:
+            files[tower] = str(done[0])
+            continue
         hf = work / f"hf-{tower}"
         subprocess.run([str(py), "-c", f"import transformers as t; t.{cls}.from_pretrained({str(ckpt)!r})"
                         f".save_pretrained({str(hf)!r})"], check=True, capture_output=True, text=True, timeout=900)
@@ -422,7 +426,7 @@ def main(argv=None) -> int:
     if not (args.reuse and (args.work / "built.json").is_file()):
         args.work.mkdir(parents=True, exist_ok=True)
         for item in args.work.iterdir():
-            if item.name != "bundle":
+            if item.name not in ("bundle", "optimum"):  # kept between runs (Optimum's own export: ours changes)
                 shutil.rmtree(item) if item.is_dir() else item.unlink()
         build(args.work, ckpt, args.optimum_venv, flag, args.threads, args.calib)
     built = json.loads((args.work / "built.json").read_text())

@@ -182,7 +182,8 @@ def test_half_precision_weights_export_fp32_by_default(tmp_path, cli, saved):
 def test_fp16_checkpoint_quantizes(tmp_path, cli):
     src = tiny_bert(tmp_path / "half", dtype="float16")
     ok(cli("convert", src, "--output", tmp_path / "out"))
-    ok(cli("quantize", tmp_path / "out", "--int8", "--output", tmp_path / "q", "--latency-runs", "0"))
+    ok(cli("quantize", tmp_path / "out", "--int8", "--method", "ort-static", "--output", tmp_path / "q",
+           "--latency-runs", "0"))
     assert read_manifest(tmp_path / "q" / "encoder").precision == "int8"
 
 
@@ -222,7 +223,8 @@ def test_text_encoder_without_tokenizer_calibrates_on_vocabulary_ids(tmp_path, c
     src = tiny_bert(tmp_path / "bare", tokenizer=False)
     done = ok(cli("convert", src, "--output", tmp_path / "out"))
     assert "preprocessing (none): no tokenizer" in done.stderr
-    q = ok(cli("quantize", tmp_path / "out", "--output", tmp_path / "q", "--latency-runs", "0"))
+    q = ok(cli("quantize", tmp_path / "out", "--output", tmp_path / "q", "--latency-runs", "0",
+               "--method", "ort-static"))
     assert read_manifest(tmp_path / "q" / "encoder").precision == "int8", q.stderr
 
 

@@ -78,7 +78,8 @@ def test_quantize_a_bundle_without_tokenizer(bare, tmp_path):
     from mmdeploy.stages.quantize import QuantizeOptions, quantize
 
     convert(bare["siglip"], tmp_path / "fp32")
-    m = quantize(tmp_path / "fp32", tmp_path / "int8", QuantizeOptions(latency_runs=0, metric="cosine"),
+    m = quantize(tmp_path / "fp32", tmp_path / "int8", QuantizeOptions(latency_runs=0, metric="cosine",
+                                                                       method="ort-static"),
                  log=lambda *a, **k: None)
     assert m.precision == "int8"
     assert "token ids drawn from the vocabulary" in " ".join(m.metadata["preprocessing"]["notes"])
