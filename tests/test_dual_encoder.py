@@ -150,6 +150,32 @@ def test_quantize_int8(bundles, family, tmp_path):
         assert read_manifest(tmp_path / "int8" / name).passes[-1].name == "quantize"
 
 
+@pytest.mark.parametrize("family", ["clip", "siglip", "metaclip-2"])
+def test_patch_embedding_exported_as_matmul(bundles, family):
+    """The ViT patch embedding leaves as a MatMul (runtimes run it as one more GEMM), and the
+    rewrite is exact: convert's parity against PyTorch passed on the rewritten graph."""
+    import onnx
+
+    graph = onnx.load(str(bundles[family] / "vision" / "model.onnx"), load_external_data=False).graph
+    assert "Conv" not in {n.op_type for n in graph.node}
+    parity = read_manifest(bundles[family] / "vision").parity
+    assert parity["passed"] and parity["outputs"]["image_embeds"]["max_abs"] < 1e-4
+
+
+def test_patch_rewrite_is_exact_and_keeps_a_partial_border_convolution():
+    import torch
+
+    from mmdeploy.models.patches import matmul_patch_embedding
+
+    conv = torch.nn.Conv2d(3, 16, 8, 8)
+    whole, ragged = torch.randn(2, 3, 32, 32), torch.randn(1, 3, 30, 30)
+    expected = conv(whole), conv(ragged)
+    with matmul_patch_embedding(conv) as n:
+        got = conv(whole), conv(ragged)
+    assert n == 1 and "forward" not in conv.__dict__  # restored
+    assert torch.allclose(got[0], expected[0], atol=1e-5) and torch.equal(got[1], expected[1])
+
+
 def test_siglip2_export_is_square_fixed_resolution(bundles):
     top = read_manifest(bundles["siglip2"])
     assert top.metadata["image_size"] == 32  # sqrt(16 patches) * 8 px

@@ -553,9 +553,11 @@ class DualEncoderAdapter(Adapter):
 
     def _export_context(self, module):
         from mmdeploy.models.attention import fusable_attention
+        from mmdeploy.models.patches import matmul_patch_embedding
 
         stack = contextlib.ExitStack()
         stack.enter_context(fusable_attention(module))
+        stack.enter_context(matmul_patch_embedding(module))
         if self.spec.export_rewrite is not None:
             stack.enter_context(self.spec.export_rewrite(module, self.image_size()))
         return stack
