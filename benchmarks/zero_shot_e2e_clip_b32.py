@@ -39,7 +39,6 @@ def main(argv=None) -> int:
     ap.add_argument("--blocks", type=int, default=4)
     args = ap.parse_args(argv)
 
-    import skimage.data
     import torch
     from PIL import Image
     from transformers import CLIPModel, CLIPProcessor
@@ -49,13 +48,12 @@ def main(argv=None) -> int:
 
     torch.set_num_threads(args.threads)
     work = Path(tempfile.mkdtemp(prefix="mmdeploy-zs-"))
+    from mmdeploy.models.preprocess import skimage_photos
+
     files = []
-    for name in ("astronaut", "chelsea", "coffee", "rocket", "horse", "motorcycle_left"):
-        img = getattr(skimage.data, name)()
-        if img.ndim == 2:
-            img = np.stack([img] * 3, -1)
-        path = work / f"{name}.jpg"
-        Image.fromarray(img[..., :3]).save(path, quality=92)
+    for i, (_, image) in enumerate(skimage_photos()[:6]):  # real photos from the scikit-image wheel
+        path = work / f"photo{i}.jpg"
+        image.save(path, quality=92)
         files.append(path)
     t = time.time()
     zs = zero_shot_bundle(args.bundle, LABELS, work / "zs", text_threads=args.threads)
