@@ -159,6 +159,10 @@ def test_groups_by_block(bundle):
     assert node_group("/m/vision_model/encoder/layers.3/self_attn/q_proj/MatMul") == \
         "m/vision_model/encoder/layers.3/self_attn"
     assert node_group("/m/vision_model/embeddings/patch_embedding/Conv") == "m/vision_model/embeddings/patch_embedding"
+    # BERT-style: the feed-forward halves are one block; the attention's output projection is not in it
+    assert node_group("/model/encoder/layer.2/intermediate/dense/MatMul") == "model/encoder/layer.2/ffn"
+    assert node_group("/model/encoder/layer.2/output/dense/MatMul") == "model/encoder/layer.2/ffn"
+    assert node_group("/model/encoder/layer.2/attention/output/dense/MatMul") == "model/encoder/layer.2/attention"
     groups = quantizable_groups(bundle / "vision" / "model.onnx")
     names = list(groups)
     assert any(n.endswith("layers.0/self_attn") for n in names) and any(n.endswith("layers.1/mlp") for n in names)

@@ -76,12 +76,19 @@ class QuantizePass(Pass):
 _BLOCK = re.compile(r"^(.*?(?:layers?|blocks?|h)[._/]\d+)[/.]([^/.]+)")
 
 
+# BERT-style layers name their feed-forward halves apart (``layer.3/intermediate/dense`` and
+# ``layer.3/output/dense``; the attention's output projection is ``layer.3/attention/output``):
+# one block, like CLIP's ``mlp`` (fc1 + fc2)
+_FFN_PARTS = {"intermediate": "ffn", "output": "ffn"}
+
+
 def node_group(name: str) -> str:
-    """The block a node belongs to: ``.../layers.3/self_attn`` or ``.../layers.3/mlp``; other
-    nodes by their module path (``/vision_model/embeddings/patch_embedding``)."""
+    """The block a node belongs to: ``.../layers.3/self_attn``, ``.../layers.3/mlp`` or a
+    BERT-style ``.../layer.3/ffn``; other nodes by their module path
+    (``/vision_model/embeddings/patch_embedding``)."""
     match = _BLOCK.match(name)
     if match:
-        return f"{match.group(1)}/{match.group(2)}".lstrip("/")
+        return f"{match.group(1)}/{_FFN_PARTS.get(match.group(2), match.group(2))}".lstrip("/")
     return (name.rsplit("/", 1)[0] if "/" in name else name).lstrip("/") or name
 
 
