@@ -78,3 +78,22 @@ def test_parity_failure_names_backend_component_and_output(tmp_path):
         get_backend("openvino").compile(bad, out, {"component": "vision"})
     assert "openvino/vision" in info.value.message and "image_embeds" in info.value.message
     assert "FAIL" in info.value.details
+
+
+def test_runner_compiles_per_feed_shape_then_falls_back_to_dynamic(tmp_path):
+    """Shape specialization: the first MAX_SHAPES shapes get their own static compilation, any
+    further one runs on a single dynamic compilation; outputs equal the unspecialized runner's."""
+    from mmdeploy.backends.openvino import OpenVINORunner
+
+    out = tmp_path / "vision-openvino"
+    out.mkdir()
+    get_backend("openvino").compile(shared_bundle() / "vision", out, {"precision": "fp32"})
+    special = OpenVINORunner(out / "model.xml", threads=1)
+    plain = OpenVINORunner(out / "model.xml", threads=1, static_shapes=False)
+    rng = np.random.default_rng(1)
+    for batch in (1, 2, 1, 3, 4, 5):
+        x = {"pixel_values": rng.standard_normal((batch, 3, 32, 32)).astype(np.float32)}
+        np.testing.assert_allclose(special.run(x)["image_embeds"], plain.run(x)["image_embeds"], atol=1e-5)
+    assert len(special._static) == OpenVINORunner.MAX_SHAPES and special._dynamic is not None
+    assert plain._static == {} and plain._dynamic is not None
+    assert special.request is special._dynamic  # batch 5: the dynamic compilation served it

@@ -43,8 +43,9 @@ class OpenVINORunner:
         self.name = name
         self.path, self.device = str(xml_path), device
         self.config: dict[str, Any] = {"INFERENCE_PRECISION_HINT": inference_precision,
-                                       "PERFORMANCE_HINT": "LATENCY", "ENABLE_CPU_PINNING": True,
-                                       "CPU_DENORMALS_OPTIMIZATION": True}
+                                       "PERFORMANCE_HINT": "LATENCY"}
+        if device == "CPU":  # CPU-plugin properties (another device would reject them)
+            self.config.update(ENABLE_CPU_PINNING=True, CPU_DENORMALS_OPTIMIZATION=True)
         if threads:
             self.config["INFERENCE_NUM_THREADS"] = int(threads)
         self.config.update(config or {})  # e.g. {"PERF_COUNT": True}: per-node times in request.profiling_info
@@ -66,11 +67,14 @@ class OpenVINORunner:
     def _compile(self, model):
         return self.core.compile_model(model, self.device, self.config).create_infer_request()
 
+    def _dynamic_request(self):
+        if self._dynamic is None:
+            self._dynamic = self._compile(self.core.read_model(self.path))
+        return self._dynamic
+
     def _request(self, inputs: dict[str, np.ndarray]):
         if not self._specialize:
-            if self._dynamic is None:
-                self._dynamic = self._compile(self.core.read_model(self.path))
-            return self._dynamic
+            return self._dynamic_request()
         key = tuple((n, inputs[n].shape) for n in self.input_names if n in inputs)
         request = self._static.get(key)
         if request is None and len(self._static) < self.MAX_SHAPES and len(key) == len(self.input_names):
@@ -81,11 +85,7 @@ class OpenVINORunner:
                 self._specialize = False
                 return self._request(inputs)
             request = self._static[key] = self._compile(model)
-        if request is None:
-            if self._dynamic is None:
-                self._dynamic = self._compile(self.core.read_model(self.path))
-            request = self._dynamic
-        return request
+        return self._dynamic_request() if request is None else request
 
     def run(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         inputs = {k: np.ascontiguousarray(v, dtype=self._dtypes[k]) for k, v in feeds.items() if k in self._dtypes}
