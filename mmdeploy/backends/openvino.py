@@ -88,6 +88,10 @@ class OpenVINORunner:
         return self._dynamic_request() if request is None else request
 
     def run(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        missing = [n for n in self.input_names if n not in feeds]
+        if missing:
+            raise InputError(f"{self.name}: no value for input {', '.join(missing)}",
+                             "inputs: " + ", ".join(self.input_names))
         inputs = {k: np.ascontiguousarray(v, dtype=self._dtypes[k]) for k, v in feeds.items() if k in self._dtypes}
         request = self.request = self._request(inputs)
         result = request.infer({i: inputs[n] for i, n in enumerate(self.input_names) if n in inputs})
@@ -99,7 +103,8 @@ def _port_name(port, known: list[str] | None) -> str:
     for name in known or []:
         if name in names:
             return name
-    return port.get_any_name()
+    # else the graph's own name (``pixel_values``) over an internal tensor's (``/x/Cast_output_0``)
+    return min(names, key=lambda n: (n.startswith("/"), len(n))) if names else port.get_any_name()
 
 
 def unconverted_ops(message: str) -> list[str]:
