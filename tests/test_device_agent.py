@@ -41,7 +41,6 @@ def _profile(sshd: dict, directory: Path, name: str, preference: list[str], **up
 
 @ssh
 def test_auto_measures_candidates_on_the_device_and_skips_a_runtime_it_lacks(sshd, bundle, tmp_path, monkeypatch):
-    pytest.importorskip("nncf")
     targets = _profile(sshd, tmp_path / "targets", "pi", ["ort-static", "ort-dynamic", "nncf"])
     monkeypatch.setenv("MMDEPLOY_TARGETS_PATH", str(targets))
     m = quantize(bundle, tmp_path / "out", QuantizeOptions(target="pi", latency_runs=0, calib_limit=4))
@@ -180,7 +179,6 @@ def test_tensorrt_candidates_ship_as_bundles_built_on_the_device_at_their_own_pr
 def test_cli_prints_where_it_measured_and_what_the_device_skipped(sshd, bundle, tmp_path, monkeypatch, capsys):
     from mmdeploy.cli import main
 
-    pytest.importorskip("nncf")
     targets = _profile(sshd, tmp_path / "targets", "pi", ["ort-dynamic", "nncf"])
     monkeypatch.setenv("MMDEPLOY_TARGETS_PATH", str(targets))
     with pytest.raises(SystemExit) as exc:
