@@ -97,3 +97,19 @@ def test_runner_compiles_per_feed_shape_then_falls_back_to_dynamic(tmp_path):
     assert len(special._static) == OpenVINORunner.MAX_SHAPES and special._dynamic is not None
     assert plain._static == {} and plain._dynamic is not None
     assert special.request is special._dynamic  # batch 5: the dynamic compilation served it
+
+
+def test_missing_input_is_one_clear_error(tmp_path):
+    """Found this stop: a feed without one of the model's inputs ran on whatever tensor the
+    request held before (stale output); now one line naming the input and the expected ones."""
+    from mmdeploy.errors import InputError
+
+    out = tmp_path / "text-openvino"
+    out.mkdir()
+    get_backend("openvino").compile(shared_bundle() / "text", out, {"precision": "fp32"})
+    runner = load_runner(out, threads=1)
+    feeds = {n: np.ones((1, 5), np.int64) for n in runner.input_names}
+    runner.run(feeds)
+    missing = runner.input_names[-1]
+    with pytest.raises(InputError, match=f"no value for input {missing}"):
+        runner.run({k: v for k, v in feeds.items() if k != missing})
