@@ -61,6 +61,11 @@ class VerificationError(CheckFailed):
     """Outputs of a converted artifact differ from the PyTorch reference beyond tolerance."""
 
 
+class OutputShapeError(CheckFailed):
+    """A runtime returned an output whose shape contradicts the signature for the feeds given
+    (e.g. a batch of 0 rows for a batch-1 feed): a wrong result is never passed on."""
+
+
 class BudgetExceeded(CheckFailed):
     """A latency / size / accuracy budget was not met."""
 

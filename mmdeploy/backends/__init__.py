@@ -61,9 +61,9 @@ def load_runner(artifact_dir: str | Path, **options):
     backend_name = FORMATS.get(manifest.format or "")
     if backend_name is None:
         raise InputError(f"{artifact_dir}: no backend runs format {manifest.format!r}")
+    from mmdeploy.backends.base import CheckedRunner, static_runner
+
     runner = get_backend(backend_name).load(Path(artifact_dir), **options)
     if manifest.format in ("onnx", "openvino"):  # convert --batch N / --sequence L: feeds of any shape
-        from mmdeploy.backends.base import static_runner
-
-        runner = static_runner(runner, manifest.inputs, manifest.outputs)
-    return runner
+        return static_runner(runner, manifest.inputs, manifest.outputs)
+    return CheckedRunner(runner, manifest.inputs, manifest.outputs)

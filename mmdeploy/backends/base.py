@@ -18,7 +18,7 @@ from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
-from mmdeploy.errors import BackendUnavailable
+from mmdeploy.errors import BackendUnavailable, OutputShapeError
 
 
 @runtime_checkable
@@ -162,9 +162,10 @@ def fit_static(feeds: dict[str, np.ndarray], inputs) -> dict[str, np.ndarray]:
 
 def static_runner(runner, inputs, outputs):
     """``runner`` wrapped in :class:`StaticShapeRunner` when the signature is static (a fixed
-    batch, or a fixed token length), else ``runner`` itself."""
+    batch, or a fixed token length), and its results checked against the signature
+    (:class:`CheckedRunner`)."""
     wrapped = StaticShapeRunner(runner, inputs, outputs)
-    return wrapped if wrapped.model_batch or wrapped.pad else runner
+    return CheckedRunner(wrapped if wrapped.model_batch or wrapped.pad else runner, inputs, outputs)
 
 
 def fit_static_batches(feeds: list[dict[str, np.ndarray]], inputs) -> list[dict[str, np.ndarray]]:
@@ -200,3 +201,47 @@ def fit_static_batches(feeds: list[dict[str, np.ndarray]], inputs) -> list[dict[
             piece[name] = part
         out.append(piece)
     return out
+
+
+def check_outputs(runner_name: str, inputs, outputs, feeds: dict[str, np.ndarray],
+                  results: dict[str, np.ndarray]) -> None:
+    """Raise :class:`OutputShapeError` when an output's symbolic dim (``batch``, ``sequence``)
+    differs from the size the feeds gave that dim.  A runtime that computes a shape wrong (seen:
+    OpenVINO's CPU plugin under flush-to-zero returned ``(0, 16)`` for a batch of 1) must give an
+    error naming it, never a result."""
+    bound: dict[str, int] = {}
+    for spec in inputs:
+        value = feeds.get(spec.name)
+        if value is None:
+            continue
+        shape = np.shape(value)
+        for axis, dim in enumerate(spec.shape):
+            if isinstance(dim, str) and axis < len(shape):
+                bound.setdefault(dim, int(shape[axis]))
+    for spec in outputs:
+        value = results.get(spec.name)
+        if value is None:
+            continue
+        shape = np.shape(value)
+        for axis, dim in enumerate(spec.shape):
+            if isinstance(dim, str) and dim in bound and axis < len(shape) and shape[axis] != bound[dim]:
+                raise OutputShapeError(
+                    f"{runner_name} returned {spec.name} of shape {tuple(shape)}: axis {axis} ({dim}) should be "
+                    f"{bound[dim]} for these inputs ({', '.join(f'{k} {tuple(np.shape(v))}' for k, v in feeds.items())})",
+                    "the runtime computed a wrong shape; rerun with another backend (and report it)")
+
+
+class CheckedRunner:
+    """A runner whose every result is checked against the I/O signature (:func:`check_outputs`);
+    every other attribute is the wrapped runner's."""
+
+    def __init__(self, runner, inputs, outputs):
+        self.runner, self.inputs, self.outputs = runner, list(inputs), list(outputs)
+
+    def __getattr__(self, name):
+        return getattr(self.runner, name)
+
+    def run(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        results = self.runner.run(feeds)
+        check_outputs(self.runner.name, self.inputs, self.outputs, feeds, results)
+        return results

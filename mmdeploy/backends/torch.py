@@ -12,13 +12,12 @@ from mmdeploy.errors import InputError
 
 
 class TorchRunner:
-    """Runs a :class:`~mmdeploy.models.base.Component`'s module in eval mode, without grad."""
+    """Runs a :class:`~mmdeploy.models.base.Component`'s module in eval mode, without grad.
+    ``threads`` holds during :meth:`run` only: torch's thread count is process-wide, so the
+    caller's setting is restored after each run."""
 
     def __init__(self, component, threads: int | None = None, name: str = "torch"):
-        import torch
-
-        if threads:
-            torch.set_num_threads(int(threads))
+        self.threads = int(threads) if threads else None
         self.name = name
         self.component = component
         self.module = component.module.eval()
@@ -33,8 +32,15 @@ class TorchRunner:
             raise InputError(f"{self.component.name}: missing input {', '.join(missing)}",
                              f"inputs are {', '.join(self.input_names)}")
         args = [torch.from_numpy(np.ascontiguousarray(feeds[n])) for n in self.input_names]
-        with torch.inference_mode():
-            out = self.module(*args)
+        previous = torch.get_num_threads()
+        if self.threads:
+            torch.set_num_threads(self.threads)
+        try:
+            with torch.inference_mode():
+                out = self.module(*args)
+        finally:
+            if self.threads:
+                torch.set_num_threads(previous)
         if isinstance(out, torch.Tensor):
             out = (out,)
         elif isinstance(out, dict):

@@ -345,7 +345,7 @@ class OrtRunner:
 
 class OpenVINORunner:
     """As mmdeploy's own OpenVINO runner: the artifact's inference precision, threads pinned,
-    denormals flushed, compiled for the static shapes of the feeds it runs (any other shape:
+    denormals left alone (flushing them changes the process's float state for good), compiled for the static shapes of the feeds it runs (any other shape:
     the dynamic model)."""
 
     def __init__(self, item, threads):
@@ -355,7 +355,7 @@ class OpenVINORunner:
             raise DeviceError("setup", "openvino is not installed for %s; pip install openvino"
                               % sys.executable) from None
         self.config = {"INFERENCE_PRECISION_HINT": item.get("inference_precision") or "f32",
-                       "PERFORMANCE_HINT": "LATENCY", "ENABLE_CPU_PINNING": True, "CPU_DENORMALS_OPTIMIZATION": True}
+                       "PERFORMANCE_HINT": "LATENCY", "ENABLE_CPU_PINNING": True}
         if threads:
             self.config["INFERENCE_NUM_THREADS"] = int(threads)
         self.core = ov.Core()
