@@ -57,7 +57,7 @@ def cosine(a, b) -> float:
 
 
 def cpu_flags() -> dict:
-    from mmdeploy.stages.autoselect import cpu_features
+    from mmdeploy.cpu import cpu_features
 
     return cpu_features()
 

@@ -43,7 +43,7 @@ def main(argv=None) -> int:
     from PIL import Image
     from transformers import CLIPModel, CLIPProcessor
 
-    from mmdeploy.stages.autoselect import cpu_features
+    from mmdeploy.cpu import cpu_features
     from mmdeploy.stages.zeroshot import ZeroShotClassifier, zero_shot_bundle
 
     torch.set_num_threads(args.threads)

@@ -220,6 +220,26 @@ def session(output: str | Path | None = None, *, show: bool = True) -> Iterator[
     _keep(log_file, output)
 
 
+def log_failure(exc: BaseException, label: str) -> str:
+    """One line for a failure that a search records and goes past (``nncf: failed during
+    quantization: <first line>``); the full traceback goes to the command's log (the redirected
+    stderr inside a :func:`session`, else the ``mmdeploy`` logger at debug level)."""
+    import traceback
+
+    lines = [line for line in str(exc).splitlines() if line.strip()]
+    first = f"{type(exc).__name__}: {lines[0].strip()}" if lines else type(exc).__name__
+    if not hasattr(exc, "one_line"):  # a project error's line is already its message
+        first = first[:300]
+    else:
+        first = exc.one_line()
+    text = "".join(traceback.format_exception(exc))
+    if _terminal_stream is not None:  # inside a session: stderr is the log file
+        print(f"{label}: {text}", file=sys.stderr)
+    else:
+        logging.getLogger("mmdeploy.search").debug("%s: %s", label, text)
+    return first
+
+
 def _keep(log_file: Path, output: str | Path | None) -> None:
     """Move the log into ``output``/logs (or drop it: no output directory, or nothing logged)."""
     from mmdeploy.artifact import LOG_DIR

@@ -14,6 +14,7 @@ import pytest
 sys.path.insert(0, str(Path(__file__).parent))
 from builders import quantize_bundle  # noqa: E402
 
+from mmdeploy import cpu as cpu_module  # noqa: E402
 from mmdeploy.artifact import read_manifest  # noqa: E402
 from mmdeploy.stages import autoselect  # noqa: E402
 from mmdeploy.stages.autoselect import CANDIDATES, NoCandidateError, Outcome  # noqa: E402
@@ -64,7 +65,7 @@ def _comps():
 
 
 def _select(monkeypatch, values, latencies, cpu=CPU_AMX, aware_gain=0.0, **options):
-    monkeypatch.setattr(autoselect, "cpu_features", lambda: cpu)
+    monkeypatch.setattr(cpu_module, "cpu_features", lambda: cpu)
     opts = QuantizeOptions(**options)
     return autoselect.select(_comps(), _Eval(), opts, lambda m: None, build=_fake_build(values, aware_gain),
                              runner_for=lambda comp, state, cand: cand.name, timer=_timer(latencies))
@@ -75,7 +76,7 @@ def test_picks_fastest_within_budget_and_records_every_candidate(monkeypatch):
     values["openvino-bf16"] = 0.95  # the fastest, but over budget
     latencies = {"ort-static": 20.0, "ort-dynamic": 30.0, "nncf": 16.0, "nncf+bf16": 12.0,
                  "openvino-bf16": 9.0, "openvino-fp16": 25.0}
-    chosen, record = _select(monkeypatch, values, latencies)
+    chosen, record = _select(monkeypatch, values, latencies, precision="auto")
     assert chosen.name == "nncf+bf16"
     rows = {r["name"]: r for r in record["candidates"]}
     assert set(rows) == set(autoselect.KIND_CANDIDATES["cpu"])
@@ -88,11 +89,23 @@ def test_picks_fastest_within_budget_and_records_every_candidate(monkeypatch):
 def test_other_cpu_other_choice_and_unavailable_routes_skipped_with_a_note(monkeypatch):
     values = {n: 0.999 for n in CANDIDATES}
     latencies = {"ort-static": 14.0, "ort-dynamic": 15.0, "nncf": 60.0}
-    chosen, record = _select(monkeypatch, values, latencies, cpu=CPU_AVX2)
+    chosen, record = _select(monkeypatch, values, latencies, cpu=CPU_AVX2, precision="auto")
     assert chosen.name == "ort-static"
     rows = {r["name"]: r for r in record["candidates"]}
     assert "no bf16 (AMX or AVX512-BF16)" in rows["nncf+bf16"]["skipped"]
     assert "no fp16" in rows["openvino-fp16"]["skipped"] and "latency_ms" not in rows["openvino-fp16"]
+
+
+def test_int8_never_chooses_a_float_route(monkeypatch):
+    """Found on real weights: every int8 route missed the guard and --int8 returned OpenVINO bf16
+    at 100 % of the fp32 size.  Under --int8 the float routes are not candidates at all."""
+    values = {n: 0.999 for n in CANDIDATES}
+    latencies = {"ort-static": 20.0, "ort-dynamic": 30.0, "nncf": 16.0, "nncf+bf16": 12.0, "openvino-bf16": 1.0}
+    chosen, record = _select(monkeypatch, values, latencies)
+    assert chosen.name == "nncf+bf16"
+    names = {r["name"] for r in record["candidates"]}
+    assert "openvino-bf16" not in names and "openvino-fp16" not in names and "nncf-w8" in names
+    assert all(CANDIDATES[n].precision == "int8" for n in names)
 
 
 def test_missing_package_named(monkeypatch):
@@ -107,7 +120,7 @@ def test_missing_package_named(monkeypatch):
 def test_no_candidate_within_budget_names_best_per_candidate(monkeypatch):
     values = {n: 0.9 + i / 1000 for i, n in enumerate(CANDIDATES)}
     with pytest.raises(NoCandidateError) as info:
-        _select(monkeypatch, values, {})
+        _select(monkeypatch, values, {}, precision="auto", accuracy_aware=False)
     message = str(info.value)
     assert info.value.exit_code == 1 and "nothing written" in message
     for name in autoselect.KIND_CANDIDATES["cpu"]:
@@ -121,7 +134,7 @@ def test_sensitive_blocks_kept_float_only_when_no_route_holds_fully_quantized(mo
     latencies = {"ort-static": 20.0, "ort-dynamic": 30.0, "nncf": 16.0, "nncf+bf16": 12.0,
                  "openvino-bf16": 9.0, "openvino-fp16": 25.0}
     values["openvino-bf16"] = 0.95  # not int8: no blocks to keep in float, stays over budget
-    chosen, record = _select(monkeypatch, values, latencies, aware_gain=0.01)
+    chosen, record = _select(monkeypatch, values, latencies, aware_gain=0.01, precision="auto")
     assert chosen.name == "nncf+bf16"
     assert {r["name"]: r["holds_budget"] for r in record["candidates"]}["openvino-bf16"] is False
 
@@ -129,7 +142,7 @@ def test_sensitive_blocks_kept_float_only_when_no_route_holds_fully_quantized(mo
 def _two_tower_select(monkeypatch, cosines: dict[str, dict[str, float]], latencies: dict[str, dict[str, float]],
                       evaluator=None, mix_ok=True):
     """Two components; each candidate's cosine and latency per component."""
-    monkeypatch.setattr(autoselect, "cpu_features", lambda: CPU_AMX)
+    monkeypatch.setattr(cpu_module, "cpu_features", lambda: CPU_AMX)
     comps = [SimpleNamespace(name=n, calib=SimpleNamespace(feeds=[{"x": np.zeros(1)}]), result=None, out_dir=None,
                              excluded=[], passes=[], base_model=None) for n in ("vision", "text")]
 
@@ -141,7 +154,8 @@ def _two_tower_select(monkeypatch, cosines: dict[str, dict[str, float]], latenci
         return Outcome(cand, state=state, score={"cosine": dict(cos), "value": min(cos.values()), "ok": ok}, ok=ok)
 
     def timer(runners, feeds, blocks):
-        return {name: latencies.get(name, {}).get(comp, 50.0) for name, comp in runners.items()}
+        # runners are wrapped (a failure while timed is recorded, not raised): the component's name inside
+        return {name: latencies.get(name, {}).get(r.runner, 50.0) for name, r in runners.items()}
 
     ev = evaluator or _Eval()
     if ev.metric == "task":
@@ -204,7 +218,7 @@ def test_remote_target_unreachable_uses_profile_preference_with_the_reason(monke
                                         "quantize_preference: [tensorrt-fp16, tensorrt-int8]\n")
     monkeypatch.setenv("MMDEPLOY_TARGETS_PATH", str(tmp_path))
     values = {n: 0.999 for n in CANDIDATES}
-    chosen, record = _select(monkeypatch, values, {}, target="orin")
+    chosen, record = _select(monkeypatch, values, {}, target="orin", precision="auto")
     assert chosen.name == "tensorrt-fp16"
     how = record["how"]
     assert "profile preference" in how and "not measured, the device agent was not reachable: " in how
@@ -259,7 +273,7 @@ def test_no_candidate_runs_on_the_device_falls_back_to_the_preference_saying_so(
     why = "the openvino runtime is not installed for python3 on pi@10.0.0.3 (pip install openvino)"
     monkeypatch.setattr(autoselect, "measure_on_target", lambda profile, built, comps, log: (
         _measurement({}, {"nncf": why, "openvino-bf16": why}), None))
-    chosen, record = _select(monkeypatch, {n: 0.999 for n in CANDIDATES}, {}, target="box")
+    chosen, record = _select(monkeypatch, {n: 0.999 for n in CANDIDATES}, {}, target="box", precision="auto")
     assert chosen.name == "nncf" and record["how"].startswith("profile preference of box (nncf, openvino-bf16): "
                                                               "not measured, no candidate runs on the device: nncf: ")
     assert record["device"]["host"] == "nvidia@10.0.0.2"  # who answered is still recorded
@@ -267,7 +281,7 @@ def test_no_candidate_runs_on_the_device_falls_back_to_the_preference_saying_so(
 
 def test_real_auto_records_candidates_and_openvino_choice_runs_everywhere(bundle, tmp_path, monkeypatch):
     """Real candidates on the tiny CLIP; the timer is injected so that an OpenVINO route wins."""
-    caps = autoselect.cpu_features().get("openvino_capabilities", [])
+    caps = cpu_module.cpu_features().get("openvino_capabilities", [])
     fast = "nncf+bf16" if "BF16" in caps else "nncf"
     real_select = autoselect.select
     latencies = {n: (1.0 if n == fast else 5.0) for n in CANDIDATES}
@@ -321,12 +335,22 @@ def test_timing_race_stops_runners_that_cannot_win():
     assert result["slow"] > result["fast"]
 
 
-@pytest.mark.parametrize("cpu, expected", [(CPU_AVX2, True), (CPU_AMX, False)])
-def test_ort_weights_reduced_to_7_bits_only_on_x86_without_vnni(bundle, tmp_path, monkeypatch, cpu, expected):
-    """Quantization settings per CPU kind: ORT's u8s8 path without VNNI can saturate."""
-    monkeypatch.setattr(autoselect, "cpu_features", lambda: cpu)
+@pytest.mark.parametrize("cpu, variants", [
+    (CPU_AVX2, [{"reduce_range": False}, {"reduce_range": True}]), (CPU_AMX, [{"reduce_range": False}])])
+def test_ort_weight_bits_decided_by_measuring_on_x86_without_vnni(bundle, tmp_path, monkeypatch, cpu, variants):
+    """ORT's u8s8 path without VNNI can saturate int16: 8-bit weights are tried first and 7-bit
+    (reduce_range) only if 8-bit misses the budget (7-bit cost accuracy on real weights: 0.939
+    against 0.9925); with VNNI only 8-bit."""
+    from mmdeploy.stages.quantize import _variants
+
+    monkeypatch.setattr(cpu_module, "cpu_features", lambda: cpu)
+    assert _variants(QuantizeOptions(), "ort-dynamic") == variants
+    assert _variants(QuantizeOptions(reduce_range=True), "ort-static") == [{"reduce_range": True}]
     m = quantize(bundle / "vision", tmp_path / "q", QuantizeOptions(method="ort-static", latency_runs=0, calib_limit=4))
-    assert m.passes[-1].params["reduce_range"] is expected
+    assert m.passes[-1].params["reduce_range"] is False  # 8-bit held the budget
+    nncf = _variants(QuantizeOptions(), "nncf")
+    assert ({"overflow_fix": "enable"} in nncf) is (cpu is CPU_AVX2)
+    assert {"smooth_quant_alpha": 0.5, "overflow_fix": "first_layer"} in nncf
 
 
 def test_nncf_fast_settings_reach_the_pass(bundle, tmp_path):

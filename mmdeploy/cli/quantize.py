@@ -9,7 +9,7 @@ import typer
 
 from mmdeploy.cli._common import console, print_json, print_table, quiet, split_list
 
-METHODS = ["auto", "ort-static", "ort-dynamic", "nncf", "inc", "tflite"]
+METHODS = ["auto", "ort-static", "ort-dynamic", "nncf", "nncf-weights", "inc", "tflite"]
 
 
 def register(app: typer.Typer) -> None:
@@ -18,11 +18,16 @@ def register(app: typer.Typer) -> None:
         artifact: Path = typer.Argument(..., help="A `convert` output (every component is quantized) "
                                         "or one component's directory."),
         output: Path = typer.Option(..., "--output", "-o", help="Directory for the new artifact."),
-        int8: bool = typer.Option(False, "--int8", help="Calibrated int8 (the default)."),
+        int8: bool = typer.Option(False, "--int8", help="int8 weights (the default): blocks the accuracy guard "
+                                  "keeps in float are listed; if no int8 route holds the budget, exit 1."),
         fp16: bool = typer.Option(False, "--fp16", help="float16 weights and compute, float32 I/O."),
+        precision: Optional[str] = typer.Option(None, "--precision", help="int8 (as --int8), fp16 (as --fp16) or "
+                                                "auto: the fastest artifact of any precision that holds the budget "
+                                                "(float routes such as OpenVINO bf16 compete with int8)."),
         method: str = typer.Option("auto", "--method", help="auto (build every route that runs on the target, "
                                    "keep those within the budget, pick the fastest measured), ort-static (calibrated "
                                    "QDQ for ORT/OpenVINO/TensorRT), ort-dynamic (+ ORT fusions), nncf (OpenVINO IR), "
+                                   "nncf-weights (int8 weights, activations quantized at run time), "
                                    "inc (Neural Compressor tuning), tflite (litert-torch, needs the checkpoint)."),
         calibrate_method: str = typer.Option("minmax", "--calibrate-method",
                                              help="ort-static: minmax, entropy or percentile."),
@@ -71,6 +76,11 @@ def register(app: typer.Typer) -> None:
 
         if int8 and fp16:
             raise InputError("--int8 and --fp16 are exclusive", "pick one")
+        if precision is not None and precision not in ("int8", "fp16", "auto"):
+            raise InputError(f"--precision {precision!r} is not valid", "choose one of: int8, fp16, auto")
+        if precision is not None and ((int8 and precision != "int8") or (fp16 and precision != "fp16")):
+            raise InputError(f"--precision {precision} contradicts {'--int8' if int8 else '--fp16'}", "pass one of them")
+        precision = precision or ("fp16" if fp16 else "int8")
         for name, value, allowed in (("--method", method, METHODS),
                                      ("--calibrate-method", calibrate_method, ["minmax", "entropy", "percentile"]),
                                      ("--metric", metric, ["auto", "task", "cosine"]),
@@ -81,7 +91,7 @@ def register(app: typer.Typer) -> None:
         if calib_limit < 1:
             raise InputError("--calib-limit must be at least 1")
         options = QuantizeOptions(
-            precision="fp16" if fp16 else "int8", method=method, calibrate_method=calibrate_method,
+            precision=precision, method=method, calibrate_method=calibrate_method,
             per_channel=per_channel, activation_type=activation_type, optimize=optimize, calib=list(calib) if calib else None,
             calib_limit=calib_limit, processor=processor, components=split_list(components), metric=metric,
             accuracy_budget=accuracy_budget, accuracy_aware=not no_accuracy_aware,
@@ -142,3 +152,9 @@ def _print_summary(summary: dict, output: Path) -> None:
                   f"{fmt(block['metric_before'])} → {fmt(block['metric_after'])}", soft_wrap=True)
     if not summary["float_blocks"]:
         out.print("kept in float: nothing (the budget held with every block quantized)")
+    for row in summary["components"]:
+        if row.get("weights"):
+            out.print(f"{row['component']}: weights {row['weights']}; activations {row.get('activations', '-')}",
+                      soft_wrap=True)
+    if summary.get("int8_isa"):
+        out.print(f"int8 instructions on this CPU: {summary['int8_isa']}", soft_wrap=True)

@@ -1,8 +1,10 @@
 """A generic Hugging Face encoder (BERT-family text encoders, ViT-family vision encoders).
 
 One component, ``encoder``: token or patch-level hidden states (``last_hidden_state``), plus
-``pooler_output`` when the model has a pooler.  No task metric: quantization falls back to
-embedding cosine against the fp32 model.
+``pooler_output`` when the model has a pooler.  A sentence-transformers folder (``modules.json``)
+exports its whole pipeline instead (:mod:`mmdeploy.models.sentence_pipeline`): outputs
+``token_embeddings`` and ``sentence_embedding``, the embedding ``SentenceTransformer.encode``
+returns.  No task metric: quantization is judged by the embedding users consume.
 """
 
 from __future__ import annotations
@@ -38,6 +40,7 @@ class HFEncoderAdapter(Adapter):
         super().__init__(source, allow_pickle=allow_pickle, options=options)
         self._model = None
         self._config: dict | None = None
+        self._pipeline: dict | None | bool = False  # False: not read yet
 
     @classmethod
     def detect(cls, source: Path, config: dict | None) -> bool:
@@ -60,6 +63,21 @@ class HFEncoderAdapter(Adapter):
         return self._config
 
     @property
+    def pipeline(self) -> dict | None:
+        """The sentence-transformers pipeline (``modules.json``), or None for a plain encoder."""
+        if self._pipeline is False:
+            from mmdeploy.models.sentence_pipeline import read_pipeline
+
+            self._pipeline = self.bundle_metadata.get("sentence_transformers") if self.bundle_metadata else (
+                read_pipeline(self.source) if self.source.is_dir() and self.modality == "text" else None)
+        return self._pipeline
+
+    @property
+    def max_length(self) -> int | None:
+        """The token length sentence-transformers truncates to (``max_seq_length``)."""
+        return (self.pipeline or {}).get("max_seq_length")
+
+    @property
     def modality(self) -> str:
         return "image" if "image_size" in self.config or "num_channels" in self.config else "text"
 
@@ -78,6 +96,16 @@ class HFEncoderAdapter(Adapter):
         import torch
 
         model = self.torch_model()
+        if self.pipeline:
+            from mmdeploy.models.sentence_pipeline import build_module
+
+            inputs = ["input_ids", "attention_mask"]
+            outputs = ["token_embeddings", "sentence_embedding"]
+            axes = {n: {0: "batch", 1: "sequence"} for n in inputs}
+            axes.update(token_embeddings={0: "batch", 1: "sequence"}, sentence_embedding={0: "batch"})
+            module = build_module(model, self.pipeline, self.source, self.allow_pickle)
+            return {"encoder": Component(name="encoder", module=module, input_names=inputs, output_names=outputs,
+                                         dynamic_axes=axes, make_inputs=self._random_inputs, modality="text")}
         has_pooler = getattr(model, "pooler", None) is not None
         outputs = ["last_hidden_state"] + (["pooler_output"] if has_pooler else [])
 
@@ -110,8 +138,23 @@ class HFEncoderAdapter(Adapter):
         if self.bundle_metadata:
             return dict(self.bundle_metadata)
         keep = ("model_type", "image_size", "num_channels", "vocab_size", "max_position_embeddings")
-        return {"config": {k: self.config[k] for k in keep if k in self.config},
+        meta = {"config": {k: self.config[k] for k in keep if k in self.config},
                 "modality": self.modality, "task": None}
+        if self.pipeline:
+            meta["sentence_transformers"] = self.pipeline
+        return meta
+
+    def library_parity(self, runners: dict) -> dict | None:
+        """A sentence-transformers folder: ``sentence_embedding`` against ``SentenceTransformer.encode``
+        on the default real sentences (convert records it in the bundle's parity)."""
+        if not self.pipeline or "encoder" not in runners:
+            return None
+        from mmdeploy.models.sentence_pipeline import library_parity
+
+        tokenizer = pp.tokenizer_for(self.source, self.processor_dir(), self.provenance)
+        if tokenizer is None:
+            return {"skipped": "no tokenizer in the checkpoint (pass --processor DIR)"}
+        return library_parity(self.source, runners["encoder"], tokenizer, default_sentences()[:32], self.max_length)
 
     def preprocess_files(self) -> list[Path]:
         self.resolve_preprocessing()
@@ -147,7 +190,8 @@ class HFEncoderAdapter(Adapter):
                 return [pp.random_token_ids(vocab, 1, length, seed) for seed in range(len(sentences[:limit]))]
             # one padded length for the whole set (the mask marks the padding), so that samples
             # batch together in calibration and in the accuracy check
-            enc = tokenizer(list(sentences[:limit]), return_tensors="np", truncation=True, padding=True)
+            enc = tokenizer(list(sentences[:limit]), return_tensors="np", truncation=True, padding=True,
+                            max_length=self.max_length)
             ids, mask = (np.asarray(enc[n], dtype=np.int64) for n in ("input_ids", "attention_mask"))
             return [{"input_ids": ids[i:i + 1], "attention_mask": mask[i:i + 1]} for i in range(len(ids))]
         if path is None:

@@ -20,18 +20,40 @@ def cosine(ref: np.ndarray, got: np.ndarray) -> float:
     return float(np.mean(np.where(den > 0, (a * b).sum(1) / np.maximum(den, 1e-30), 1.0)))
 
 
-def embedding_cosine(ref_runner, runner, feeds) -> float:
-    """Mean cosine of every float output to the fp32 model's, the worst output reported.
+def consumed_outputs(names) -> list[str]:
+    """The outputs a user consumes, which the guard judges: a sentence-transformers bundle's
+    ``sentence_embedding`` (not its token embeddings); otherwise every output but BERT's
+    ``pooler_output`` beside ``last_hidden_state`` (a pretraining head sentence encoders never
+    use, whose tanh saturates and says nothing of the embedding)."""
+    names = list(names)
+    if "sentence_embedding" in names:
+        return ["sentence_embedding"]
+    if "last_hidden_state" in names:
+        return [n for n in names if n != "pooler_output"]
+    return names
 
-    Per-sample cosines are averaged over the feeds, so feeds of different sequence lengths (a
-    text encoder's ``last_hidden_state``) never need to be concatenated."""
+
+def _tokens(value: np.ndarray, mask: np.ndarray | None) -> np.ndarray:
+    """A token-level output's real positions only (``attention_mask`` == 1), one row each."""
+    if mask is not None and value.ndim == 3 and value.shape[:2] == mask.shape:
+        return value[mask.astype(bool)]
+    return value
+
+
+def embedding_cosine(ref_runner, runner, feeds) -> float:
+    """Mean cosine of each consumed float output (:func:`consumed_outputs`) to the fp32 model's,
+    the worst output reported.  Token-level outputs are compared token by token over the real
+    positions (padding masked out); sample-level ones sample by sample.  Cosines are averaged
+    over the feeds, so feeds of different sequence lengths never need to be concatenated."""
     worst = 1.0
     refs, gots = [ref_runner.run(f) for f in feeds], [runner.run(f) for f in feeds]
-    for name in refs[0]:
+    masks = [f.get("attention_mask") for f in feeds]
+    for name in consumed_outputs(refs[0]):
         if refs[0][name].dtype.kind != "f":
             continue
-        weights = [len(r[name]) for r in refs]
-        values = [cosine(r[name], g[name]) for r, g in zip(refs, gots)]
+        rows = [(_tokens(r[name], m), _tokens(g[name], m)) for r, g, m in zip(refs, gots, masks)]
+        weights = [len(a) for a, _ in rows]
+        values = [cosine(a, b) for a, b in rows]
         worst = min(worst, float(np.average(values, weights=weights)))
     return worst
 

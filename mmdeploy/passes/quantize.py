@@ -9,6 +9,9 @@ Methods:
 * ``ort-dynamic``: ONNX Runtime dynamic quantization (int8 weights, activations quantized at run
   time; no calibration needed), usually after the ``optimize`` pass (ORT-only graph).
 * ``nncf``: NNCF post-training quantization of the OpenVINO model (OpenVINO IR, int8).
+* ``nncf-weights``: NNCF weight compression to int8 (per-channel), the activations quantized at run
+  time by OpenVINO's CPU plugin (dynamic quantization): int8 weights without calibrated ranges,
+  so activation outliers cost nothing.
 * ``inc``: Intel Neural Compressor accuracy-aware tuning (see :func:`inc_tune`).
 * ``tflite``: int8 TFLite via litert-torch / ai-edge-quantizer (needs the torch module).
 
@@ -19,6 +22,7 @@ loop can keep in float.
 
 from __future__ import annotations
 
+import contextlib
 import re
 from collections import OrderedDict
 from pathlib import Path
@@ -27,14 +31,17 @@ from typing import Any, Literal
 from mmdeploy.errors import BackendUnavailable, CalibrationError, UnsupportedError
 from mmdeploy.passes.base import Pass, PassConfig, PassContext, PassResult, op_counts
 
-METHODS = ("ort-static", "ort-dynamic", "nncf", "inc", "tflite")
+METHODS = ("ort-static", "ort-dynamic", "nncf", "nncf-weights", "inc", "tflite")
 # ops whose int8 versions do the work; elementwise ops are left to ORT's QDQ propagation
 WEIGHT_OPS = ("MatMul", "Gemm", "Conv", "Attention")
-STATIC_OPS = ["MatMul", "Gemm", "Conv"]
+STATIC_OPS = ["MatMul", "Gemm", "Conv", "Gather"]  # Gather: the embedding tables (most of a small
+# text encoder's size) stored int8
+DYNAMIC_OPS = ["MatMul", "Gemm", "Attention", "Gather"]
+OVERFLOW_FIX = ("first_layer", "enable", "disable")
 
 
 class QuantizeConfig(PassConfig):
-    method: Literal["ort-static", "ort-dynamic", "nncf", "inc", "tflite"] = "ort-static"
+    method: Literal["ort-static", "ort-dynamic", "nncf", "nncf-weights", "inc", "tflite"] = "ort-static"
     calibrate_method: Literal["minmax", "entropy", "percentile"] = "minmax"
     per_channel: bool = True
     activation_type: Literal["uint8", "int8"] = "uint8"  # int8: symmetric (TensorRT)
@@ -45,6 +52,9 @@ class QuantizeConfig(PassConfig):
     calibration_samples: int | None = None  # None: all
     nncf_preset: Literal["auto", "mixed", "performance"] = "auto"  # auto: mixed for uint8 activations
     smooth_quant: bool = True  # nncf: SmoothQuant before the MatMuls (outlier channels of real weights)
+    smooth_quant_alpha: float | None = None  # nncf: SmoothQuant's migration strength (None: NNCF's default)
+    # nncf: 7-bit weights where u8s8 products could saturate int16 (x86 without VNNI); decided by measuring
+    overflow_fix: Literal["first_layer", "enable", "disable"] = "first_layer"
 
 
 class QuantizePass(Pass):
@@ -57,7 +67,7 @@ class QuantizePass(Pass):
 
         before = op_counts(onnx.load(str(model_path), load_external_data=False))
         runner = {"ort-static": _ort_static, "ort-dynamic": _ort_dynamic, "nncf": _nncf,
-                  "inc": _ort_static, "tflite": _tflite}[config.method]
+                  "nncf-weights": _nncf_weights, "inc": _ort_static, "tflite": _tflite}[config.method]
         result = runner(Path(model_path), Path(output_dir), config, context)
         result.report.setdefault("nodes_excluded", list(config.nodes_to_exclude))
         if result.format == "onnx":
@@ -136,10 +146,19 @@ def _qtypes(config: QuantizeConfig):
     return QuantType.QInt8, (QuantType.QInt8 if config.activation_type == "int8" else QuantType.QUInt8)
 
 
-def _silence_ort_warnings():
+@contextlib.contextmanager
+def _quiet_ort_quantization():
+    """ORT's quantization tools log through the root logger: quiet it while they run, then put the
+    caller's level back (the tool never changes a process's logging configuration for good)."""
     import logging
 
-    logging.getLogger().setLevel(logging.ERROR)  # ORT quantization logs through the root logger
+    root = logging.getLogger()
+    level = root.level
+    root.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        root.setLevel(level)
 
 
 def _ort_static(model_path: Path, output_dir: Path, config: QuantizeConfig, context: PassContext) -> PassResult:
@@ -152,7 +171,6 @@ def _ort_static(model_path: Path, output_dir: Path, config: QuantizeConfig, cont
     if not feeds:
         raise CalibrationError("static quantization needs calibration data and none was given",
                                "pass --calib PATH, or --method ort-dynamic")
-    _silence_ort_warnings()
     weight_type, activation_type = _qtypes(config)
     method = {"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy,
               "percentile": CalibrationMethod.Percentile}[config.calibrate_method]
@@ -167,14 +185,15 @@ def _ort_static(model_path: Path, output_dir: Path, config: QuantizeConfig, cont
     if context.work_dir is not None:  # ranges reused when the accuracy loop re-quantizes
         cache = Path(context.work_dir) / f"calibration-{config.calibrate_method}-{len(feeds)}.json"
     out = output_dir / "model.onnx"
-    quantize_static(
-        str(model_path), str(out), feeds_reader(feeds, inputs),
-        quant_format=QuantFormat.QDQ, per_channel=config.per_channel, reduce_range=config.reduce_range,
-        weight_type=weight_type, activation_type=activation_type, calibrate_method=method,
-        op_types_to_quantize=config.op_types or STATIC_OPS, nodes_to_exclude=config.nodes_to_exclude,
-        extra_options=extra, calibration_cache_path=str(cache) if cache else None,
-    )
-    report = {"format": "QDQ", "calibration_samples": len(feeds),
+    with _quiet_ort_quantization():
+        quantize_static(
+            str(model_path), str(out), feeds_reader(feeds, inputs),
+            quant_format=QuantFormat.QDQ, per_channel=config.per_channel, reduce_range=config.reduce_range,
+            weight_type=weight_type, activation_type=activation_type, calibrate_method=method,
+            op_types_to_quantize=config.op_types or STATIC_OPS, nodes_to_exclude=config.nodes_to_exclude,
+            extra_options=extra, calibration_cache_path=str(cache) if cache else None,
+        )
+    report = {"format": "QDQ", "calibration_samples": len(feeds), "reduce_range": config.reduce_range,
               "weights": "int8 per-channel" if config.per_channel else "int8 per-tensor",
               "activations": config.activation_type + (" symmetric" if config.activation_type == "int8" else "")}
     return PassResult("model.onnx", "onnx", "int8", report)
@@ -184,18 +203,20 @@ def _ort_dynamic(model_path: Path, output_dir: Path, config: QuantizeConfig, con
     import onnx
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
-    _silence_ort_warnings()
-    # ConvInteger is slower than float Conv in ORT on x86 (measured): patch embeddings stay float
+    # ConvInteger is slower than float Conv in ORT on x86 (measured): patch embeddings stay float;
+    # Gather: embedding tables int8 (sentence-transformers' own dynamic int8 export does the same)
     exclude = list(config.nodes_to_exclude)
-    op_types = config.op_types or ["MatMul", "Gemm", "Attention"]
+    op_types = config.op_types or DYNAMIC_OPS
     out = output_dir / "model.onnx"
-    quantize_dynamic(
-        str(model_path), str(out), weight_type=QuantType.QInt8, per_channel=config.per_channel,
-        reduce_range=config.reduce_range, op_types_to_quantize=op_types, nodes_to_exclude=exclude,
-        extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT},
-    )
+    with _quiet_ort_quantization():
+        quantize_dynamic(
+            str(model_path), str(out), weight_type=QuantType.QInt8, per_channel=config.per_channel,
+            reduce_range=config.reduce_range, op_types_to_quantize=op_types, nodes_to_exclude=exclude,
+            extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT},
+        )
     report = {"format": "dynamic (MatMulInteger)", "weights": "int8" + (" per-channel" if config.per_channel else ""),
-              "activations": "uint8, quantized at run time"}
+              "activations": "uint8, quantized at run time", "reduce_range": config.reduce_range,
+              "embeddings": "int8" if "Gather" in op_types else "float"}
     return PassResult("model.onnx", "onnx", "int8", report)
 
 
@@ -221,13 +242,18 @@ def _nncf(model_path: Path, output_dir: Path, config: QuantizeConfig, context: P
     preset = config.nncf_preset
     if preset == "auto":
         preset = "mixed" if config.activation_type == "uint8" else "performance"
-    advanced = None
-    if not config.smooth_quant:
-        from nncf.quantization.advanced_parameters import (
-            AdvancedQuantizationParameters, AdvancedSmoothQuantParameters,
-        )
+    from nncf.quantization.advanced_parameters import (
+        AdvancedQuantizationParameters, AdvancedSmoothQuantParameters, OverflowFix,
+    )
 
-        advanced = AdvancedQuantizationParameters(smooth_quant_alphas=AdvancedSmoothQuantParameters(matmul=-1))
+    alphas = {}
+    if not config.smooth_quant:
+        alphas = {"smooth_quant_alphas": AdvancedSmoothQuantParameters(matmul=-1)}
+    elif config.smooth_quant_alpha is not None:
+        alphas = {"smooth_quant_alphas": AdvancedSmoothQuantParameters(matmul=config.smooth_quant_alpha)}
+    fix = {"first_layer": OverflowFix.FIRST_LAYER, "enable": OverflowFix.ENABLE,
+           "disable": OverflowFix.DISABLE}[config.overflow_fix]
+    advanced = AdvancedQuantizationParameters(overflow_fix=fix, **alphas)
     quantized = nncf.quantize(
         ov_model, dataset, subset_size=len(feeds), model_type=nncf.ModelType.TRANSFORMER,
         preset=nncf.QuantizationPreset.MIXED if preset == "mixed" else nncf.QuantizationPreset.PERFORMANCE,
@@ -236,7 +262,35 @@ def _nncf(model_path: Path, output_dir: Path, config: QuantizeConfig, context: P
     ov.save_model(quantized, str(output_dir / "model.xml"), compress_to_fp16=False)
     fq = sum(1 for op in quantized.get_ops() if op.get_type_name() == "FakeQuantize")
     report = {"format": "OpenVINO IR", "fake_quantize_nodes": fq, "calibration_samples": len(feeds),
-              "model_type": "transformer", "preset": preset, "smooth_quant": config.smooth_quant}
+              "model_type": "transformer", "preset": preset, "smooth_quant": config.smooth_quant,
+              "smooth_quant_alpha": config.smooth_quant_alpha, "overflow_fix": config.overflow_fix,
+              "weights": "int8 per-channel", "activations": "int8 static (calibrated)"}
+    return PassResult("model.xml", "openvino", "int8", report)
+
+
+# dynamic quantization of the activations of int8-compressed weights, in groups of this many
+# channels (OpenVINO's CPU plugin; 0 would turn it off)
+DYNAMIC_QUANTIZATION_GROUP = 32
+
+
+def _nncf_weights(model_path: Path, output_dir: Path, config: QuantizeConfig, context: PassContext) -> PassResult:
+    """int8 weights (per-channel, asymmetric) with no calibration: NNCF ``compress_weights``."""
+    try:
+        import nncf
+        import openvino as ov
+    except ImportError as exc:
+        raise BackendUnavailable(f"--method nncf-weights needs nncf and openvino ({exc.name} is missing)",
+                                 'pip install "mmdeploy[nncf]"') from None
+    ov_model = ov.convert_model(str(model_path))
+    ignored = None
+    if config.nodes_to_exclude:
+        ignored = nncf.IgnoredScope(names=_ov_names(ov_model, config.nodes_to_exclude), validate=False)
+    compressed = nncf.compress_weights(ov_model, mode=nncf.CompressWeightsMode.INT8_ASYM, ignored_scope=ignored)
+    compressed.set_rt_info(str(DYNAMIC_QUANTIZATION_GROUP), ["runtime_options", "DYNAMIC_QUANTIZATION_GROUP_SIZE"])
+    ov.save_model(compressed, str(output_dir / "model.xml"), compress_to_fp16=False)
+    report = {"format": "OpenVINO IR (int8 weights)", "weights": "int8 per-channel (asymmetric)",
+              "activations": f"quantized at run time by the CPU plugin (groups of {DYNAMIC_QUANTIZATION_GROUP})",
+              "dynamic_quantization_group_size": DYNAMIC_QUANTIZATION_GROUP}
     return PassResult("model.xml", "openvino", "int8", report)
 
 

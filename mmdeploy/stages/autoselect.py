@@ -19,7 +19,6 @@ accuracy guard and writing): it only decides.
 
 from __future__ import annotations
 
-import functools
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,6 +26,7 @@ from typing import Any, Callable
 
 import numpy as np
 
+from mmdeploy import cpu as _cpu
 from mmdeploy.errors import CheckFailed
 
 
@@ -63,6 +63,9 @@ CANDIDATES: dict[str, Candidate] = {c.name: c for c in (
     Candidate("nncf-fast+bf16", "nncf", "openvino", "int8", "bf16", needs=("openvino", "nncf"), cpu="BF16",
               settings=(("nncf_preset", "performance"), ("smooth_quant", False)),
               note="NNCF int8 symmetric, no SmoothQuant, float parts in bf16"),
+    Candidate("nncf-w8", "nncf-weights", "openvino", "int8", "f32", needs=("openvino", "nncf"),
+              note="NNCF int8 weights (per-channel), activations quantized at run time by OpenVINO (no calibrated "
+                   "ranges: activation outliers cost nothing)"),
     Candidate("openvino-bf16", "openvino-float", "openvino", "bf16", "bf16", needs=("openvino",), cpu="BF16",
               note="fp32 IR run in bf16 (AMX / AVX512-BF16)"),
     Candidate("openvino-fp16", "openvino-float", "openvino", "fp16", "f16", needs=("openvino",), cpu="FP16",
@@ -74,11 +77,12 @@ CANDIDATES: dict[str, Candidate] = {c.name: c for c in (
     Candidate("tensorrt-fp16", "fp16", "tensorrt", "fp16", needs=("tensorrt",), note="fp16 engine"),
 )}
 # candidates per kind of target (the backend of a --target profile; "cpu": this machine)
+# (``--int8`` keeps those of int8 weights; ``--precision auto`` all of them)
 KIND_CANDIDATES = {
-    "cpu": ("ort-static", "ort-dynamic", "nncf", "nncf+bf16", "nncf-fast", "nncf-fast+bf16", "openvino-bf16",
-            "openvino-fp16"),
+    "cpu": ("ort-static", "ort-dynamic", "nncf", "nncf+bf16", "nncf-fast", "nncf-fast+bf16", "nncf-w8",
+            "openvino-bf16", "openvino-fp16"),
     "onnxruntime": ("ort-static", "ort-dynamic"),
-    "openvino": ("nncf", "nncf+bf16", "nncf-fast", "nncf-fast+bf16", "openvino-bf16", "openvino-fp16"),
+    "openvino": ("nncf", "nncf+bf16", "nncf-fast", "nncf-fast+bf16", "nncf-w8", "openvino-bf16", "openvino-fp16"),
     "tflite": ("tflite-int8",),
     "tensorrt": ("tensorrt-int8", "tensorrt-fp16"),
 }
@@ -92,50 +96,6 @@ DEFAULT_PREFERENCE = {
 
 
 # --------------------------------------------------------------------------- the hardware
-
-
-@functools.lru_cache(maxsize=1)
-def _cpu_features() -> dict[str, Any]:
-    return _read_cpu_features()
-
-
-def cpu_features() -> dict[str, Any]:
-    """The CPU's model name and the features that decide the int8 route (read once)."""
-    import copy
-
-    return copy.deepcopy(_cpu_features())
-
-
-def _read_cpu_features() -> dict[str, Any]:
-    flags: set[str] = set()
-    model = "unknown"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name") and model == "unknown":
-                model = line.split(":", 1)[1].strip()
-            elif line.startswith("flags") and not flags:
-                flags = set(line.split(":", 1)[1].split())
-    except OSError:
-        pass
-    import platform
-
-    features = {
-        "avx2": "avx2" in flags,
-        "avx512": "avx512f" in flags,
-        "vnni": bool({"avx512_vnni", "avx_vnni"} & flags),
-        "avx512_bf16": "avx512_bf16" in flags,
-        "avx512_fp16": "avx512_fp16" in flags,
-        "amx": bool({"amx_int8", "amx_bf16", "amx_tile"} & flags),
-    }
-    out: dict[str, Any] = {"model": model, "machine": platform.machine(), "features": features,
-                           "flags": sorted(f for f in flags if f.startswith(("avx", "amx", "fma")))}
-    try:
-        import openvino as ov
-
-        out["openvino_capabilities"] = list(ov.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES"))
-    except Exception:  # openvino absent or no CPU plugin
-        pass
-    return out
 
 
 def availability(candidate: Candidate, cpu: dict[str, Any]) -> str | None:
@@ -181,7 +141,8 @@ def time_interleaved(runners: dict[str, Any], feeds: dict[str, dict], blocks: in
                 runners[name].run(feeds[name])
                 samples[name].append((time.perf_counter() - t) * 1000)
         if b + 1 >= RACE_BLOCKS and len(racing) > 1:
-            leader = min(float(np.median(samples[n])) for n in racing)
+            healthy = [n for n in racing if getattr(runners[n], "error", None) is None] or racing
+            leader = min(float(np.median(samples[n])) for n in healthy)
             racing = [n for n in racing if min(samples[n]) <= RACE_RATIO * leader]
     return {n: float(np.median(s)) for n, s in samples.items()}
 
@@ -335,12 +296,14 @@ def select(comps, evaluator, options, log, build: Callable, runner_for: Callable
     ``runner_for(comp, state, candidate)`` gives a runner over a built component; ``timer``
     times runners side by side (injected in tests)."""
     kind, profile = target_kind(options)
-    cpu = cpu_features()
+    cpu = _cpu.cpu_features()
     names = KIND_CANDIDATES[kind]
     remote = profile is not None and profile.remote
     if remote:
         preference = list(getattr(profile, "quantize_preference", None) or DEFAULT_PREFERENCE[kind])
         names = tuple(n for n in preference if n in CANDIDATES)
+    if getattr(options, "precision", "int8") == "int8":  # --int8 means int8 weights: no float route
+        names = tuple(n for n in names if CANDIDATES[n].precision == "int8")
     outcomes: list[Outcome] = []
     for name in names:
         cand = CANDIDATES[name]
@@ -354,7 +317,8 @@ def select(comps, evaluator, options, log, build: Callable, runner_for: Callable
         log(f"auto: candidate {name} ({cand.note})")
         outcomes.append(build(cand, log, False))
     built = _built(outcomes)
-    if not _coverable(built, comps, evaluator) and getattr(options, "accuracy_aware", True):
+    aware = getattr(options, "accuracy_aware", True)
+    if remote and not _coverable(built, comps, evaluator) and aware:
         # nobody holds the budget fully quantized: now keep sensitive blocks in float (costly:
         # one probe per block), int8 routes only
         for i, o in enumerate(outcomes):
@@ -362,11 +326,25 @@ def select(comps, evaluator, options, log, build: Callable, runner_for: Callable
                 log(f"auto: {o.candidate.name} over budget: keeping sensitive blocks in float")
                 outcomes[i] = build(o.candidate, log, True)
         built = _built(outcomes)
+    if not remote and built:
+        # every candidate competes on its best variant that holds: time them all, then search
+        # blocks to keep in float for each int8 route over budget that could still win (nobody
+        # holds, or it is faster than every route that holds for some component), and time again
+        built = _time(built, comps, runner_for, timer or time_interleaved, getattr(options, "auto_blocks", 5), log)
+        retry = [o for o in built if aware and not o.ok and o.candidate.precision == "int8"
+                 and _could_win(o, built, comps, evaluator)]
+        for o in retry:
+            log(f"auto: {o.candidate.name} over budget but could be fastest: keeping sensitive blocks in float")
+            outcomes[outcomes.index(o)] = build(o.candidate, log, True)
+        built = _built(outcomes)
+        if retry:
+            built = _time(built, comps, runner_for, timer or time_interleaved,
+                          getattr(options, "auto_blocks", 5), log)
     record: dict[str, Any] = {"target": options.target or "this machine", "cpu": cpu,
                               "budget": evaluator.describe()}
     if not _coverable(built, comps, evaluator):
         parts = [f"{o.candidate.name} {_reached(o, evaluator)}" for o in built]
-        parts += [f"{o.candidate.name} failed ({o.error})" for o in outcomes if o.error]
+        parts += [f"{o.candidate.name} {o.error}" for o in outcomes if o.error]
         raise NoCandidateError(
             f"no candidate holds the accuracy budget {evaluator.describe()}; best reached: "
             + ("; ".join(parts) or "no candidate could be built here") + "; nothing written",
@@ -413,8 +391,7 @@ def select(comps, evaluator, options, log, build: Callable, runner_for: Callable
             choice = Choice({c.name: _eligible(built, c.name, evaluator)[0] for c in comps}, {})
         choice.score = choice.single.score if choice.single else _mix_cosine(choice)
     else:
-        # every built candidate is timed (those over budget too: the record shows what they cost)
-        _time(built, comps, runner_for, timer or time_interleaved, getattr(options, "auto_blocks", 5))
+        # every built candidate was timed (those over budget too: the record shows what they cost)
         choice = _fastest(built, comps, evaluator, runner_for, log)
         how = ("measured here: every candidate timed side by side in one process (interleaved blocks, "
                "batch of the calibration feeds, ONNX Runtime spinning off; a candidate whose fastest run is "
@@ -432,6 +409,16 @@ def select(comps, evaluator, options, log, build: Callable, runner_for: Callable
         record["latency_ms"] = round(choice.latency_ms, 3)
     log(f"auto: chose {choice.name} ({how.split(':')[0]})")
     return choice, record
+
+
+def _could_win(o: Outcome, built: list[Outcome], comps, evaluator) -> bool:
+    """An over-budget candidate worth a block search: no candidate holds for some component, or
+    it is faster there than every candidate that holds."""
+    for c in comps:
+        holding = [x for x in _eligible(built, c.name, evaluator) if x is not o]
+        if not holding or _comp_latency(o, c.name) < min(_comp_latency(x, c.name) for x in holding):
+            return True
+    return False
 
 
 def _built(outcomes: list[Outcome]) -> list[Outcome]:
@@ -484,17 +471,55 @@ def _comp_latency(o: Outcome, component: str) -> float:
     return float("inf") if value is None else value
 
 
-def _time(built: list[Outcome], comps, runner_for, timer, blocks: int) -> None:
-    total = {o.candidate.name: 0.0 for o in built}
+class _Guarded:
+    """A runner that records its first failure instead of raising, so that one candidate failing
+    while timed leaves the others' timing intact."""
+
+    def __init__(self, runner):
+        self.runner, self.error = runner, None
+
+    def run(self, feeds):
+        if self.error is None:
+            try:
+                return self.runner.run(feeds)
+            except KeyboardInterrupt:
+                raise
+            except Exception as exc:  # noqa: BLE001 - recorded as the candidate's outcome
+                self.error = exc
+        return {}
+
+
+def _time(built: list[Outcome], comps, runner_for, timer, blocks: int, log=print) -> list[Outcome]:
+    """Time every built candidate per component; a candidate that fails to load or run here is
+    recorded as failed during timing (one line) and dropped.  Returns the candidates timed."""
+    from mmdeploy.logs import log_failure
+
     by_name = {o.candidate.name: o for o in built}
+    alive = list(built)
     for comp in comps:
-        runners = {o.candidate.name: runner_for(comp, o.state[comp.name], o.candidate) for o in built}
-        feeds = {n: comp.calib.feeds[0] for n in runners}
-        for name, ms in timer(runners, feeds, blocks).items():
-            total[name] += ms
-            by_name[name].latency_by_component[comp.name] = ms
-    for o in built:
-        o.latency_ms = total[o.candidate.name]
+        runners = {}
+        for o in alive:
+            try:
+                runners[o.candidate.name] = _Guarded(runner_for(comp, o.state[comp.name], o.candidate))
+            except KeyboardInterrupt:
+                raise
+            except Exception as exc:  # noqa: BLE001
+                o.error = f"failed during timing: {log_failure(exc, f'auto candidate {o.candidate.name}')}"
+        runners = {n: r for n, r in runners.items() if by_name[n].error is None}
+        if runners:
+            feeds = {n: comp.calib.feeds[0] for n in runners}
+            for name, ms in timer(runners, feeds, blocks).items():
+                by_name[name].latency_by_component[comp.name] = ms
+        for name, r in runners.items():
+            if r.error is not None:
+                by_name[name].error = f"failed during timing: {log_failure(r.error, f'auto candidate {name}')}"
+        for o in alive:
+            if o.error:
+                log(f"auto: {o.candidate.name}: {o.error}")
+        alive = [o for o in alive if o.error is None]
+    for o in alive:
+        o.latency_ms = sum(o.latency_by_component.values())
+    return alive
 
 
 def _remedy(built: list[Outcome], evaluator) -> str:

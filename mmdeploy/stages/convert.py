@@ -137,6 +137,18 @@ def convert(source: str | Path, output: str | Path, *, components: list[str] | N
         if hasattr(adapter, "logits_parity") and set(adapter.task_components()) <= set(runners_onnx):
             say("checking logits_per_image from the exported towers and the head against the model's forward")
             bundle_parity["logits_per_image"] = adapter.logits_parity(runners_onnx)
+        if getattr(adapter, "pipeline", None) and "encoder" in runners_onnx:
+            say("checking sentence_embedding against SentenceTransformer.encode on real sentences")
+            library = adapter.library_parity(runners_onnx)
+            if library:
+                bundle_parity["sentence_embedding"] = library
+                if "mean_cosine" in library and library["min_cosine"] < 0.999:
+                    from mmdeploy.errors import VerificationError
+
+                    raise VerificationError(
+                        f"sentence_embedding differs from SentenceTransformer.encode: min cosine "
+                        f"{library['min_cosine']:.5f} on {library['n']} sentences; nothing written",
+                        "report it with the model's modules.json")
 
         preprocess = tmp / "preprocess"
         files = adapter.preprocess_files()

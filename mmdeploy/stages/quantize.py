@@ -27,9 +27,8 @@ from mmdeploy.artifact import (
     LOG_DIR, MANIFEST_NAME, REFERENCE_NAME, ArtifactRef, Manifest, PassRecord, atomic_output, bundle_dir,
     load_reference, read_manifest, sha256_file, sha256_path, tool_versions, write_manifest,
 )
-from mmdeploy.errors import (
-    CalibrationError, InputError, MMDeployError, UnsupportedError,
-)
+from mmdeploy import cpu as cpu_module
+from mmdeploy.errors import CalibrationError, InputError, UnsupportedError
 from mmdeploy.passes.accuracy import (  # noqa: F401  (AccuracyBudgetError: part of this stage's API)
     AccuracyBudgetError, brief, budget_error, describe, embedding_cosine,
 )
@@ -46,8 +45,10 @@ DEFAULT_COSINE_BUDGET = 0.99  # minimum mean embedding cosine to fp32
 class QuantizeOptions(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    precision: Literal["int8", "fp16"] = "int8"
-    method: Literal["auto", "ort-static", "ort-dynamic", "nncf", "inc", "tflite"] = "auto"
+    # int8: int8 weights (the guard may keep blocks in float, listed); auto: the fastest artifact of
+    # any precision that holds the budget (float routes such as OpenVINO bf16 compete too)
+    precision: Literal["int8", "fp16", "auto"] = "int8"
+    method: Literal["auto", "ort-static", "ort-dynamic", "nncf", "nncf-weights", "inc", "tflite"] = "auto"
     calibrate_method: Literal["minmax", "entropy", "percentile"] = "minmax"
     per_channel: bool = True
     activation_type: Literal["uint8", "int8"] = "uint8"
@@ -71,6 +72,10 @@ class QuantizeOptions(BaseModel):
     latency_runs: int = 10  # 0: skip the latency columns
     nncf_preset: Literal["auto", "mixed", "performance"] = "auto"  # nncf: auto = mixed (u8 activations)
     smooth_quant: bool = True  # nncf: SmoothQuant before the MatMuls
+    smooth_quant_alpha: float | None = None  # nncf: None = NNCF's default, then tried against 0.5 by the guard
+    reduce_range: bool | None = None  # ORT: 7-bit weights; None = decided by measuring (see _variants)
+    overflow_fix: Literal["auto", "first_layer", "enable", "disable"] = "auto"  # nncf; auto = by measuring
+    search_seconds: float = 120.0  # time for the guard's block search (sensitivity probes), per route
 
     def resolved_method(self) -> str:
         """``auto`` is decided by measuring (:mod:`mmdeploy.stages.autoselect`)."""
@@ -385,7 +390,10 @@ def quantize(artifact: str | Path, output: str | Path, options: QuantizeOptions 
                 f"component {comp.name!r} is {comp.manifest.precision} {comp.manifest.format}; quantize takes fp32 ONNX",
                 "quantize the output of `mmdeploy convert`, then compile the result")
 
-    method = options.resolved_method() if options.precision == "int8" else "fp16"
+    method = options.resolved_method() if options.precision != "fp16" else "fp16"
+    if options.precision == "auto" and method != "auto":
+        raise InputError(f"--precision auto chooses among every route; --method {method} names one",
+                         f"drop --method {method}, or use --int8 with it")
     if method == "auto" and options.target and _target_backend(options.target) == "tflite":
         method_needs_torch = True
     else:
@@ -427,12 +435,19 @@ def quantize(artifact: str | Path, output: str | Path, options: QuantizeOptions 
             from mmdeploy.stages import autoselect
 
             built: dict = {}  # quantize-method -> built state, shared by candidates of one method
-            chosen, record = autoselect.select(
-                selected, evaluator, options, log,
-                build=lambda cand, log, aware: _build_candidate(
-                    selected, evaluator, options.model_copy(update={"accuracy_aware": aware}), cand, Path(tmp),
-                    manifest.family, log, built),
-                runner_for=_candidate_runner)
+            try:
+                chosen, record = autoselect.select(
+                    selected, evaluator, options, log,
+                    build=lambda cand, log, aware: _build_candidate(
+                        selected, evaluator, options.model_copy(update={"accuracy_aware": aware}), cand, Path(tmp),
+                        manifest.family, log, built),
+                    runner_for=_candidate_runner)
+            except autoselect.NoCandidateError as exc:
+                if options.precision == "int8":  # the exact command for a float artifact instead
+                    exc.hint = (f"{exc.hint}; or, for the fastest artifact of any precision (float routes too): "
+                                f"mmdeploy quantize {artifact} --precision auto --output {output}")
+                raise
+            record["int8_isa"] = cpu_module.int8_isa(record["cpu"])
             summary = _summary(selected, evaluator, chosen.steps, chosen.float_blocks, options, chosen.name, log)
             summary.update(auto=record, artifact_precision=chosen.precision)
             for row in summary["components"]:
@@ -470,61 +485,74 @@ def _target_backend(name: str) -> str:
 def _build_candidate(comps: list[_Component], evaluator: _Evaluator, options: QuantizeOptions, cand, tmp: Path,
                      family, log, reuse: dict):
     """One ``--method auto`` candidate: every component through the candidate's route (the
-    accuracy loop for int8 routes), scored; an autoselect.Outcome."""
-    import copy
-
+    accuracy loop for int8 routes), scored; an autoselect.Outcome.  Any failure (a runtime that
+    raises during calibration, a graph a quantizer cannot take) is that candidate's outcome, one
+    line, never the end of the search."""
+    from mmdeploy.logs import log_failure
     from mmdeploy.stages.autoselect import Outcome
 
     outcome = Outcome(cand)
-    options = options.model_copy(update=dict(cand.settings))
-    key = (cand.method, cand.settings, cand.runtime == "tensorrt", options.accuracy_aware)
+    phase = "quantization"
     try:
-        if key in reuse:  # e.g. nncf+bf16: the nncf IR, run at another precision
-            for comp in comps:
-                state = reuse[key]["state"][comp.name]
-                comp.result, comp.out_dir = copy.deepcopy(state["result"]), state["out_dir"]
-                comp.excluded, comp.passes, comp.base_model = list(state["excluded"]), list(state["passes"]), state["base_model"]
-            outcome.steps, outcome.float_blocks = reuse[key]["steps"], reuse[key]["float_blocks"]
-        else:
-            for comp in comps:
-                _prepare(comp, tmp / cand.name / ("aware" if options.accuracy_aware else "all") / comp.name,
-                         options, cand.method, family, log,
-                         optimize=cand.optimize if options.optimize is None else options.optimize)
-            if cand.method == "openvino-float":
-                for comp in comps:
-                    _openvino_float(comp, cand)
-                outcome.steps, outcome.float_blocks = [], []
-            else:
-                opts = options.model_copy(update={"activation_type": "int8"}) if cand.runtime == "tensorrt" else options
-                try:
-                    outcome.steps, outcome.float_blocks = _accuracy_loop(comps, evaluator, opts, cand.method,
-                                                                         lambda m: log("  " + m))
-                except AccuracyBudgetError as exc:
-                    outcome.score = getattr(exc, "best", None)
-                    outcome.steps, outcome.float_blocks = [], list(getattr(exc, "float_blocks", []))
-            reuse[key] = {"steps": outcome.steps, "float_blocks": outcome.float_blocks,
-                          "state": {c.name: {"result": copy.deepcopy(c.result), "out_dir": c.out_dir,
-                                             "excluded": list(c.excluded), "passes": list(c.passes),
-                                             "base_model": c.base_model} for c in comps}}
-    except MMDeployError as exc:
-        outcome.error = str(exc).splitlines()[0]
-        log(f"auto: {cand.name} failed: {outcome.error}")
+        _build_state(comps, evaluator, options, cand, tmp, family, log, reuse, outcome)
+        phase = "scoring"
+        if outcome.score is None:
+            runners = {c.name: _candidate_runner(c, outcome.state[c.name], cand) for c in comps}
+            outcome.score = evaluator.score(runners)
+    except KeyboardInterrupt:
+        raise
+    except Exception as exc:  # noqa: BLE001 - recorded as this candidate's outcome
+        outcome.error = f"failed during {phase}: {log_failure(exc, f'auto candidate {cand.name}')}"
+        outcome.state = {}
+        log(f"auto: {cand.name}: {outcome.error}")
         return outcome
-    for comp in comps:
-        if cand.inference_precision:
-            comp.result.report["inference_precision"] = cand.inference_precision
-        outcome.state[comp.name] = {"result": copy.deepcopy(comp.result), "out_dir": comp.out_dir,
-                                    "excluded": list(comp.excluded), "passes": list(comp.passes),
-                                    "base_model": comp.base_model}
-    if outcome.score is None:
-        runners = {c.name: _candidate_runner(c, outcome.state[c.name], cand) for c in comps}
-        outcome.score = evaluator.score(runners)
     outcome.ok = bool(outcome.score["ok"])
     # the summary's final step is this candidate's own score (its runtime and precision)
     outcome.steps = list(outcome.steps) + [{"float_block": None, "component": None, "candidate": cand.name,
                                             **brief(outcome.score)}]
     log(f"auto: {cand.name}: {describe(outcome.score, evaluator)}" + ("" if outcome.ok else " (over budget)"))
     return outcome
+
+
+def _build_state(comps: list[_Component], evaluator: _Evaluator, options: QuantizeOptions, cand, tmp: Path,
+                 family, log, reuse: dict, outcome) -> None:
+    import copy
+
+    options = options.model_copy(update=dict(cand.settings))
+    key = (cand.method, cand.settings, cand.runtime == "tensorrt", options.accuracy_aware)
+    if key in reuse:  # e.g. nncf+bf16: the nncf IR, run at another precision
+        for comp in comps:
+            state = reuse[key]["state"][comp.name]
+            comp.result, comp.out_dir = copy.deepcopy(state["result"]), state["out_dir"]
+            comp.excluded, comp.passes, comp.base_model = list(state["excluded"]), list(state["passes"]), state["base_model"]
+        outcome.steps, outcome.float_blocks = reuse[key]["steps"], reuse[key]["float_blocks"]
+    else:
+        for comp in comps:
+            _prepare(comp, tmp / cand.name / ("aware" if options.accuracy_aware else "all") / comp.name,
+                     options, cand.method, family, log,
+                     optimize=cand.optimize if options.optimize is None else options.optimize)
+        if cand.method == "openvino-float":
+            for comp in comps:
+                _openvino_float(comp, cand)
+            outcome.steps, outcome.float_blocks = [], []
+        else:
+            opts = options.model_copy(update={"activation_type": "int8"}) if cand.runtime == "tensorrt" else options
+            try:
+                outcome.steps, outcome.float_blocks = _accuracy_loop(comps, evaluator, opts, cand.method,
+                                                                     lambda m: log("  " + m))
+            except AccuracyBudgetError as exc:
+                outcome.score = getattr(exc, "best", None)
+                outcome.steps, outcome.float_blocks = [], list(getattr(exc, "float_blocks", []))
+        reuse[key] = {"steps": outcome.steps, "float_blocks": outcome.float_blocks,
+                      "state": {c.name: {"result": copy.deepcopy(c.result), "out_dir": c.out_dir,
+                                         "excluded": list(c.excluded), "passes": list(c.passes),
+                                         "base_model": c.base_model} for c in comps}}
+    for comp in comps:
+        if cand.inference_precision:
+            comp.result.report["inference_precision"] = cand.inference_precision
+        outcome.state[comp.name] = {"result": copy.deepcopy(comp.result), "out_dir": comp.out_dir,
+                                    "excluded": list(comp.excluded), "passes": list(comp.passes),
+                                    "base_model": comp.base_model}
 
 
 def _candidate_runner(comp: _Component, state: dict, cand):
@@ -601,8 +629,9 @@ def _quantize_component(comp: _Component, options: QuantizeOptions, method: str,
         config = p.config(method="ort-static" if method == "inc" else method,
                           calibrate_method=options.calibrate_method, per_channel=options.per_channel,
                           activation_type=options.activation_type, nodes_to_exclude=sorted(set(comp.excluded)),
-                          reduce_range=_reduce_range(options, method), nncf_preset=options.nncf_preset,
-                          smooth_quant=options.smooth_quant)
+                          reduce_range=bool(options.reduce_range), nncf_preset=options.nncf_preset,
+                          smooth_quant=options.smooth_quant, smooth_quant_alpha=options.smooth_quant_alpha,
+                          overflow_fix="first_layer" if options.overflow_fix == "auto" else options.overflow_fix)
     result = p.run(comp.base_model, out, config, context)
     result.report["record"] = p.record(config, result)
     comp.result, comp.out_dir = result, out
@@ -611,16 +640,60 @@ def _quantize_component(comp: _Component, options: QuantizeOptions, method: str,
                                 signature=comp.manifest)
 
 
-def _reduce_range(options: QuantizeOptions, method: str) -> bool:
-    """7-bit weights for ONNX Runtime's u8s8 kernels on an x86 CPU without VNNI (run here): its
-    VPMADDUBSW path adds u8×s8 pairs into int16 and can saturate (ONNX Runtime's quantization
-    docs); VNNI accumulates in int32 and needs no reduction."""
-    if method not in ("ort-static", "ort-dynamic", "inc") or options.target or options.activation_type != "uint8":
-        return False
-    from mmdeploy.stages.autoselect import cpu_features
+def _variants(options: QuantizeOptions, method: str) -> list[dict]:
+    """The settings a route tries, in order, until one holds the budget (the best is kept): its
+    outlier handling decided by measuring on the calibration data, not assumed.
 
-    cpu = cpu_features()
-    return cpu["machine"] in ("x86_64", "AMD64") and cpu["features"]["avx2"] and not cpu["features"]["vnni"]
+    * ONNX Runtime routes on an x86 CPU without int8 dot-product instructions (AVX2 only): 8-bit
+      weights, then 7-bit (``reduce_range``: ORT's u8s8 kernels add pairs into int16 there and can
+      saturate; with VNNI / AMX they accumulate in int32);
+    * NNCF: SmoothQuant at NNCF's alpha, then alpha 0.5; on x86 without int8 dot products also
+      NNCF's ``overflow_fix`` on every layer (its 7-bit weights for the same saturation).
+    Options the user set are not varied."""
+    from mmdeploy import cpu
+
+    no_dot = cpu.cpu_features()["machine"] in ("x86_64", "AMD64") and not cpu.has_int8_dot()
+    if method in ("ort-static", "ort-dynamic", "inc"):
+        if options.reduce_range is not None or options.activation_type != "uint8" or options.target:
+            return [{"reduce_range": bool(options.reduce_range)}]
+        return [{"reduce_range": False}] + ([{"reduce_range": True}] if no_dot else [])
+    if method == "nncf":
+        fix = [] if options.overflow_fix != "auto" else [{"overflow_fix": "first_layer"}] + (
+            [{"overflow_fix": "enable"}] if no_dot else [])
+        alphas = [{}] if not options.smooth_quant or options.smooth_quant_alpha is not None else [
+            {}, {"smooth_quant_alpha": 0.5}]
+        return [{**a, **f} for f in (fix or [{}]) for a in alphas]
+    return [{}]
+
+
+def _quantize_variants(comps: list[_Component], evaluator, options: QuantizeOptions, method: str, log):
+    """Quantize every component with each of the route's variants (:func:`_variants`) until one
+    holds the budget; returns (options of the best, its runners, its score).  Each variant is
+    built in its own directory; the components are left at the best one."""
+    variants = _variants(options, method)
+    best = None
+    for i, update in enumerate(variants):
+        opts = options.model_copy(update=update)
+        built = {c.name: _quantize_component(c, opts, method, f"q{i}") for c in comps}
+        runners = {name: r for name, (_, r) in built.items()}
+        score = evaluator.score(runners)
+        label = ", ".join(f"{k}={v}" for k, v in update.items())
+        log(f"quantized all{f' ({label})' if len(variants) > 1 and label else ''}: {describe(score, evaluator)}")
+        state = {c.name: (c.result, c.out_dir) for c in comps}
+        if best is None or _better(score, best[2], evaluator):
+            best = (opts, runners, score, state)
+        if score["ok"]:
+            break
+    opts, runners, score, state = best
+    for c in comps:
+        c.result, c.out_dir = state[c.name]
+    return opts, runners, score
+
+
+def _better(a: dict, b: dict, evaluator) -> bool:
+    if evaluator.metric == "task":
+        return a["drop"] < b["drop"]
+    return a["value"] > b["value"]
 
 
 def _accuracy_loop(comps: list[_Component], evaluator: _Evaluator, options: QuantizeOptions,
@@ -632,31 +705,38 @@ def _accuracy_loop(comps: list[_Component], evaluator: _Evaluator, options: Quan
         from mmdeploy.passes.inc import inc_accuracy_loop
 
         return inc_accuracy_loop(comps, evaluator, options, _quantize_component, log)
-    runners = {c.name: _quantize_component(c, options, method, "q")[1] for c in comps}
-    score = evaluator.score(runners)
+    options, runners, score = _quantize_variants(comps, evaluator, options, method, log)
     steps = [{"float_block": None, "component": None, **brief(score)}]
-    log(f"quantized all: {describe(score, evaluator)}")
     float_blocks: list[dict] = []
     if score["ok"] or not options.accuracy_aware or method in ("fp16", "tflite"):
         if not score["ok"]:
             raise budget_error(evaluator, score, float_blocks)
         return steps, float_blocks
 
-    # sensitivity: gain in the component's cosine when only that block stays float
+    # sensitivity: gain in the component's cosine when only that block stays float, within
+    # options.search_seconds (blocks not probed by then rank last)
     ranking = []
+    started = time.perf_counter()
     for comp in comps:
         comp.groups = dict(quantizable_groups(comp.base_model))
+        log(f"measuring the sensitivity of {len(comp.groups)} blocks of {comp.name} "
+            f"(at most {options.search_seconds:g} s)")
         base_cos = score["cosine"][comp.name]
+        probed = 0
         for group, nodes in comp.groups.items():
+            if time.perf_counter() - started > options.search_seconds:
+                ranking.append((-1.0, comp.name, group))
+                continue
             saved = comp.excluded
             comp.excluded = saved + nodes
             _, r = _quantize_component(comp, options, method, "probe")
             gain = embedding_cosine(evaluator.fp32[comp.name], r, comp.calib.feeds[:16]) - base_cos
             comp.excluded = saved
             ranking.append((gain, comp.name, group))
-        top = sorted((t for t in ranking if t[1] == comp.name), key=lambda t: -t[0])[:3]
-        log(f"sensitivity {comp.name}: {len(comp.groups)} blocks measured; most sensitive: "
-            + ", ".join(f"{block_label(n, g)} (cosine +{gain:.2g})" for gain, n, g in top))
+            probed += 1
+        top = sorted((t for t in ranking if t[1] == comp.name and t[0] > -1), key=lambda t: -t[0])[:3]
+        log(f"sensitivity {comp.name}: {probed} of {len(comp.groups)} blocks measured; most sensitive: "
+            + (", ".join(f"{block_label(n, g)} (cosine +{gain:.2g})" for gain, n, g in top) or "none measured"))
     ranking.sort(key=lambda t: -t[0])
     by_name = {c.name: c for c in comps}
     best = score
@@ -729,6 +809,13 @@ def _summary(comps, evaluator: _Evaluator, steps, float_blocks, options, method,
         fp32_file = _model_file(comp.src, comp.manifest)
         row = {"component": comp.name, "size_fp32": fp32_file.stat().st_size + _external(fp32_file),
                "size_quantized": _size(comp.out_dir), "cosine": final["cosine"].get(comp.name)}
+        report = comp.result.report
+        floats = sum(1 for b in float_blocks if b.get("component") == comp.name)
+        if report.get("weights"):
+            row["weights"] = report["weights"] + (f", {floats} block(s) kept in float" if floats else "")
+            row["activations"] = report.get("activations")
+        elif comp.result.precision != "int8":
+            row["weights"] = f"{comp.result.precision} (float: no int8)"
         if options.latency_runs:
             feeds = comp.calib.feeds[0]
             qrunner = model_runner(comp.out_dir / comp.result.model_file, comp.result.format, "",
@@ -749,6 +836,7 @@ def _summary(comps, evaluator: _Evaluator, steps, float_blocks, options, method,
     if evaluator.notes:
         accuracy["notes"] = list(evaluator.notes)
     return {"method": method, "precision": options.precision, "components": rows, "accuracy": accuracy,
+            "int8_isa": cpu_module.int8_isa(),
             "float_blocks": float_blocks, "steps": steps,
             "latency_note": "median of %d batch-1 runs, same process, ORT spinning off" % options.latency_runs}
 
