@@ -44,7 +44,12 @@ def embed(runner, tokenizer, texts: list[str]) -> np.ndarray:
     for text in texts:
         enc = tokenizer([text], return_tensors="np", truncation=True)
         feeds = {n: np.asarray(enc[n], np.int64) for n in ("input_ids", "attention_mask")}
-        hidden = runner.run(feeds)["last_hidden_state"].astype(np.float64)
+        outputs = runner.run(feeds)
+        if "sentence_embedding" in outputs:  # the sentence-transformers pipeline, exported into the graph
+            emb = outputs["sentence_embedding"].astype(np.float64)
+            out.append(emb / np.linalg.norm(emb, axis=-1, keepdims=True))
+            continue
+        hidden = outputs["last_hidden_state"].astype(np.float64)
         mask = feeds["attention_mask"][..., None].astype(np.float64)
         pooled = (hidden * mask).sum(1) / mask.sum(1)
         out.append(pooled / np.linalg.norm(pooled, axis=-1, keepdims=True))
