@@ -328,15 +328,20 @@ def paired_drop(base, candidate, gold=None) -> dict:
 
 
 def _newcombe_paired(x: np.ndarray, y: np.ndarray) -> list[float]:
-    """Newcombe (1998) method 10: 95 % interval of P(x) − P(y) for paired binary outcomes."""
+    """Newcombe (1998, Statist. Med. 17:2635) method 10: 95 % interval of P(x) − P(y) for paired
+    binary outcomes."""
     n = x.size
     both, only_x = int(np.sum(x & y)), int(np.sum(x & ~y))
     only_y, neither = int(np.sum(~x & y)), int(np.sum(~x & ~y))
     p1, p2 = (both + only_x) / n, (both + only_y) / n
     l1, u1 = wilson(both + only_x, n)
     l2, u2 = wilson(both + only_y, n)
+    # the correlation of the pairs, with Newcombe's continuity correction (as in Altman et al.,
+    # "Statistics with confidence", 2000, p. 52)
     margins = (both + only_x) * (only_y + neither) * (both + only_y) * (only_x + neither)
-    phi = (both * neither - only_x * only_y) / np.sqrt(margins) if margins else 0.0
+    cross = both * neither - only_x * only_y
+    cross = cross - n / 2 if cross > n / 2 else (cross if cross < 0 else 0.0)
+    phi = cross / np.sqrt(margins) if margins else 0.0
     d = p1 - p2
     lower = np.sqrt(max((p1 - l1) ** 2 - 2 * phi * (p1 - l1) * (u2 - p2) + (u2 - p2) ** 2, 0.0))
     upper = np.sqrt(max((u1 - p1) ** 2 - 2 * phi * (u1 - p1) * (p2 - l2) + (p2 - l2) ** 2, 0.0))

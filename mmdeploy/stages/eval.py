@@ -83,7 +83,7 @@ def open_subjects(path: str | Path, threads: int | None = None, name: str | None
             if ref is None:
                 raise UnsupportedError(f"{bundle} has no {comp!r} component", "evaluate a complete bundle")
             chosen[comp] = ref
-        return [_timed_open(_bundle_subject, bundle, adapter, chosen, f"{bundle.name}/{here}", threads)]
+        return [_timed_open(_bundle_subject, bundle, adapter, chosen, f"{bundle.name}/{here}", threads, task)]
     names = {r.component for r in manifest.artifacts}
     adapter = _task_adapter(path, adapter_for_bundle(path), task, names)
     needed = set(needed_components(adapter, task, names))
@@ -608,9 +608,9 @@ def run_eval(artifacts: list[str | Path], data: str | Path, task: str = "auto",
         if i and res["items"] is not None and first["items"] is not None:
             paired = M.paired_drop(first["items"], res["items"], first["gold"])
             # a delta (this minus the first column) is the negative of a drop
-            entry["paired_delta"] = {"metric": PRIMARY[loaded.task], "value": -paired["drop"], "n": paired["n"],
-                                     "ci95": None if paired["ci95"] is None else [-paired["ci95"][1], -paired["ci95"][0]],
-                                     "interval": paired["interval"]}
+            flip = [0.0 - x for x in paired["ci95"][::-1]] if paired["ci95"] is not None else None
+            entry["paired_delta"] = {"metric": PRIMARY[loaded.task], "value": 0.0 - paired["drop"], "n": paired["n"],
+                                     "ci95": flip, "interval": paired["interval"]}
         entries.append(entry)
     ds = loaded.dataset
     return {
