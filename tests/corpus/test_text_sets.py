@@ -167,3 +167,37 @@ def test_quantize_guarded_by_sentence_pairs(bert_text_bundle, sts_csv, tmp_path)
     acc = m.metadata["quantize"]["accuracy"]
     assert acc["metric"] == "task" and acc["task"] == f"cosine_spearman on {sts_csv.name}"
     assert acc["n"] == len(PAIRS) and acc["ok"]
+
+
+def test_bench_times_the_shapes_asked_and_states_them(bert_text_bundle, cli):
+    """`bench --batch 3 --sequence 24` (trtexec --shapes, benchmark_app -shape): the text encoder
+    is timed on [3, 24] token inputs, and the JSON and Markdown say so; without --sequence the
+    reference input's own length is timed, and stated too."""
+    from mmdeploy.bench import BenchSettings, bench
+    from mmdeploy.bench.report import markdown
+
+    fast = dict(warmup=1, iters=2, isolated_memory=False)
+    doc = bench([bert_text_bundle], BenchSettings(batch=3, sequence=24, **fast))
+    row = doc["results"][0]
+    assert row["shapes"] == {"input_ids": [3, 24], "attention_mask": [3, 24]} and row["sequence"] == 24
+    assert doc["settings"]["sequence"] == 24
+    text = markdown(doc)
+    assert "sequence 24 tokens" in text and "- encoder: input_ids [3, 24], attention_mask [3, 24]" in text
+    plain = bench([bert_text_bundle], BenchSettings(**fast))["results"][0]
+    length = plain["shapes"]["input_ids"][1]
+    assert plain["shapes"]["input_ids"][0] == 1 and plain["sequence"] == length and plain["input_source"] == "reference.npz"
+    result = cli("bench", str(bert_text_bundle), "--sequence", "0")
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+
+
+def test_sequence_on_a_fixed_length_input_is_refused(tmp_path):
+    from mmdeploy.artifact import Manifest, TensorSpec
+    from mmdeploy.bench.harness import resize_sequence
+    from mmdeploy.errors import InputError
+
+    manifest = Manifest(kind="component", name="text", format="onnx", precision="fp32",
+                        inputs=[TensorSpec(name="input_ids", dtype="int64", shape=["batch", 77])])
+    feeds = {"input_ids": np.ones((1, 77), np.int64)}
+    assert resize_sequence(feeds, manifest, 77, tmp_path)["input_ids"].shape == (1, 77)
+    with pytest.raises(InputError, match="fixed length of 77 tokens.*--sequence 16"):
+        resize_sequence(feeds, manifest, 16, tmp_path)
