@@ -717,7 +717,12 @@ def scorer(data: str | Path, task: str = "auto", templates=None, limit: int | No
     def score(adapter, runners) -> dict:
         res = evaluate_subject(Subject("bench", adapter, runners), loaded, feeds)
         m = res["metrics"][key]
+        if m is None:
+            raise InputError(f"--eval {loaded.path}: {key} {res['omitted'].get(key, 'is not measurable')}",
+                             "add candidates to the set")
         return {"name": f"{key} on {loaded.path.name}", "value": m["value"], "n": m["n"], "ci95": m["ci95"],
                 "predictions": res["predictions"]}
 
+    # the components the set is scored through (a text set: the text encoder alone)
+    score.components = lambda adapter, available=(): needed_components(adapter, loaded.task, available)
     return score

@@ -201,3 +201,12 @@ def test_sequence_on_a_fixed_length_input_is_refused(tmp_path):
     assert resize_sequence(feeds, manifest, 77, tmp_path)["input_ids"].shape == (1, 77)
     with pytest.raises(InputError, match="fixed length of 77 tokens.*--sequence 16"):
         resize_sequence(feeds, manifest, 16, tmp_path)
+
+
+def test_bench_accuracy_on_a_sentence_pairs_set(bert_text_bundle, sts_csv, cli):
+    result = cli("bench", str(bert_text_bundle), "--iters", "2", "--warmup", "0", "--accuracy", "--eval", str(sts_csv),
+                 "--json")
+    assert result.returncode == 0, result.stderr
+    acc = json.loads(result.stdout)["accuracy"][0]
+    assert acc["metric"] == f"cosine_spearman on {sts_csv.name}" and acc["n"] == len(PAIRS)
+    assert acc["drop_pts"] == pytest.approx(0.0)
