@@ -246,3 +246,21 @@ def test_cosine_spearman_of_real_minilm_equals_sentence_transformers(tmp_path, c
     assert done.returncode == 0, done.stderr[-3000:]
     recall = json.loads(done.stdout)["results"][0]["metrics"]["recall@1"]
     assert recall["n"] == 12 and recall["value"] >= 0.9
+
+
+def test_guard_budget_inside_the_sets_interval_is_judged_below_one_item_refused():
+    """144 images: the fp32 set's own interval is about ±3.1 pp, but the candidate is judged on the
+    same items (paired), so --accuracy-budget 3 stands; only a budget finer than one item (0.69 pp)
+    is refused.  (The guard's check alone: a quantize run is covered above.)"""
+    from mmdeploy.errors import InputError
+    from mmdeploy.stages.quantize import _Evaluator
+
+    guard = _Evaluator.__new__(_Evaluator)  # the check only, without data or runners
+    guard.baseline_result = {"n": 144, "half_width": 3.12, "ci95": [80.0, 86.2]}
+    guard.user_set, guard.task_name, guard.notes = object(), "acc1 on photos", []
+    for budget in (3.0, 0.7, 0.0):
+        guard.budget = budget
+        guard._check_resolution(True)
+    guard.budget = 0.5
+    with pytest.raises(InputError, match=r"below the resolution.*n=144: one item is 0.69 pp"):
+        guard._check_resolution(True)

@@ -210,3 +210,18 @@ def test_bench_accuracy_on_a_sentence_pairs_set(bert_text_bundle, sts_csv, cli):
     acc = json.loads(result.stdout)["accuracy"][0]
     assert acc["metric"] == f"cosine_spearman on {sts_csv.name}" and acc["n"] == len(PAIRS)
     assert acc["drop_pts"] == pytest.approx(0.0)
+
+
+def test_task_evaluator_scores_a_text_set_and_pairs_the_drop(bert_text_bundle, sts_csv):
+    """The quantize guard's interface: TaskEvaluator(data, adapter).components / score / drop."""
+    from mmdeploy.backends import load_runner
+    from mmdeploy.models import adapter_for_bundle
+    from mmdeploy.stages.eval import TaskEvaluator
+
+    evaluator = TaskEvaluator(sts_csv, adapter_for_bundle(bert_text_bundle))
+    assert evaluator.components({"encoder"}) == ("encoder",) and evaluator.name == f"cosine_spearman on {sts_csv.name}"
+    runners = {"encoder": load_runner(bert_text_bundle / "encoder")}
+    base = evaluator.score(runners)
+    assert base["n"] == len(PAIRS) and base["ci95"][0] <= base["value"] <= base["ci95"][1] and base["predictions"] is None
+    same = evaluator.drop(base, evaluator.score(runners))
+    assert same["drop"] == pytest.approx(0.0, abs=1e-9) and same["interval"] == "paired-bootstrap"
