@@ -31,7 +31,12 @@ def test_retrieval_metrics_by_hand():
     assert out["image_retrieval_recall@1"]["value"] == pytest.approx(0.5)
     # image->text top-1: img0 best text t0 (owner 0) ok; img1 best t1 (owner 0) wrong; img2 best t3 ok
     assert out["text_retrieval_recall@1"]["value"] == pytest.approx(2 / 3)
-    assert out["image_retrieval_recall@5"]["value"] == 1.0 and out["text_retrieval_recall@10"]["n"] == 3
+    # k >= the candidates (3 images, 4 texts): every item would count, so no score (and why)
+    omitted = {}
+    out = M.retrieval(scores, owner, omitted)
+    assert out["image_retrieval_recall@5"] is None and out["text_retrieval_recall@5"] is None
+    assert omitted["image_retrieval_recall@5"] == "k=5 >= 3 images: every item would count"
+    assert out["image_retrieval_recall@1"]["n"] == 4 and out["text_retrieval_recall@1"]["n"] == 3
 
 
 def test_vqa_accuracy_definition():

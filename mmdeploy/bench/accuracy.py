@@ -58,6 +58,11 @@ def measure(items, load_runner_for, limit: int | None = None, scorer=None) -> li
             records.append({**base, "message": f"no adapter: {exc.one_line()}"})
             continue
         needed = tuple(adapter.task_components()) if adapter is not None else ()
+        if scorer is not None and adapter is not None and hasattr(scorer, "components"):
+            try:  # the --eval set says what it runs (a text set: the text encoder alone)
+                needed = tuple(scorer.components(adapter, {r.component for r in read_manifest(bundle).artifacts}))
+            except MMDeployError:
+                needed = ()
         if not needed:
             family = read_manifest(bundle).family
             records.append({**base, "message": f"family {family!r} has no task metric"})

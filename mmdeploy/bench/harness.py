@@ -41,6 +41,7 @@ class BenchSettings:
     iters: int | None = 100
     duration: float | None = None  # seconds of timed runs per artifact (instead of iters)
     batch: int = 1
+    sequence: int | None = None  # --sequence: token inputs timed at this length (else the reference's)
     threads: int | None = None
     blocks: int = 1
     accuracy: bool = False
@@ -57,6 +58,8 @@ class BenchSettings:
             raise InputError(f"--duration {self.duration} must be positive", "pass seconds, e.g. 10")
         if self.batch < 1:
             raise InputError(f"--batch {self.batch} must be at least 1", "pass 1 or more")
+        if self.sequence is not None and self.sequence < 1:
+            raise InputError(f"--sequence {self.sequence} must be at least 1", "pass a token count, e.g. 128")
         if self.blocks < 1:
             raise InputError(f"--blocks {self.blocks} must be at least 1", "pass 1 or more")
         if self.threads is not None and self.threads < 1:
@@ -198,19 +201,21 @@ def identity(item: Item) -> dict:
 # --------------------------------------------------------------------------- inputs
 
 
-def make_feeds(comp_dir: Path, manifest, batch: int) -> tuple[dict[str, np.ndarray], str]:
-    """Inputs from ``reference.npz`` (first case, re-batched) or synthesized from the specs."""
+def make_feeds(comp_dir: Path, manifest, batch: int, sequence: int | None = None) -> tuple[dict[str, np.ndarray], str]:
+    """Inputs from ``reference.npz`` (first case, re-batched) or synthesized from the specs;
+    ``sequence``: token inputs (integer inputs whose axis 1 is dynamic) resized to that length."""
     from mmdeploy.artifact import load_reference
 
     cases = load_reference(comp_dir)
     if cases and cases[0][0]:
-        return {k: rebatch(v, batch) for k, v in cases[0][0].items()}, "reference.npz"
+        feeds = {k: rebatch(v, batch) for k, v in cases[0][0].items()}
+        return (feeds if sequence is None else resize_sequence(feeds, manifest, sequence, comp_dir)), "reference.npz"
     if not manifest.inputs:
         raise InputError(f"{comp_dir}: no reference.npz and no input specs in the manifest",
                          "re-create the artifact with `mmdeploy convert`")
     rng = np.random.default_rng(0)
     feeds = {}
-    seq = int(manifest.metadata.get("seq_len", 16))
+    seq = sequence or int(manifest.metadata.get("seq_len", 16))
     for spec in manifest.inputs:
         shape = [d if isinstance(d, int) and d > 0 else (batch if i == 0 else seq)
                  for i, d in enumerate(spec.shape)]
@@ -222,7 +227,51 @@ def make_feeds(comp_dir: Path, manifest, batch: int) -> tuple[dict[str, np.ndarr
             feeds[spec.name] = np.ones(shape, dtype)
         else:
             feeds[spec.name] = rng.standard_normal(shape).astype(dtype)
-    return feeds, "synthesized"
+    return (feeds if sequence is None else resize_sequence(feeds, manifest, sequence, comp_dir)), "synthesized"
+
+
+def _token_inputs(manifest) -> dict[str, Any]:
+    """{name: axis-1 dim} of the token inputs: integer (or bool) inputs of rank >= 2 whose axis 0
+    is the batch (input_ids, attention_mask, token_type_ids ...)."""
+    out = {}
+    for spec in manifest.inputs or []:
+        kind = str(spec.dtype)
+        if len(spec.shape) >= 2 and (kind.startswith(("int", "uint")) or kind == "bool"):
+            out[spec.name] = spec.shape[1]
+    return out
+
+
+def resize_sequence(feeds: dict[str, np.ndarray], manifest, sequence: int, comp_dir: Path) -> dict[str, np.ndarray]:
+    """Token inputs at ``sequence`` tokens (the ids repeated, masks all ones), as trtexec
+    ``--shapes`` / benchmark_app ``-shape``; a graph with a fixed, different length is refused."""
+    tokens = _token_inputs(manifest)
+    fixed = {n: d for n, d in tokens.items() if isinstance(d, int) and d > 0 and d != sequence}
+    if fixed:
+        name, dim = next(iter(fixed.items()))
+        raise InputError(f"{comp_dir.name}: input {name} has a fixed length of {dim} tokens; --sequence {sequence} "
+                         "cannot be timed on it", f"pass --sequence {dim}, or leave this component out with --components")
+    out = dict(feeds)
+    for name in tokens:
+        if name not in out:
+            continue
+        value = np.asarray(out[name])
+        if "mask" in name:
+            out[name] = np.ones((value.shape[0], sequence) + value.shape[2:], value.dtype)
+        else:
+            reps = -(-sequence // max(value.shape[1], 1))
+            out[name] = np.concatenate([value] * reps, axis=1)[:, :sequence]
+    return out
+
+
+def shapes_of(feeds: dict[str, np.ndarray]) -> dict[str, list[int]]:
+    """The shapes timed, per input (stated in every result)."""
+    return {k: [int(d) for d in np.shape(v)] for k, v in feeds.items()}
+
+
+def sequence_of(feeds: dict[str, np.ndarray], manifest) -> int | None:
+    """The token count timed (axis 1 of the token inputs), None for a component without tokens."""
+    lengths = {int(np.shape(feeds[n])[1]) for n in _token_inputs(manifest) if n in feeds}
+    return lengths.pop() if len(lengths) == 1 else None
 
 
 def rebatch(value: np.ndarray, batch: int) -> np.ndarray:
@@ -309,7 +358,8 @@ def _own_peak_rss_mb() -> float:
     return _peak_rss_mb()
 
 
-def isolated_memory(run_dir: Path, source_dir: Path, batch: int, threads: int | None) -> dict | None:
+def isolated_memory(run_dir: Path, source_dir: Path, batch: int, threads: int | None,
+                    sequence: int | None = None) -> dict | None:
     """Peak RSS of a fresh process that loads ``run_dir`` and runs it once on ``batch`` inputs.
 
     This is one artifact's memory alone: the bench process's own peak (``ru_maxrss``) only grows,
@@ -328,7 +378,8 @@ def isolated_memory(run_dir: Path, source_dir: Path, batch: int, threads: int | 
     code = "from mmdeploy.bench.harness import _memory_probe; _memory_probe()"
     try:
         done = subprocess.run([sys.executable, "-c", code, str(run_dir), str(source_dir), str(batch),
-                               str(threads or 0)], capture_output=True, text=True, timeout=600, env=env)
+                               str(threads or 0), str(sequence or 0)], capture_output=True, text=True, timeout=600,
+                              env=env)
     except (OSError, subprocess.TimeoutExpired):
         return None
     for line in reversed(done.stdout.splitlines()):
@@ -338,7 +389,7 @@ def isolated_memory(run_dir: Path, source_dir: Path, batch: int, threads: int | 
 
 
 def _memory_probe() -> None:
-    """The child of :func:`isolated_memory` (argv: run_dir source_dir batch threads)."""
+    """The child of :func:`isolated_memory` (argv: run_dir source_dir batch threads sequence)."""
     import json
     import sys
 
@@ -346,8 +397,9 @@ def _memory_probe() -> None:
     from mmdeploy.backends import FORMATS, get_backend, load_runner
 
     run_dir, source_dir, batch, threads = Path(sys.argv[1]), Path(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
+    sequence = int(sys.argv[5]) if len(sys.argv) > 5 and int(sys.argv[5]) > 0 else None
     get_backend(FORMATS[read_manifest(run_dir).format]).available()  # import the runtime first
-    feeds, _ = make_feeds(source_dir, read_manifest(source_dir), batch)
+    feeds, _ = make_feeds(source_dir, read_manifest(source_dir), batch, sequence)
     baseline = _rss_mb()
     runner = load_runner(run_dir, **({"threads": threads} if threads else {}))
     runner.run(feeds)
@@ -408,7 +460,7 @@ def _load(item: Item, settings: BenchSettings, target) -> None:
     t0 = time.perf_counter_ns()
     item.runner = load_runner(item.run_dir, threads=threads)
     load_ms = (time.perf_counter_ns() - t0) / 1e6
-    item.feeds, item.input_source = make_feeds(item.path, item.manifest, settings.batch)
+    item.feeds, item.input_source = make_feeds(item.path, item.manifest, settings.batch, settings.sequence)
     t0 = time.perf_counter_ns()
     item.runner.run(item.feeds)
     first_ms = (time.perf_counter_ns() - t0) / 1e6
@@ -422,6 +474,7 @@ def _load(item: Item, settings: BenchSettings, target) -> None:
         "precision": run_manifest.precision, "runner": getattr(item.runner, "name", "?"),
         **identity(item),
         "batch": settings.batch, "threads": threads, "input_source": item.input_source,
+        "shapes": shapes_of(item.feeds), "sequence": sequence_of(item.feeds, item.manifest),
         "load_ms": load_ms, "first_inference_ms": first_ms, "rss_delta_mb": _rss_mb() - rss0,
     }
 
@@ -474,7 +527,7 @@ def _measure_memory(items: list[Item], results: list[dict], settings: BenchSetti
         return
     threads = settings.threads or (target.threads if target else None)
     for item, result in zip(items, results):
-        probe = isolated_memory(item.run_dir, item.path, settings.batch, threads)
+        probe = isolated_memory(item.run_dir, item.path, settings.batch, threads, settings.sequence)
         if probe is not None:
             result.update(probe, peak_rss_scope="artifact", process_peak_rss_mb=result["peak_rss_mb"])
 

@@ -47,7 +47,9 @@ def markdown(doc: dict) -> str:
         where = f"{remote['host']} (ssh)" if remote else m.get("hostname", "?")
         lines.append(f"Machine: {where}, {m.get('cpu_model', '?')}, {m.get('cpu_affinity', '?')}/"
                      f"{m.get('cpu_count', '?')} CPUs, governor {m.get('governor', '?')}, load {m.get('loadavg', '?')}")
-        lines.append(f"Settings: batch {s.get('batch')}, threads {s.get('threads') or 'default'}, warmup "
+        lines.append(f"Settings: batch {s.get('batch')}"
+                     + (f", sequence {s['sequence']} tokens" if s.get("sequence") else "")
+                     + f", threads {s.get('threads') or 'default'}, warmup "
                      f"{s.get('warmup')}, {'%ss' % s['duration'] if s.get('duration') else '%s iters' % s.get('iters')}"
                      f", {s.get('blocks', 1)} block(s)")
     lines.append("")
@@ -82,6 +84,7 @@ def markdown(doc: dict) -> str:
         if not isolated:
             lines += ["", "Peak RSS is the bench process's peak so far: it includes the artifacts loaded "
                       "before each row, not that artifact alone."]
+        lines += shape_lines(doc["results"])
     lines += device_lines(doc)
     acc = [a for a in doc.get("accuracy", [])]
     if acc:
@@ -100,6 +103,23 @@ def markdown(doc: dict) -> str:
         for c in doc["budgets"]:
             lines.append(f"| {'PASS' if c['passed'] else 'FAIL'} | {c['name']} | {c['where']} | {c['check']} | {c['message']} |")
     return "\n".join(lines) + "\n"
+
+
+def shape_lines(results: list[dict]) -> list[str]:
+    """What was timed: each component's input shapes (once per distinct set), and where they came from."""
+    seen: dict[tuple, list[str]] = {}
+    for r in results:
+        if not r.get("shapes"):
+            continue
+        key = (r["component"], tuple((k, tuple(v)) for k, v in r["shapes"].items()), r.get("input_source"))
+        seen.setdefault(key, []).append(r["artifact"])
+    if not seen:
+        return []
+    lines = ["", "Shapes timed:"]
+    for (component, shapes, source), artifacts in seen.items():
+        text = ", ".join(f"{name} [{', '.join(map(str, dims))}]" for name, dims in shapes)
+        lines.append(f"- {component}: {text} (from {source or '?'}; {', '.join(dict.fromkeys(artifacts))})")
+    return lines
 
 
 def speedup_vs_first(results: list[dict]) -> list[float | None]:

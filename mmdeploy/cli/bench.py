@@ -24,7 +24,10 @@ def bench(
     warmup: int = typer.Option(10, "--warmup", min=0, help="untimed runs before timing"),
     iters: int = typer.Option(100, "--iters", min=1, help="timed runs per component"),
     duration: Optional[float] = typer.Option(None, "--duration", help="seconds of timed runs per component (instead of --iters)"),
-    batch: int = typer.Option(1, "--batch", min=1, help="batch size of the inputs"),
+    batch: int = typer.Option(1, "--batch", min=1, help="batch size of the inputs (axis 0 of every input)"),
+    sequence: Optional[int] = typer.Option(None, "--sequence", min=1, help="tokens per text input (axis 1 of "
+                                           "input_ids / attention_mask; default: the reference input's length); "
+                                           "the report states the shapes timed"),
     threads: Optional[int] = typer.Option(None, "--threads", help="runtime threads (default: the profile's)"),
     blocks: int = typer.Option(1, "--blocks", min=1, help="split timed runs into N blocks interleaved across artifacts"),
     accuracy: bool = typer.Option(False, "--accuracy", help="also measure the family's task metric"),
@@ -78,6 +81,7 @@ def bench(
         ensure_unmodified(path, force, log=lambda msg: typer.echo(msg, err=True))
     profile = tg.get_target(target, targets_dir, host=host, python=device_python, identity=identity)
     settings = BenchSettings(warmup=warmup, iters=None if duration else iters, duration=duration, batch=batch,
+                             sequence=sequence,
                              threads=threads, blocks=blocks, accuracy=accuracy, accuracy_limit=accuracy_limit,
                              eval_data=eval_data)
     if eval_data and not accuracy:

@@ -1,4 +1,4 @@
-"""Retrieval and captioning sets: a CSV or JSONL of ``image,caption`` (``audio,caption`` for
+"""Retrieval and captioning sets: a CSV, TSV or JSONL of ``image,caption`` (``audio,caption`` for
 CLAP).  An image may appear on several rows (several captions); in JSONL ``captions`` may be a
 list.  Paths are relative to the file's folder.  Errors name the file and row.
 """
@@ -52,20 +52,36 @@ def read_text(path: Path) -> str:
         raise InputError(f"{path}: line {line} is not UTF-8 text", "save the file as UTF-8") from None
 
 
+TABLE_SUFFIXES = {".csv": ",", ".tsv": "\t"}
+
+
 def read_rows(path: Path) -> list[tuple[int, dict]]:
-    """(row number, record) of a .csv (header row) or .jsonl file; row numbers as users count them."""
+    """(row number, record) of a .csv/.tsv (header row) or .jsonl file; row numbers as users count
+    them.  Header names are matched without case or surrounding spaces (``Image``, `` caption``)."""
     path = Path(path)
     if not path.is_file():
         raise InputError(f"{path} does not exist" if not path.exists() else f"{path} is not a file",
-                         "pass a .csv or .jsonl file")
+                         "pass a .csv, .tsv or .jsonl file")
     text = read_text(path)
     suffix = path.suffix.lower()
-    if suffix == ".csv":
-        reader = csv.DictReader(io.StringIO(text))
+    if suffix in TABLE_SUFFIXES:
+        reader = csv.reader(io.StringIO(text), delimiter=TABLE_SUFFIXES[suffix])
+        rows = []
         try:
-            return [(reader.line_num, dict(row)) for row in reader]
+            header = None
+            for fields in reader:
+                if not any(f.strip() for f in fields):
+                    continue  # blank line
+                if header is None:
+                    header = [f.strip().lower() for f in fields]
+                    continue
+                if len(fields) > len(header):
+                    raise InputError(f"{path}: row {reader.line_num} has {len(fields)} fields, the header "
+                                     f"{len(header)}", "quote fields that hold the separator, e.g. \"a, b\"")
+                rows.append((reader.line_num, dict(zip(header, fields))))
         except csv.Error as exc:
             raise InputError(f"{path}: row {reader.line_num}: {exc}", "fix the CSV quoting") from None
+        return rows
     if suffix in (".jsonl", ".json"):
         rows = []
         for number, line in enumerate(text.splitlines(), 1):
@@ -79,7 +95,7 @@ def read_rows(path: Path) -> list[tuple[int, dict]]:
                 raise InputError(f"{path}: row {number} is not a JSON object", "write one JSON object per line")
             rows.append((number, record))
         return rows
-    raise InputError(f"{path}: unknown format {suffix or '(no suffix)'}", "pass a .csv or .jsonl file")
+    raise InputError(f"{path}: unknown format {suffix or '(no suffix)'}", "pass a .csv, .tsv or .jsonl file")
 
 
 def media_column(path: Path, rows: list[tuple[int, dict]]) -> str:

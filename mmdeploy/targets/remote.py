@@ -235,7 +235,7 @@ def stage(items, settings, profile, payload: Path, scratch: Path) -> list[dict]:
         manifest = read_manifest(run_dir)
         dest = payload / "items" / str(i)
         shutil.copytree(run_dir, dest, ignore=shutil.ignore_patterns(REFERENCE_NAME, "*.plan", "timing.cache"))
-        feeds, source = harness.make_feeds(item.path, item.manifest, settings.batch)
+        feeds, source = harness.make_feeds(item.path, item.manifest, settings.batch, settings.sequence)
         dtypes = {s.name: s.dtype for s in manifest.inputs}
         feeds = {k: np.asarray(v, dtype=dtypes[k]) if dtypes.get(k) not in (None, "float", "int") else v
                  for k, v in feeds.items()}
@@ -244,7 +244,8 @@ def stage(items, settings, profile, payload: Path, scratch: Path) -> list[dict]:
         size = harness.model_bytes(run_dir)
         entry = {"id": str(i), "host_side": {"format": manifest.format, "precision": manifest.precision,
                                              "size_bytes": size}, "label": f"{item.artifact}/{item.component}", "runtime": runtime,
-                 "inputs": f"items/{i}/feeds.npz", "input_source": source,
+                 "inputs": f"items/{i}/feeds.npz", "input_source": source, "shapes": harness.shapes_of(feeds),
+                 "sequence": harness.sequence_of(feeds, item.manifest),
                  "input_names": meta.get("input_names") or [s.name for s in manifest.inputs],
                  "output_names": meta.get("output_names") or [s.name for s in manifest.outputs],
                  "pad": meta.get("pad_inputs"), "inference_precision": meta.get("inference_precision")}
@@ -378,6 +379,7 @@ def _result(item, entry: dict, dev: dict, settings, board: dict, host: str, thre
          "format": "tensorrt" if entry["runtime"] == "tensorrt" else host_side["format"],
          "precision": host_side["precision"], "runner": f"{entry['runtime']} {dev.get('runtime_version') or ''}".strip(),
          "batch": settings.batch, "threads": threads, "input_source": entry["input_source"],
+         "shapes": entry.get("shapes"), "sequence": entry.get("sequence"),
          "load_ms": dev.get("load_ms"), "first_inference_ms": dev.get("first_inference_ms") or (samples[0] if samples else None),
          "rss_delta_mb": None, "host": host, "board": board.get("profile") or board.get("identity"),
          "remote_path": entry["model"]}
