@@ -8,8 +8,6 @@ import numpy as np
 
 from mmdeploy.errors import CalibrationError
 
-IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
-
 
 def quiet_libraries() -> None:
     """Silence third-party chatter that is not the user's business.
@@ -54,23 +52,6 @@ def load_tokenizer(folder: Path):
     from transformers import AutoTokenizer
 
     return AutoTokenizer.from_pretrained(str(folder), local_files_only=True)
-
-
-def open_image(path: Path):
-    """A decoded RGB PIL image, or CalibrationError naming the file."""
-    from PIL import Image, UnidentifiedImageError
-
-    try:
-        with Image.open(path) as img:
-            img.load()
-            return img.convert("RGB")
-    except (UnidentifiedImageError, OSError, ValueError) as exc:
-        raise CalibrationError(f"{path} is not a readable image ({exc.__class__.__name__})",
-                               "remove it or replace it with a PNG/JPEG file") from None
-
-
-def list_images(folder: Path) -> list[Path]:
-    return sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
 
 
 def read_captions(path: Path, limit: int | None = None) -> list[str]:

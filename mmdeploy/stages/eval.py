@@ -330,7 +330,7 @@ def _media_samples(subject: Subject, data: EvalData, modality: str) -> list:
                                f"{getattr(data.dataset, 'modality', 'image')}",
                                f"pass {modality} data for this model")
     if modality == "audio":
-        from mmdeploy.models.audio import load_audio
+        from mmdeploy.data.media import load_audio
 
         rate = subject.adapter.features.sampling_rate
         key = ("audio", rate)
@@ -403,7 +403,9 @@ def run_eval(artifacts: list[str | Path], data: str | Path, task: str = "auto",
         raise InputError(f"--batch {batch} must be at least 1", "e.g. --batch 32")
     loaded = load_data(data, task, templates, strict, limit)
     if loaded.skipped:
-        log(f"skipped {len(loaded.skipped)} undecodable file(s), e.g. {loaded.skipped[0]['reason']}")
+        from mmdeploy.data.media import skipped_note
+
+        log(skipped_note(loaded.skipped))
     names = list(names or []) + [None] * len(artifacts)
     subjects = [s for a, n in zip(artifacts, names) for s in open_subjects(a, threads, n)]
     _unique_labels(subjects)

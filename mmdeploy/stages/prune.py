@@ -169,13 +169,9 @@ def _path_feeds(src: Source, component: str, path: Path, n: int) -> dict[str, np
     if not path.exists():
         raise CalibrationError(f"--calib {path} does not exist", "pass a folder of images or a captions .txt file")
     if component == "vision":
-        from PIL import Image
+        from mmdeploy.data.media import calibration_images
 
-        files = sorted(p for p in (path.iterdir() if path.is_dir() else [path])
-                       if p.suffix.lower() in (".png", ".jpg", ".jpeg", ".bmp", ".webp"))[:n]
-        if not files:
-            raise CalibrationError(f"--calib {path} holds no images (.png/.jpg)", "pass a folder of images")
-        return _image_feeds(src, [Image.open(f).convert("RGB") for f in files])
+        return _image_feeds(src, calibration_images(path, n).images)  # folder or ImageFolder; unreadable skipped
     files = [path] if path.is_file() else sorted(path.glob("*.txt"))
     texts = [line.strip() for f in files for line in f.read_text(errors="replace").splitlines() if line.strip()][:n]
     if not texts:

@@ -36,7 +36,7 @@ from mmdeploy.passes.accuracy import (  # noqa: F401  (AccuracyBudgetError: part
 from mmdeploy.passes.base import PassContext
 from mmdeploy.passes.calibration import (
     CalibrationSet, check_modality, component_modality, data_kind, feeds_sha256, preprocess_images,
-    read_captions, read_images, split_batch, tokenize,
+    read_captions, split_batch, tokenize,
 )
 
 DEFAULT_TASK_BUDGET = 0.5  # points of task metric (zero-shot top-1) drop
@@ -189,16 +189,21 @@ def _calibration_set(comp: _Component, adapter, bundle: Path | None, path: Path 
     batched = [t.name for t in comp.manifest.inputs if t.shape and isinstance(t.shape[0], str)] or None
     modality = component_modality(inputs)
     feeds = None
+    images = None  # a folder of images is decoded once, through mmdeploy.data (unreadable files skipped)
+    if path is not None and kind == "image":
+        from mmdeploy.data.media import calibration_images
+
+        images = calibration_images(path, limit)
     if adapter is not None:
         try:
-            feeds = adapter.calibration_feeds(comp.name, path, limit)
+            feeds = adapter.calibration_feeds(comp.name, images if images is not None else path, limit)
         except (NotImplementedError, AttributeError):
             feeds = None
     if path is not None:
         if feeds is None:
             preprocess = bundle / "preprocess" if bundle else None
             if kind == "image":
-                feeds = preprocess_images(read_images(path, limit), preprocess, shapes.get("pixel_values", []))
+                feeds = preprocess_images(images.images, preprocess, shapes.get("pixel_values", []))
             elif kind == "text":
                 feeds = tokenize(read_captions(path, limit), preprocess, inputs, shapes.get(inputs[0], []))
             else:
@@ -207,7 +212,8 @@ def _calibration_set(comp: _Component, adapter, bundle: Path | None, path: Path 
         feeds = split_batch(feeds, batched)[:limit]
         if not feeds:
             raise CalibrationError(f"--calib {path} gave no calibration samples", "add data to it")
-        return CalibrationSet(feeds, str(path), sha256_path(path), kind or modality)
+        extra = {"skipped": len(images.skipped), "note": images.note} if images is not None and images.skipped else {}
+        return CalibrationSet(feeds, str(path), sha256_path(path), kind or modality, extra)
     if feeds:
         feeds = split_batch(feeds, batched)[:limit]
         return CalibrationSet(feeds, "adapter-default", feeds_sha256(feeds), modality)
@@ -417,6 +423,8 @@ def quantize(artifact: str | Path, output: str | Path, options: QuantizeOptions 
         comp.calib = calibration_set(comp, adapter, bundle, use_path, kind if use_path else None,
                                      options.calib_limit)
         log(f"calibration {comp.name}: {len(comp.calib.feeds)} samples from {comp.calib.source}")
+        if comp.calib.extra.get("note"):
+            log(comp.calib.extra["note"])
 
     with tempfile.TemporaryDirectory(prefix="mmdeploy-quantize-") as tmp:
         evaluator = _Evaluator(selected, adapter, bundle, options)
