@@ -49,7 +49,7 @@ def test_data_kind(tmp_path):
 def test_images_and_captions(tmp_path):
     from PIL import Image
 
-    from mmdeploy.data.media import calibration_images
+    from mmdeploy.data.calib import calibration_images
 
     (tmp_path / "only").mkdir()
     (tmp_path / "only" / "bad.png").write_bytes(b"\x89PNG broken")
@@ -89,3 +89,30 @@ def test_batches_hash_reader():
     while (item := reader.get_next()) is not None:
         items.append(item)
     assert len(items) == 4 and set(items[-1]) == {"x"}
+
+
+def test_calib_takes_the_eval_formats(tmp_path):
+    """A .csv/.jsonl of image,caption pairs (or a VQA file) feeds both towers, as --eval reads it."""
+    import json
+
+    from PIL import Image
+
+    from mmdeploy.data.calib import calibration_images
+    from mmdeploy.passes.calibration import data_kinds
+    from mmdeploy.stages.quantize import calibration_paths
+
+    (tmp_path / "img").mkdir()
+    Image.new("RGB", (8, 8), "red").save(tmp_path / "img" / "a.PNG")
+    (tmp_path / "img" / "b.png").write_bytes(b"")
+    pairs = tmp_path / "pairs.csv"
+    pairs.write_text("image,caption\nimg/a.PNG,a red square\nimg/b.png,nothing\nimg/a.PNG,red\n")
+    assert data_kind(pairs) == "image" and data_kinds(pairs) == ("image", "text")
+    assert calibration_paths([pairs]) == {"image": pairs, "text": pairs}
+    got = calibration_images(pairs)
+    assert [f.name for f in got.files] == ["a.PNG"] and len(got.skipped) == 1
+    assert read_captions(pairs) == ["a red square", "nothing", "red"]
+    vqa = tmp_path / "vqa.jsonl"
+    vqa.write_text(json.dumps({"image": "img/a.PNG", "question": "what colour?", "answer": "red"}) + "\n")
+    assert data_kinds(vqa) == ("image", "text") and read_captions(vqa) == ["what colour?"]
+    with pytest.raises(CalibrationError, match="both hold image data"):
+        calibration_paths([pairs, tmp_path / "img"])

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from mmdeploy.errors import CalibrationError, InputError
+from mmdeploy.errors import InputError
 
 log = logging.getLogger("mmdeploy.audio")
 
@@ -109,7 +109,7 @@ def _unreadable_reason(path: Path, exc: BaseException) -> str:
     except OSError:
         pass
     text = " ".join(str(exc).split())
-    if "truncated" in text:
+    if "truncated" in text.lower():
         return "truncated"
     if exc.__class__.__name__ == "UnidentifiedImageError":
         return "not an image Pillow can read"
@@ -199,15 +199,11 @@ def image_files(path: str | Path) -> list[Path]:
     return media_files(path, recursive=True, modality="image")
 
 
-def read_images(path, limit: int | None = None, strict: bool = False) -> Images:
-    """The first ``limit`` decodable images of a folder (nested class folders included).
-
-    Unreadable files are skipped and counted (:attr:`Images.note`), or an InputError with
-    ``strict``.  ``path`` may be an :class:`Images` already decoded: then its first ``limit``."""
-    if isinstance(path, Images):
-        return path if limit is None else Images(path.images[:limit], path.files[:limit], path.skipped, path.source)
-    files = image_files(path)
-    out = Images([], [], [], Path(path))
+def decode_files(files: list[Path], limit: int | None = None, strict: bool = False,
+                 source: Path | None = None) -> Images:
+    """The first ``limit`` decodable images of ``files``; unreadable ones skipped and counted
+    (:attr:`Images.note`), or an InputError with ``strict``."""
+    out = Images([], [], [], source)
     for file in files:
         if limit is not None and len(out.images) >= limit:
             break
@@ -216,31 +212,18 @@ def read_images(path, limit: int | None = None, strict: bool = False) -> Images:
         except InputError as exc:
             if strict:
                 raise
-            out.skipped.append(_skip(file, exc))
+            out.skipped.append(_skip(Path(file), exc))
             continue
-        out.files.append(file)
+        out.files.append(Path(file))
     return out
 
 
-def calibration_images(path, limit: int | None = None) -> Images:
-    """:func:`read_images` for ``--calib``: a folder of images or an ImageFolder (images in class
-    folders at any depth).  CalibrationError when the path is missing or no image decodes."""
+def read_images(path, limit: int | None = None, strict: bool = False) -> Images:
+    """The first ``limit`` decodable images of a folder (nested class folders included), see
+    :func:`decode_files`.  ``path`` may be an :class:`Images` already decoded: then its first ``limit``."""
     if isinstance(path, Images):
-        return read_images(path, limit)
-    path = Path(path)
-    if not path.exists():
-        raise CalibrationError(f"--calib {path} does not exist",
-                               "pass a folder of images (an ImageFolder of class folders works too)")
-    out = read_images(path, limit)
-    if out.images:
-        return out
-    if out.skipped:
-        first = out.skipped[0]
-        raise CalibrationError(f"--calib {path}: its images cannot be decoded ({len(out.skipped)} unreadable; "
-                               f"first: {first['file']}: {first['reason']})", "remove or replace the files")
-    audio = media_files(path, recursive=True, modality="audio") if path.is_dir() else is_audio(path)
-    raise CalibrationError(f"--calib {path} holds {'audio, not images' if audio else 'no images'}",
-                           "the vision component calibrates on a folder of images (PNG, JPEG, WebP, ...)")
+        return path if limit is None else Images(path.images[:limit], path.files[:limit], path.skipped, path.source)
+    return decode_files(image_files(path), limit, strict, Path(path))
 
 
 # --------------------------------------------------------------------------- audio

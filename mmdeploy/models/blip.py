@@ -298,7 +298,7 @@ class BlipAdapter(Adapter):
         return load_runner(bundle / refs[0].path)
 
     def _images_from(self, path, limit: int | None) -> list:
-        from mmdeploy.data.media import calibration_images
+        from mmdeploy.data.calib import calibration_images
 
         if path is None:
             return self.eval_images(limit or 16, split="calib")

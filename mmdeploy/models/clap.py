@@ -207,7 +207,8 @@ class ClapAdapter(Adapter):
     def calibration_feeds(self, component: str, path: Path | None = None,
                           limit: int | None = None) -> list[dict[str, np.ndarray]]:
         from mmdeploy.data import synthetic_audio as audio_data
-        from mmdeploy.data.media import audio_files, image_files, skipped_note
+        from mmdeploy.data.calib import audio_of, images_of
+        from mmdeploy.data.media import skipped_note
 
         if component == "audio":
             if path is None:
@@ -216,9 +217,9 @@ class ClapAdapter(Adapter):
             path = Path(path)
             if not path.exists():
                 raise CalibrationError(f"calibration data {path} does not exist", "pass an audio folder")
-            files = audio_files(path)
+            files = audio_of(path)  # a folder (sub-folders too), a clip, or an audio,caption file
             if not files:
-                what = "images, not audio" if image_files(path) else "no audio files"
+                what = "images, not audio" if images_of(path) else "no audio files"
                 raise CalibrationError(f"{path} holds {what}",
                                        "the audio component calibrates on a folder of .wav files")
             feeds, skipped = [], []

@@ -30,7 +30,8 @@ from typing import Any, Callable
 
 import numpy as np
 
-from mmdeploy.data.media import calibration_images, modality_of
+from mmdeploy.data.calib import calibration_images
+from mmdeploy.data.media import modality_of
 from mmdeploy.errors import CalibrationError, CheckpointError, InputError, UnsupportedError, VerificationError
 from mmdeploy.models import preprocess as pp
 from mmdeploy.models.base import Adapter, Component, TaskResult

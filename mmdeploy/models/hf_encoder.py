@@ -12,7 +12,8 @@ from typing import Any
 
 import numpy as np
 
-from mmdeploy.data.media import calibration_images, modality_of
+from mmdeploy.data.calib import calibration_images
+from mmdeploy.data.media import modality_of
 from mmdeploy.errors import CalibrationError
 from mmdeploy.models import preprocess as pp
 from mmdeploy.models.base import Adapter, Component

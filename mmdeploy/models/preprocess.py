@@ -55,8 +55,13 @@ def load_tokenizer(folder: Path):
 
 
 def read_captions(path: Path, limit: int | None = None) -> list[str]:
-    """Non-empty lines of a UTF-8 text file: captions, prompts, sentences."""
+    """Non-empty lines of a UTF-8 text file: captions, prompts, sentences (or the captions of a
+    .csv/.jsonl of image,caption pairs, the questions of a VQA file: the formats --eval reads)."""
+    from mmdeploy.data.calib import calibration_texts, is_set_file
+
     path = Path(path)
+    if is_set_file(path) and path.is_file():
+        return calibration_texts(path, limit)
     if path.is_dir():
         raise CalibrationError(f"{path} is a folder, the text component needs a captions file",
                                "pass a .txt file with one caption per line")

@@ -1,7 +1,9 @@
 """Calibration data: reading ``--calib PATH``, checking it, hashing it, feeding quantizers.
 
 ``--calib`` is a folder of images (class sub-folders, as in an ImageFolder, are walked), a
-``.txt`` file of captions (one per line) or a folder of audio clips.  Files are listed and
+``.txt`` file of captions (one per line), a folder of audio clips, or a ``.csv``/``.jsonl`` of
+``image,caption`` pairs or VQA questions (images for one tower, text for the other): the formats
+``--eval`` reads.  Files are listed and
 decoded by :mod:`mmdeploy.data.media`, the one door for user files.  The model family's adapter turns it into feeds (its image processor, tokenizer,
 feature extractor); when an adapter has no ``calibration_feeds`` yet, images and captions are
 preprocessed here from the bundle's ``preprocess/`` files.  Every failure is a one-line
@@ -17,6 +19,7 @@ from typing import Any
 
 import numpy as np
 
+from mmdeploy.data.calib import is_set_file, set_modalities
 from mmdeploy.data.media import AUDIO_SUFFIXES, IMAGE_SUFFIXES, media_files, modality_of
 from mmdeploy.errors import CalibrationError
 from mmdeploy.models.preprocess import read_captions  # noqa: F401  (one reader for every caller)
@@ -56,6 +59,8 @@ def data_kind(path: Path) -> str:
     if path.is_file():
         if path.suffix.lower() in TEXT_SUFFIXES:
             return "text"
+        if is_set_file(path):  # image,caption pairs or VQA: media for one tower, text for the other
+            return set_modalities(path)[0]
         if modality_of(path):
             raise CalibrationError(f"--calib {path} is a single file",
                                    "pass the folder that holds the calibration images or clips")
@@ -80,6 +85,15 @@ def data_kind(path: Path) -> str:
         raise CalibrationError(f"--calib folder {path} mixes images and audio clips",
                                "use one folder per modality")
     return kinds.pop()
+
+
+def data_kinds(path: Path) -> tuple[str, ...]:
+    """Every modality a --calib path feeds: two for a pairs/VQA file (its images or clips, and its
+    captions or questions), else :func:`data_kind`'s one."""
+    path = Path(path)
+    if path.is_file() and is_set_file(path):
+        return set_modalities(path)
+    return (data_kind(path),)
 
 
 def check_modality(kind: str, modality: str, component: str) -> None:

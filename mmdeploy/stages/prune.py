@@ -169,14 +169,15 @@ def _path_feeds(src: Source, component: str, path: Path, n: int) -> dict[str, np
     if not path.exists():
         raise CalibrationError(f"--calib {path} does not exist", "pass a folder of images or a captions .txt file")
     if component == "vision":
-        from mmdeploy.data.media import calibration_images
+        from mmdeploy.data.calib import calibration_images
 
         return _image_feeds(src, calibration_images(path, n).images)  # folder or ImageFolder; unreadable skipped
-    files = [path] if path.is_file() else sorted(path.glob("*.txt"))
-    texts = [line.strip() for f in files for line in f.read_text(errors="replace").splitlines() if line.strip()][:n]
-    if not texts:
+    from mmdeploy.data.calib import calibration_texts
+
+    files = sorted(path.glob("*.txt")) if path.is_dir() else [path]  # captions .txt(s), or a pairs / VQA file
+    if not files:
         raise CalibrationError(f"--calib {path} holds no captions (.txt, one per line)", "pass a captions file")
-    return _text_feeds(src, texts)
+    return _text_feeds(src, [t for f in files for t in calibration_texts(f)][:n])
 
 
 def _random_feeds(model, component: str, n: int, seed: int) -> dict[str, np.ndarray]:

@@ -35,7 +35,7 @@ from mmdeploy.passes.accuracy import (  # noqa: F401  (AccuracyBudgetError: part
 )
 from mmdeploy.passes.base import PassContext
 from mmdeploy.passes.calibration import (
-    CalibrationSet, check_modality, component_modality, data_kind, feeds_sha256, preprocess_images,
+    CalibrationSet, check_modality, component_modality, data_kinds, feeds_sha256, preprocess_images,
     read_captions, split_batch, tokenize,
 )
 
@@ -154,11 +154,11 @@ def calibration_paths(calib) -> dict[str, Path]:
     paths = [] if calib is None else [calib] if isinstance(calib, (str, Path)) else list(calib)
     by_kind: dict[str, Path] = {}
     for path in paths:
-        kind = data_kind(Path(path))
-        if kind in by_kind:
-            raise CalibrationError(f"--calib {by_kind[kind]} and {path} both hold {kind} data",
-                                   "pass one --calib per modality (e.g. images and a captions file)")
-        by_kind[kind] = Path(path)
+        for kind in data_kinds(Path(path)):  # a pairs file feeds both towers
+            if kind in by_kind:
+                raise CalibrationError(f"--calib {by_kind[kind]} and {path} both hold {kind} data",
+                                       "pass one --calib per modality (e.g. images and a captions file)")
+            by_kind[kind] = Path(path)
     return by_kind
 
 
@@ -191,7 +191,7 @@ def _calibration_set(comp: _Component, adapter, bundle: Path | None, path: Path 
     feeds = None
     images = None  # a folder of images is decoded once, through mmdeploy.data (unreadable files skipped)
     if path is not None and kind == "image":
-        from mmdeploy.data.media import calibration_images
+        from mmdeploy.data.calib import calibration_images
 
         images = calibration_images(path, limit)
     if adapter is not None:

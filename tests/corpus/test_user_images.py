@@ -51,7 +51,7 @@ def test_decodes_to_the_picture_the_user_sees(variants, case):
 
 
 def test_same_calibration_feeds_as_the_plain_picture(demo_bundle, imagefolder):
-    from mmdeploy.data.media import calibration_images
+    from mmdeploy.data.calib import calibration_images
     from mmdeploy.models import adapter_for_bundle
 
     adapter = adapter_for_bundle(demo_bundle)
@@ -96,3 +96,20 @@ def test_classify_gives_the_plain_pictures_result(cli, demo_bundle, variants, im
     for row in rows[1:]:
         assert row["label"] == plain["label"], row
         assert row["top"][0]["probability"] == pytest.approx(plain["top"][0]["probability"], abs=0.05), row
+
+
+def test_a_pairs_file_calibrates_both_towers(demo_bundle, variants, tmp_path):
+    """--calib takes what --eval takes: a CSV of image,caption rows feeds vision and text."""
+    from mmdeploy.models import adapter_for_bundle
+    from mmdeploy.stages.quantize import calibration_paths
+
+    rows = [f"{variants[n].path},a photo of a red triangle" for n in ("plain",) + SAME_PICTURE]
+    pairs = tmp_path / "pairs.csv"
+    pairs.write_text("image,caption\n" + "\n".join(rows) + "\n")
+    assert calibration_paths([pairs]) == {"image": pairs, "text": pairs}
+    adapter = adapter_for_bundle(demo_bundle)
+    vision = adapter.calibration_feeds("vision", pairs)
+    text = adapter.calibration_feeds("text", pairs)
+    assert len(vision) == len(text) == len(rows)
+    plain = adapter.image_feeds([plain_picture()])["pixel_values"]
+    assert all(float(np.abs(f["pixel_values"] - plain).mean()) < 0.05 for f in vision)
