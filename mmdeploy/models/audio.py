@@ -2,10 +2,10 @@
 
 Clips are decoded by :mod:`mmdeploy.data.media` (the one door for user files: WAV by the
 standard library, other formats through ``soundfile``, resampled to the model's rate with a log
-line).  Features come from the checkpoint's own ``ClapFeatureExtractor`` settings, made deterministic: clips longer than the
-extractor's window are cut to their first ``max_length_s`` seconds (the extractor would crop
-at random) and the unfused ``rand_trunc`` path is used (the ``fusion`` path marks a random clip
-as "longer" when none is).
+line).  Features come from the checkpoint's own ``ClapFeatureExtractor`` settings, made
+deterministic: clips longer than the extractor's window are cut to their first ``max_length_s``
+seconds (the extractor would crop at random) and the unfused ``rand_trunc`` path is used (the
+``fusion`` path marks a random clip as "longer" when none is).
 """
 
 from __future__ import annotations

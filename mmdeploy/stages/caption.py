@@ -70,8 +70,8 @@ def caption_image(bundle: str | Path, image: str | Path, max_length: int | None 
                   threads: int | None = None, backend: str | None = None,
                   precision: str | None = None, server: str | None = None,
                   token: str | None = None) -> dict[str, Any]:
-    from mmdeploy.models import adapter_for_bundle
     from mmdeploy.data.media import decode_image
+    from mmdeploy.models import adapter_for_bundle
 
     if max_length is not None and max_length < 2:
         raise InputError(f"--max-length {max_length} is too small", "pass 2 or more")
@@ -87,8 +87,8 @@ def answer_question(bundle: str | Path, image: str | Path, question: str, max_le
                     threads: int | None = None, backend: str | None = None,
                     precision: str | None = None) -> dict[str, Any]:
     """`mmdeploy vqa`: the greedy answer of a converted BLIP question-answering bundle."""
-    from mmdeploy.models import adapter_for_bundle
     from mmdeploy.data.media import decode_image
+    from mmdeploy.models import adapter_for_bundle
 
     if max_length is not None and max_length < 2:
         raise InputError(f"--max-length {max_length} is too small", "pass 2 or more")

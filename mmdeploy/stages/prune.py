@@ -163,15 +163,16 @@ def _demo_feeds(src: Source, component: str, split: str, n: int) -> dict[str, np
     return _text_feeds(src, texts)
 
 
-def _path_feeds(src: Source, component: str, path: Path, n: int) -> dict[str, np.ndarray]:
-    """Calibration from a user path: a folder of images (vision) or a text file of captions."""
-    path = Path(path)
-    if not path.exists():
-        raise CalibrationError(f"--calib {path} does not exist", "pass a folder of images or a captions .txt file")
+def _path_feeds(src: Source, component: str, path, n: int) -> dict[str, np.ndarray]:
+    """Calibration from a user path: images (a folder, an ImageFolder, a pairs file, or images
+    already decoded) for vision, a text file of captions otherwise."""
     if component == "vision":
         from mmdeploy.data.calib import calibration_images
 
         return _image_feeds(src, calibration_images(path, n).images)  # folder or ImageFolder; unreadable skipped
+    path = Path(path)
+    if not path.exists():
+        raise CalibrationError(f"--calib {path} does not exist", "pass a folder of images or a captions .txt file")
     from mmdeploy.data.calib import calibration_texts
 
     files = sorted(path.glob("*.txt")) if path.is_dir() else [path]  # captions .txt(s), or a pairs / VQA file
@@ -195,12 +196,18 @@ def feeds_for(src: Source, model, component: str, calib: Path | None, n: int, sp
     """(list of numpy feeds, where they came from) for one component: --calib, the adapter's
     calibration data, the demo dataset, or random inputs as a last resort."""
     if calib is not None:
+        origin, data = str(calib), calib
+        if component == "vision":  # decoded once, through mmdeploy.data; unreadable files skipped and noted
+            from mmdeploy.data.calib import calibration_images
+
+            data = calibration_images(calib, n)
+            origin += f" ({data.note})" if data.note else ""
         if src.adapter is not None:
             try:
-                return src.adapter.calibration_feeds(component, calib, limit=n), str(calib)
+                return src.adapter.calibration_feeds(component, data, limit=n), origin
             except NotImplementedError:
                 pass
-        return [_path_feeds(src, component, calib, n)], str(calib)
+        return [_path_feeds(src, component, data, n)], origin
     if src.is_demo:
         return [_demo_feeds(src, component, split, n)], f"demo:{split}"
     if src.adapter is not None:

@@ -113,3 +113,19 @@ def test_a_pairs_file_calibrates_both_towers(demo_bundle, variants, tmp_path):
     assert len(vision) == len(text) == len(rows)
     plain = adapter.image_feeds([plain_picture()])["pixel_values"]
     assert all(float(np.abs(f["pixel_values"] - plain).mean()) < 0.05 for f in vision)
+
+
+def test_quantize_calibrates_on_an_imagefolder_skipping_bad_files(demo_bundle, imagefolder, tmp_path):
+    """`quantize --calib` takes the ImageFolder (nested folders) and skips its two bad files with a
+    note, recorded in the manifest."""
+    from mmdeploy.artifact import read_manifest
+    from mmdeploy.stages.quantize import QuantizeOptions, quantize
+
+    lines = []
+    quantize(demo_bundle, tmp_path / "q", QuantizeOptions(calib=imagefolder, components=["vision"],
+                                                          accuracy_aware=False, metric="cosine",
+                                                          accuracy_budget=0.5, latency_runs=0), log=lines.append)
+    record = read_manifest(tmp_path / "q" / "vision").metadata["calibration"]
+    assert record["source"] == str(imagefolder) and record["samples"] == 2 + len(SAME_PICTURE)
+    assert record["skipped"] == 2 and record["note"].startswith("skipped 2 unreadable files: first: ")
+    assert record["note"] in lines
