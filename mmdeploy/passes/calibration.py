@@ -3,8 +3,8 @@
 ``--calib`` is a folder of images (class sub-folders, as in an ImageFolder, are walked), a
 ``.txt`` file of captions (one per line), a folder of audio clips, or a ``.csv``/``.jsonl`` of
 ``image,caption`` pairs or VQA questions (images for one tower, text for the other): the formats
-``--eval`` reads.  Files are listed and
-decoded by :mod:`mmdeploy.data.media`, the one door for user files.  The model family's adapter turns it into feeds (its image processor, tokenizer,
+``--eval`` reads.  Files are listed and decoded by :mod:`mmdeploy.data` (the one door for user
+files).  The model family's adapter turns them into feeds (its image processor, tokenizer,
 feature extractor); when an adapter has no ``calibration_feeds`` yet, images and captions are
 preprocessed here from the bundle's ``preprocess/`` files.  Every failure is a one-line
 :class:`~mmdeploy.errors.CalibrationError`.
