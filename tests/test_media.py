@@ -144,3 +144,26 @@ def test_calibration_images(tmp_path):
     media.write_wav(tmp_path / "audio" / "a.wav", np.zeros(10), 8000)
     with pytest.raises(CalibrationError, match="audio, not images"):
         calibration_images(tmp_path / "audio")
+
+
+def test_eval_skips_an_unreadable_audio_clip(tmp_path, caplog):
+    """An audio ImageFolder with a broken clip: decoded once at load (the clip skipped and counted,
+    its label dropped), resampled per model later."""
+    import logging
+    from types import SimpleNamespace
+
+    from mmdeploy.stages.eval import _media_samples, load_data
+
+    for cls, rate in (("bell", 8000), ("noise", 16000)):
+        (tmp_path / cls).mkdir()
+        media.write_wav(tmp_path / cls / "a.wav", 0.1 * np.sin(np.arange(rate) * 0.3), rate)
+    (tmp_path / "bell" / "b.wav").write_bytes(b"RIFF not a wav")
+    data = load_data(tmp_path)
+    assert data.dataset.labels == [0, 1] and [s["file"] for s in data.skipped] == [str(tmp_path / "bell" / "b.wav")]
+    assert media.skipped_note(data.skipped).startswith(f"skipped 1 unreadable file: first: {tmp_path / 'bell' / 'b.wav'}")
+    subject = SimpleNamespace(adapter=SimpleNamespace(features=SimpleNamespace(sampling_rate=16000)), label="clap")
+    with caplog.at_level(logging.WARNING, logger="mmdeploy.audio"):
+        clips = _media_samples(subject, data, "audio")
+    assert [c.shape for c in clips] == [(16000,), (16000,)] and "a.wav: sample rate 8000 Hz" in caplog.text
+    with pytest.raises(InputError, match="b.wav"):
+        load_data(tmp_path, strict=True)

@@ -151,14 +151,15 @@ def decode_images(files: list[Path], strict: bool = False) -> tuple[list, list[i
         except InputError as exc:
             if strict:
                 raise
-            skipped.append(_skip(file, exc))
+            skipped.append(skip_record(file, exc))
             continue
         kept.append(i)
     return images, kept, skipped
 
 
-def _skip(file: Path, exc: InputError) -> dict:
-    reason = exc.message.removeprefix(f"{file}: ")
+def skip_record(file: Path, exc: InputError) -> dict:
+    """A skipped-file record: the file and the error's message without the file's name in it."""
+    reason = exc.message.removeprefix(f"{file}: ").replace(f" {file}", "")
     return {"file": str(file), "reason": reason}
 
 
@@ -212,7 +213,7 @@ def decode_files(files: list[Path], limit: int | None = None, strict: bool = Fal
         except InputError as exc:
             if strict:
                 raise
-            out.skipped.append(_skip(Path(file), exc))
+            out.skipped.append(skip_record(Path(file), exc))
             continue
         out.files.append(Path(file))
     return out
@@ -237,7 +238,8 @@ def read_wav(path: str | Path) -> tuple[np.ndarray, int]:
             channels, width, rate = fh.getnchannels(), fh.getsampwidth(), fh.getframerate()
             raw = fh.readframes(fh.getnframes())
     except (wave.Error, EOFError, OSError) as exc:
-        raise InputError(f"cannot decode audio file {path}: {exc}",
+        detail = str(exc) or ("empty file" if path.is_file() and path.stat().st_size == 0 else "truncated")
+        raise InputError(f"cannot decode audio file {path}: {detail}",
                          "pass a PCM .wav file (install soundfile for other formats)") from None
     if width == 1:
         data = (np.frombuffer(raw, np.uint8).astype(np.float32) - 128.0) / 128.0
@@ -300,13 +302,34 @@ def resample(samples: np.ndarray, rate: int, target: int) -> np.ndarray:
     return resample_poly(samples, target // g, rate // g).astype(np.float32)
 
 
+def at_rate(samples: np.ndarray, rate: int, sampling_rate: int, name: str = "clip") -> np.ndarray:
+    """``samples`` at ``sampling_rate`` (resampled, with a log line naming ``name``, when not)."""
+    if rate != sampling_rate:
+        log.warning("%s: sample rate %d Hz, resampled to %d Hz", name, rate, sampling_rate)
+        samples = resample(samples, rate, sampling_rate)
+    return samples
+
+
 def load_audio(path: str | Path, sampling_rate: int) -> np.ndarray:
     """Decode ``path`` to mono float32 at ``sampling_rate`` (resampling, with a log line)."""
     samples, rate = decode_audio(path)
-    if rate != sampling_rate:
-        log.warning("%s: sample rate %d Hz, resampled to %d Hz", Path(path).name, rate, sampling_rate)
-        samples = resample(samples, rate, sampling_rate)
-    return samples
+    return at_rate(samples, rate, sampling_rate, Path(path).name)
+
+
+def decode_clips(files: list[Path], strict: bool = False) -> tuple[list, list[int], list[dict]]:
+    """(clips as (samples, rate) at their own rate, indices of ``files`` that decoded, skipped
+    ``[{"file", "reason"}]``): :func:`decode_images` for audio."""
+    clips, kept, skipped = [], [], []
+    for i, file in enumerate(files):
+        try:
+            clips.append(decode_audio(file))
+        except InputError as exc:
+            if strict:
+                raise
+            skipped.append(skip_record(Path(file), exc))
+            continue
+        kept.append(i)
+    return clips, kept, skipped
 
 
 def audio_files(path: str | Path) -> list[Path]:

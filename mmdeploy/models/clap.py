@@ -208,7 +208,7 @@ class ClapAdapter(Adapter):
                           limit: int | None = None) -> list[dict[str, np.ndarray]]:
         from mmdeploy.data import synthetic_audio as audio_data
         from mmdeploy.data.calib import audio_of, images_of
-        from mmdeploy.data.media import skipped_note
+        from mmdeploy.data.media import skip_record, skipped_note
 
         if component == "audio":
             if path is None:
@@ -229,7 +229,7 @@ class ClapAdapter(Adapter):
                 try:
                     feeds.append({"input_features": self.features.files([file])})
                 except InputError as exc:
-                    skipped.append({"file": str(file), "reason": exc.message})
+                    skipped.append(skip_record(file, exc))
             if not feeds:
                 raise CalibrationError(f"{path}: no audio clip in it can be decoded ({skipped_note(skipped)})",
                                        "pass PCM .wav files (or install soundfile for other formats)")

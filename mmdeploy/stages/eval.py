@@ -229,7 +229,7 @@ class EvalData:
     task: str
     path: Path
     dataset: Any
-    samples: list  # decoded images / waveforms (or files for audio until an adapter decodes them)
+    samples: list  # decoded images, or audio clips as (samples, rate) at their own rate
     skipped: list[dict]
 
 
@@ -247,7 +247,7 @@ def detect_task(path: Path) -> str:
 def load_data(path: str | Path, task: str = "auto", templates: str | Path | None = None,
               strict: bool = False, limit: int | None = None) -> EvalData:
     from mmdeploy.data.builtin import resolve_data
-    from mmdeploy.data.media import decode_images
+    from mmdeploy.data.media import decode_clips, decode_images
 
     path = resolve_data(path)
     if not path.exists():
@@ -286,14 +286,14 @@ def load_data(path: str | Path, task: str = "auto", templates: str | Path | None
             ds.files, ds.questions, ds.answers = ds.files[:limit], ds.questions[:limit], ds.answers[:limit]
         files = ds.files
     modality = getattr(ds, "modality", "image")
-    if modality == "audio":
-        return EvalData(task, path, ds, list(files), [])
-    images, kept, skipped = decode_images(files, strict=strict)
-    if not images:
-        raise InputError(f"--data {path}: none of its {len(files)} images decode", "check the files")
+    # decoded once (clips at their own rate, resampled per model later); unreadable files skipped
+    samples, kept, skipped = (decode_clips if modality == "audio" else decode_images)(files, strict=strict)
+    if not samples:
+        what = "audio clips" if modality == "audio" else "images"
+        raise InputError(f"--data {path}: none of its {len(files)} {what} decode", "check the files")
     if skipped:
         ds = _drop(task, ds, kept)
-    return EvalData(task, path, ds, images, skipped)
+    return EvalData(task, path, ds, samples, skipped)
 
 
 def _balanced_head(labels: list[int], limit: int) -> list[int]:
@@ -330,13 +330,14 @@ def _media_samples(subject: Subject, data: EvalData, modality: str) -> list:
                                f"{getattr(data.dataset, 'modality', 'image')}",
                                f"pass {modality} data for this model")
     if modality == "audio":
-        from mmdeploy.data.media import load_audio
+        from mmdeploy.data.media import at_rate
 
         rate = subject.adapter.features.sampling_rate
         key = ("audio", rate)
         cache = data.__dict__.setdefault("_decoded", {})
         if key not in cache:
-            cache[key] = [load_audio(f, rate) for f in data.samples]
+            cache[key] = [at_rate(samples, native, rate, Path(f).name)
+                          for (samples, native), f in zip(data.samples, data.dataset.files)]
         return cache[key]
     return data.samples
 
