@@ -10,7 +10,7 @@ import pytest
 
 from mmdeploy.data import synthetic_audio as audio_data
 from mmdeploy.errors import InputError
-from mmdeploy.models.audio import decode_audio, load_audio, read_wav, resample, write_wav
+from mmdeploy.data.media import decode_audio, load_audio, read_wav, resample, write_wav
 
 
 def test_wav_roundtrip_and_widths(tmp_path):

@@ -104,7 +104,7 @@ def test_caption_cli(bundle, tmp_path, cli, cli_subprocess):
     (tmp_path / "broken.png").write_bytes(b"\x89PNG not an image")
     bad = cli_subprocess("caption", bundle, tmp_path / "broken.png")  # as a user runs it
     assert bad.returncode == 2 and "Traceback" not in bad.stderr
-    assert bad.stderr.strip().startswith("error: cannot read image") and len(bad.stderr.strip().splitlines()) == 1
+    assert "broken.png: not a readable image" in bad.stderr and len(bad.stderr.strip().splitlines()) == 1
 
 
 def test_caption_rejects_other_families(tmp_path):
@@ -124,7 +124,7 @@ def test_caption_rejects_other_families(tmp_path):
 
 
 def test_calibration_feeds(bundle, tmp_path):
-    from mmdeploy.models.audio import write_wav
+    from mmdeploy.data.media import write_wav
 
     adapter = adapter_for_bundle(bundle)
     vision = adapter.calibration_feeds("vision", limit=4)

@@ -98,7 +98,7 @@ def test_vqa_cli(bundle, adapter, tmp_path, cli, cli_subprocess):
     (tmp_path / "broken.png").write_bytes(b"\x89PNG not an image")
     bad = cli_subprocess("vqa", bundle, tmp_path / "broken.png", question)
     assert bad.returncode == 2 and "Traceback" not in bad.stderr
-    assert bad.stderr.strip().startswith("error: cannot read image") and len(bad.stderr.strip().splitlines()) == 1
+    assert "broken.png: not a readable image" in bad.stderr and len(bad.stderr.strip().splitlines()) == 1
 
 
 def test_vqa_rejects_a_captioning_bundle(tmp_path, cli):

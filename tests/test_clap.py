@@ -58,7 +58,7 @@ def test_onnx_parity_and_task(bundle, checkpoint):
 
 def test_calibration_feeds(bundle, tmp_path):
     from mmdeploy.data.synthetic_audio import write_split
-    from mmdeploy.models.audio import write_wav
+    from mmdeploy.data.media import write_wav
 
     adapter = adapter_for_bundle(bundle)
     default = adapter.calibration_feeds("audio", limit=4)
@@ -75,8 +75,12 @@ def test_calibration_feeds(bundle, tmp_path):
     assert len(text) == 2 and text[0]["input_ids"].shape == (1, 16)
 
     (folder / "broken.wav").write_bytes(b"RIFF not really a wav")
+    assert len(adapter.calibration_feeds("audio", folder)) == 4  # skipped, not the whole set
+    only = tmp_path / "only-broken"
+    only.mkdir()
+    (only / "broken.wav").write_bytes(b"RIFF not really a wav")
     with pytest.raises(CalibrationError, match="broken.wav"):
-        adapter.calibration_feeds("audio", folder)
+        adapter.calibration_feeds("audio", only)
     images = tmp_path / "images"
     images.mkdir()
     (images / "cat.png").write_bytes(b"")

@@ -182,8 +182,12 @@ def test_calib_folder_of_images_for_the_vision_tower(clip_dir, tmp_path):
     calib.mkdir()
     rng = np.random.default_rng(0)
     for i in range(6):
-        Image.fromarray(rng.integers(0, 255, (40, 40, 3), dtype=np.uint8)).save(calib / f"{i}.png")
+        sub = calib / ("class_a" if i % 2 else "class_b") / "nested"  # an ImageFolder, files at any depth
+        sub.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(rng.integers(0, 255, (40, 40, 3), dtype=np.uint8)).save(sub / f"{i}.png")
+    (calib / "class_a" / "empty.png").write_bytes(b"")  # skipped and counted, not the whole set
     report = prune(clip_dir, tmp_path / "out", "heads", 0.5, components=["vision"], calib=calib,
                    recover_steps=2, measure_latency=False, threads=1, eval_limit=4)
-    assert report["data"] == {"vision": str(calib)}
+    assert report["data"] == {"vision": f"{calib} (skipped 1 unreadable file: first: "
+                                        f"{calib / 'class_a' / 'empty.png'} (empty file))"}
     assert report["structure"]["vision"]["heads"] == [1, 1]

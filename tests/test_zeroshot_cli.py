@@ -152,7 +152,17 @@ def test_zeroshot_bad_input(cli, bundle, tmp_path, case, fragments):
 def test_classify_bad_input(cli, zs, bundle, photos, tmp_path):
     junk = tmp_path / "notes.png"
     junk.write_text("not an image")
-    _one_line_error(cli("classify", zs, photos[0], junk), str(junk), "not a readable image")
+    empty = tmp_path / "empty.jpg"
+    empty.write_bytes(b"")
+    # one unreadable file is reported and skipped: the others are still classified
+    mixed = cli("classify", zs, photos[0], junk, empty, photos[1])
+    assert mixed.returncode == 0, mixed.stderr
+    assert [line.split(": ")[0] for line in mixed.stdout.strip().splitlines()] == [str(photos[0]), str(photos[1])]
+    assert f"skipped 2 unreadable files: first: {junk} (" in mixed.stderr
+    data = json.loads(cli("classify", zs, empty, photos[0], "--json").stdout)
+    assert [r["image"] for r in data["results"]] == [str(photos[0])]
+    assert data["skipped"] == [{"file": str(empty), "reason": "not a readable image (empty file)"}]
+    _one_line_error(cli("classify", zs, junk), str(junk), "not a readable image")
     _one_line_error(cli("classify", zs, tmp_path / "gone.jpg"), "gone.jpg")
     _one_line_error(cli("classify", bundle, photos[0]), "is not a zero-shot bundle")
     _one_line_error(cli("classify", zs, photos[0], "--top", "0"), "--top 0")

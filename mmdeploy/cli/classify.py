@@ -18,7 +18,9 @@ def register(app: typer.Typer) -> None:
         top: int = typer.Option(1, "--top", help="The N most probable labels per image."),
         json_out: bool = typer.Option(False, "--json", help="Machine-readable output."),
     ):
-        """Classify image files with a zero-shot bundle: label and probability per image."""
+        """Classify image files with a zero-shot bundle: label and probability per image (an
+        unreadable file is skipped with a note on stderr)."""
+        from mmdeploy.data.media import skipped_note
         from mmdeploy.stages.zeroshot import classify_files
 
         with quiet():
@@ -28,3 +30,6 @@ def register(app: typer.Typer) -> None:
             return
         for row in result["results"]:
             typer.echo(f"{row['image']}: " + ", ".join(f"{t['label']} {t['probability']:.3f}" for t in row["top"]))
+        note = skipped_note(result["skipped"])
+        if note:
+            typer.echo(note, err=True)

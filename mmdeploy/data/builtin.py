@@ -113,7 +113,7 @@ def write_shape_captions(folder: Path, split: str = "eval") -> Path:
 def write_audio(folder: Path, split: str = "eval", n: int | None = None) -> Path:
     """The synthetic audio clips as class folders of 16-bit WAV files (+ ``templates.txt``)."""
     from mmdeploy.data import synthetic_audio as audio
-    from mmdeploy.models.audio import write_wav
+    from mmdeploy.data.media import write_wav
 
     clips, labels = audio.make_split(split, n)
     for i, (clip, label) in enumerate(zip(clips, labels)):

@@ -1,5 +1,8 @@
 """Classification sets: an ImageFolder (one sub-folder per class) of images or audio clips.
 
+As torchvision's ImageFolder: the class is the top-level folder, its files are found at any depth
+below it (``cat/indoor/1.jpg`` is a cat).
+
 Class names are the folder names (``_`` read as a space), or the lines of ``classnames.txt``
 (one per class, in sorted folder order).  Prompt templates come from ``--templates``, the
 folder's ``templates.txt``, or :data:`~mmdeploy.data.templates.DEFAULT_TEMPLATES`.
@@ -41,7 +44,7 @@ def read_imagefolder(root: str | Path, templates: str | Path | None = None,
                          "an ImageFolder holds one sub-folder per class (e.g. cat/, dog/) with the images in them")
     files, labels, kinds = [], [], set()
     for label, folder in enumerate(folders):
-        found = media_files(folder)
+        found = media_files(folder, recursive=True)
         if not found:
             raise InputError(f"class folder {folder} holds no images or audio clips",
                              "add files to it or remove the folder")

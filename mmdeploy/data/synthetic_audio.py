@@ -92,7 +92,7 @@ def make_split(split: str, n: int | None = None, rate: int = SAMPLE_RATE) -> tup
 
 def write_split(folder: str | Path, split: str, n: int | None = None, rate: int = SAMPLE_RATE) -> list[Path]:
     """Write a split as 16-bit WAV files ``<index>_<class>.wav`` (e.g. a calibration folder)."""
-    from mmdeploy.models.audio import write_wav
+    from mmdeploy.data.media import write_wav
 
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)

@@ -1,114 +1,20 @@
-"""Audio decoding and CLAP feature extraction (offline, numpy only).
+"""CLAP feature extraction (offline, numpy only).
 
-WAV files are decoded with the standard library ``wave`` module (8/16/24/32-bit PCM); other
-formats go through ``soundfile`` when it is installed.  Audio at another sample rate is
-resampled with ``scipy.signal.resample_poly`` and a log line says so.  Features come from the
-checkpoint's own ``ClapFeatureExtractor`` settings, made deterministic: clips longer than the
-extractor's window are cut to their first ``max_length_s`` seconds (the extractor would crop
-at random) and the unfused ``rand_trunc`` path is used (the ``fusion`` path marks a random clip
-as "longer" when none is).
+Clips are decoded by :mod:`mmdeploy.data.media` (the one door for user files: WAV by the
+standard library, other formats through ``soundfile``, resampled to the model's rate with a log
+line).  Features come from the checkpoint's own ``ClapFeatureExtractor`` settings, made
+deterministic: clips longer than the extractor's window are cut to their first ``max_length_s``
+seconds (the extractor would crop at random) and the unfused ``rand_trunc`` path is used (the
+``fusion`` path marks a random clip as "longer" when none is).
 """
 
 from __future__ import annotations
 
-import logging
-import wave
-from math import gcd
 from pathlib import Path
 
 import numpy as np
 
-from mmdeploy.errors import InputError
-
-log = logging.getLogger("mmdeploy.audio")
-
-AUDIO_EXTENSIONS = (".wav", ".wave", ".flac", ".ogg", ".mp3", ".aiff", ".aif")
-IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff")
-
-
-def read_wav(path: str | Path) -> tuple[np.ndarray, int]:
-    """Decode a PCM WAV file to mono float32 in [-1, 1] and its sample rate."""
-    path = Path(path)
-    try:
-        with wave.open(str(path), "rb") as fh:
-            channels, width, rate = fh.getnchannels(), fh.getsampwidth(), fh.getframerate()
-            raw = fh.readframes(fh.getnframes())
-    except (wave.Error, EOFError, OSError) as exc:
-        raise InputError(f"cannot decode audio file {path}: {exc}",
-                         "pass a PCM .wav file (install soundfile for other formats)") from None
-    if width == 1:
-        data = (np.frombuffer(raw, np.uint8).astype(np.float32) - 128.0) / 128.0
-    elif width == 2:
-        data = np.frombuffer(raw, "<i2").astype(np.float32) / 32768.0
-    elif width == 3:
-        b = np.frombuffer(raw, np.uint8).reshape(-1, 3).astype(np.int32)
-        ints = b[:, 0] | (b[:, 1] << 8) | (b[:, 2] << 16)
-        data = (np.where(ints >= 1 << 23, ints - (1 << 24), ints)).astype(np.float32) / float(1 << 23)
-    elif width == 4:
-        data = np.frombuffer(raw, "<i4").astype(np.float32) / float(1 << 31)
-    else:  # pragma: no cover - wave rejects other widths itself
-        raise InputError(f"cannot decode audio file {path}: {8 * width}-bit samples",
-                         "pass 8/16/24/32-bit PCM")
-    if channels > 1:
-        data = data[: len(data) // channels * channels].reshape(-1, channels).mean(axis=1)
-    if data.size == 0:
-        raise InputError(f"audio file {path} holds no samples", "pass a non-empty recording")
-    return data.astype(np.float32), rate
-
-
-def write_wav(path: str | Path, samples: np.ndarray, rate: int) -> Path:
-    """Write mono float samples in [-1, 1] as 16-bit PCM."""
-    pcm = (np.clip(np.asarray(samples, np.float64), -1.0, 1.0) * 32767.0).round().astype("<i2")
-    with wave.open(str(path), "wb") as fh:
-        fh.setnchannels(1)
-        fh.setsampwidth(2)
-        fh.setframerate(int(rate))
-        fh.writeframes(pcm.tobytes())
-    return Path(path)
-
-
-def decode_audio(path: str | Path) -> tuple[np.ndarray, int]:
-    """Mono float32 samples and sample rate of any supported file."""
-    path = Path(path)
-    if not path.is_file():
-        raise InputError(f"audio file {path} does not exist", "check the path")
-    if path.suffix.lower() in (".wav", ".wave"):
-        return read_wav(path)
-    try:
-        import soundfile
-    except ImportError:
-        raise InputError(f"cannot decode {path.name}: only .wav is supported without soundfile",
-                         "convert it to .wav or pip install soundfile") from None
-    try:
-        data, rate = soundfile.read(str(path), dtype="float32", always_2d=True)
-    except Exception as exc:  # noqa: BLE001 - soundfile raises its own error types
-        raise InputError(f"cannot decode audio file {path}: {exc}", "pass a valid audio file") from None
-    return data.mean(axis=1).astype(np.float32), int(rate)
-
-
-def resample(samples: np.ndarray, rate: int, target: int) -> np.ndarray:
-    if rate == target:
-        return samples
-    g = gcd(int(rate), int(target))
-    from scipy.signal import resample_poly
-
-    return resample_poly(samples, target // g, rate // g).astype(np.float32)
-
-
-def load_audio(path: str | Path, sampling_rate: int) -> np.ndarray:
-    """Decode ``path`` to mono float32 at ``sampling_rate`` (resampling, with a log line)."""
-    samples, rate = decode_audio(path)
-    if rate != sampling_rate:
-        log.warning("%s: sample rate %d Hz, resampled to %d Hz", Path(path).name, rate, sampling_rate)
-        samples = resample(samples, rate, sampling_rate)
-    return samples
-
-
-def audio_files(folder: str | Path) -> list[Path]:
-    folder = Path(folder)
-    if folder.is_file():
-        return [folder]
-    return sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in AUDIO_EXTENSIONS)
+from mmdeploy.data.media import load_audio
 
 
 class ClapFeatures:

@@ -37,22 +37,6 @@ NO_TOKENIZER = ("generated answers/captions compared as token ids (not decoded),
 # BLIP's image processor: a square resize to the vision config's image size, CLIP normalization
 IMAGE_DEFAULTS = {"class": "BlipImageProcessor", "mean": OPENAI_CLIP_MEAN, "std": OPENAI_CLIP_STD,
                   "size": "height_width", "name": "BLIP (OpenAI CLIP mean/std)"}
-AUDIO_EXTENSIONS = (".wav", ".wave", ".flac", ".ogg", ".mp3")
-
-
-def load_image(path: str | Path):
-    """An RGB PIL image, or a one-line InputError for anything Pillow cannot read."""
-    from PIL import Image, UnidentifiedImageError
-
-    path = Path(path)
-    if not path.is_file():
-        raise InputError(f"image {path} does not exist", "check the path")
-    try:
-        with Image.open(path) as img:
-            return img.convert("RGB")
-    except (UnidentifiedImageError, OSError, ValueError) as exc:
-        raise InputError(f"cannot read image {path}: {str(exc).splitlines()[0]}",
-                         "pass a PNG/JPEG/BMP/... image file") from None
 
 
 def _modules(model) -> tuple:
@@ -313,27 +297,12 @@ class BlipAdapter(Adapter):
                                    "convert the checkpoint with all BLIP components")
         return load_runner(bundle / refs[0].path)
 
-    def _images_from(self, path: Path | None, limit: int | None) -> list:
-        from mmdeploy.models.audio import IMAGE_EXTENSIONS
+    def _images_from(self, path, limit: int | None) -> list:
+        from mmdeploy.data.calib import calibration_images
 
         if path is None:
             return self.eval_images(limit or 16, split="calib")
-        path = Path(path)
-        if not path.exists():
-            raise CalibrationError(f"calibration data {path} does not exist", "pass an image folder")
-        files = [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file())
-        images = [p for p in files if p.suffix.lower() in IMAGE_EXTENSIONS]
-        if not images:
-            audio = [p for p in files if p.suffix.lower() in AUDIO_EXTENSIONS]
-            raise CalibrationError(f"{path} holds {'audio, not images' if audio else 'no images'}",
-                                   "the vision component calibrates on a folder of images")
-        out = []
-        for file in images[:limit] if limit else images:
-            try:
-                out.append(load_image(file))
-            except InputError as exc:
-                raise CalibrationError(exc.message, exc.hint) from None
-        return out
+        return calibration_images(path, limit).images  # folder or ImageFolder; unreadable skipped
 
     def calibration_feeds(self, component: str, path: Path | None = None,
                           limit: int | None = None) -> list[dict[str, np.ndarray]]:

@@ -24,9 +24,10 @@ from typing import Any
 import numpy as np
 
 from mmdeploy.backends.torch import TorchRunner
+from mmdeploy.data.media import decode_image
 from mmdeploy.errors import CalibrationError, InputError
 from mmdeploy.models.base import Component, TaskResult
-from mmdeploy.models.blip import BlipAdapter, _modules, load_image, trim
+from mmdeploy.models.blip import BlipAdapter, _modules, trim
 from mmdeploy.models.blip_generate import greedy_generate, past_names, token_agreement
 
 QUESTIONS = ["what shape is in the picture?", "what color is the shape?", "is the shape large or small?",
@@ -196,7 +197,7 @@ class BlipVqaAdapter(BlipAdapter):
         """The greedy answer to ``question`` about ``image`` (a PIL image or an image file), as
         ``BlipForQuestionAnswering.generate()`` + ``decode(skip_special_tokens=True)`` gives it."""
         if isinstance(image, (str, Path)):
-            image = load_image(image)
+            image = decode_image(image)
         tokens = self.answer_tokens(runners, self.pixel_values([image])["pixel_values"],
                                     self.question_ids(question), max_length)
         return self.decode(tokens)

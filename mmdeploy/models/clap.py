@@ -207,7 +207,8 @@ class ClapAdapter(Adapter):
     def calibration_feeds(self, component: str, path: Path | None = None,
                           limit: int | None = None) -> list[dict[str, np.ndarray]]:
         from mmdeploy.data import synthetic_audio as audio_data
-        from mmdeploy.models.audio import IMAGE_EXTENSIONS, audio_files
+        from mmdeploy.data.calib import audio_of, images_of
+        from mmdeploy.data.media import skip_record, skipped_note
 
         if component == "audio":
             if path is None:
@@ -216,20 +217,22 @@ class ClapAdapter(Adapter):
             path = Path(path)
             if not path.exists():
                 raise CalibrationError(f"calibration data {path} does not exist", "pass an audio folder")
-            files = audio_files(path)
+            files = audio_of(path)  # a folder (sub-folders too), a clip, or an audio,caption file
             if not files:
-                images = [p for p in ([path] if path.is_file() else path.rglob("*"))
-                          if p.suffix.lower() in IMAGE_EXTENSIONS]
-                what = "images, not audio" if images else "no audio files"
+                what = "images, not audio" if images_of(path) else "no audio files"
                 raise CalibrationError(f"{path} holds {what}",
                                        "the audio component calibrates on a folder of .wav files")
-            files = files[:limit] if limit else files
-            feeds = []
-            for file in files:
+            feeds, skipped = [], []
+            for file in files:  # an unreadable clip is skipped and counted, not the whole set
+                if limit and len(feeds) >= limit:
+                    break
                 try:
                     feeds.append({"input_features": self.features.files([file])})
                 except InputError as exc:
-                    raise CalibrationError(exc.message, exc.hint) from None
+                    skipped.append(skip_record(file, exc))
+            if not feeds:
+                raise CalibrationError(f"{path}: no audio clip in it can be decoded ({skipped_note(skipped)})",
+                                       "pass PCM .wav files (or install soundfile for other formats)")
             return feeds
         if component == "text":
             texts = audio_data.class_prompts() + [f"a {name}" for name in audio_data.CLASS_NAMES]

@@ -30,6 +30,8 @@ from typing import Any, Callable
 
 import numpy as np
 
+from mmdeploy.data.calib import calibration_images
+from mmdeploy.data.media import modality_of
 from mmdeploy.errors import CalibrationError, CheckpointError, InputError, UnsupportedError, VerificationError
 from mmdeploy.models import preprocess as pp
 from mmdeploy.models.base import Adapter, Component, TaskResult
@@ -803,15 +805,7 @@ class DualEncoderAdapter(Adapter):
             if path is None:
                 images, _, _ = self._calibration_images()
             else:
-                path = Path(path)
-                if not path.is_dir():
-                    raise CalibrationError(f"--calib {path}: the vision component needs a folder of images",
-                                           "pass a directory of PNG/JPEG files")
-                files = pp.list_images(path)
-                if not files:
-                    raise CalibrationError(f"--calib {path} holds no images",
-                                           "add PNG/JPEG files (the vision component needs images)")
-                images = [pp.open_image(f) for f in files[:limit]]
+                images = calibration_images(path, limit).images  # folder or ImageFolder; unreadable skipped
             return [self.image_feeds([img]) for img in images[:limit]]
         if path is None:
             if not self.has_tokenizer:  # labelled in the bundle's preprocessing notes
@@ -820,7 +814,7 @@ class DualEncoderAdapter(Adapter):
             captions = prompts + [f"a photo of a {w}" for w in CAPTION_WORDS]
         else:
             path = Path(path)
-            if path.is_dir() or path.suffix.lower() in pp.IMAGE_SUFFIXES:
+            if path.is_dir() or modality_of(path):
                 raise CalibrationError(f"--calib {path}: the text component needs captions",
                                        "pass a .txt file with one caption per line")
             if not self.has_tokenizer:

@@ -14,6 +14,8 @@ from typing import Any
 
 import numpy as np
 
+from mmdeploy.data.calib import calibration_images
+from mmdeploy.data.media import modality_of
 from mmdeploy.errors import CalibrationError
 from mmdeploy.models import preprocess as pp
 from mmdeploy.models.base import Adapter, Component
@@ -178,7 +180,7 @@ class HFEncoderAdapter(Adapter):
                           limit: int | None = None) -> list[dict[str, np.ndarray]]:
         limit = limit or 64
         if self.modality == "text":
-            if path is not None and (Path(path).is_dir() or Path(path).suffix.lower() in pp.IMAGE_SUFFIXES):
+            if path is not None and (Path(path).is_dir() or modality_of(path)):
                 raise CalibrationError(f"--calib {path}: this text encoder needs captions",
                                        "pass a .txt file with one sentence per line")
             sentences = pp.read_captions(Path(path)) if path is not None else default_sentences()
@@ -197,12 +199,7 @@ class HFEncoderAdapter(Adapter):
         if path is None:
             images = [img for _, img in pp.skimage_photos()]
         else:
-            if not Path(path).is_dir():
-                raise CalibrationError(f"--calib {path}: this vision encoder needs a folder of images")
-            files = pp.list_images(Path(path))
-            if not files:
-                raise CalibrationError(f"--calib {path} holds no images", "add PNG/JPEG files")
-            images = [pp.open_image(f) for f in files[:limit]]
+            images = calibration_images(path, limit).images  # folder or ImageFolder; unreadable skipped
         processor = self._image_processor()
         return [{"pixel_values": np.asarray(processor(images=[img], return_tensors="np")["pixel_values"],
                                             dtype=np.float32)} for img in images[:limit]]

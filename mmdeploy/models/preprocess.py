@@ -8,8 +8,6 @@ import numpy as np
 
 from mmdeploy.errors import CalibrationError
 
-IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
-
 
 def quiet_libraries() -> None:
     """Silence third-party chatter that is not the user's business.
@@ -56,26 +54,14 @@ def load_tokenizer(folder: Path):
     return AutoTokenizer.from_pretrained(str(folder), local_files_only=True)
 
 
-def open_image(path: Path):
-    """A decoded RGB PIL image, or CalibrationError naming the file."""
-    from PIL import Image, UnidentifiedImageError
-
-    try:
-        with Image.open(path) as img:
-            img.load()
-            return img.convert("RGB")
-    except (UnidentifiedImageError, OSError, ValueError) as exc:
-        raise CalibrationError(f"{path} is not a readable image ({exc.__class__.__name__})",
-                               "remove it or replace it with a PNG/JPEG file") from None
-
-
-def list_images(folder: Path) -> list[Path]:
-    return sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
-
-
 def read_captions(path: Path, limit: int | None = None) -> list[str]:
-    """Non-empty lines of a UTF-8 text file: captions, prompts, sentences."""
+    """Non-empty lines of a UTF-8 text file: captions, prompts, sentences (or the captions of a
+    .csv/.jsonl of image,caption pairs, the questions of a VQA file: the formats --eval reads)."""
+    from mmdeploy.data.calib import calibration_texts, is_set_file
+
     path = Path(path)
+    if is_set_file(path) and path.is_file():
+        return calibration_texts(path, limit)
     if path.is_dir():
         raise CalibrationError(f"{path} is a folder, the text component needs a captions file",
                                "pass a .txt file with one caption per line")

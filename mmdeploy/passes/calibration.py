@@ -1,7 +1,10 @@
 """Calibration data: reading ``--calib PATH``, checking it, hashing it, feeding quantizers.
 
-``--calib`` is a folder of images, a ``.txt`` file of captions (one per line) or a folder of
-audio clips.  The model family's adapter turns it into feeds (its image processor, tokenizer,
+``--calib`` is a folder of images (class sub-folders, as in an ImageFolder, are walked), a
+``.txt`` file of captions (one per line), a folder of audio clips, or a ``.csv``/``.jsonl`` of
+``image,caption`` pairs or VQA questions (images for one tower, text for the other): the formats
+``--eval`` reads.  Files are listed and decoded by :mod:`mmdeploy.data` (the one door for user
+files).  The model family's adapter turns them into feeds (its image processor, tokenizer,
 feature extractor); when an adapter has no ``calibration_feeds`` yet, images and captions are
 preprocessed here from the bundle's ``preprocess/`` files.  Every failure is a one-line
 :class:`~mmdeploy.errors.CalibrationError`.
@@ -16,12 +19,12 @@ from typing import Any
 
 import numpy as np
 
+from mmdeploy.data.calib import is_set_file, set_modalities
+from mmdeploy.data.media import AUDIO_SUFFIXES, IMAGE_SUFFIXES, media_files, modality_of
 from mmdeploy.errors import CalibrationError
 from mmdeploy.models.preprocess import read_captions  # noqa: F401  (one reader for every caller)
 
-IMAGE_EXTENSIONS = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm"}
-AUDIO_EXTENSIONS = {".wav", ".flac", ".mp3", ".ogg"}
-TEXT_EXTENSIONS = {".txt"}
+TEXT_SUFFIXES = {".txt"}
 # component input names -> the modality of data that feeds it
 INPUT_MODALITIES = {"pixel_values": "image", "input_ids": "text", "input_features": "audio",
                     "input_values": "audio"}
@@ -54,39 +57,43 @@ def data_kind(path: Path) -> str:
         raise CalibrationError(f"--calib {path} does not exist",
                                "pass a folder of images, a captions .txt file or a folder of audio clips")
     if path.is_file():
-        if path.suffix.lower() in TEXT_EXTENSIONS:
+        if path.suffix.lower() in TEXT_SUFFIXES:
             return "text"
-        if path.suffix.lower() in IMAGE_EXTENSIONS | AUDIO_EXTENSIONS:
+        if is_set_file(path):  # image,caption pairs or VQA: media for one tower, text for the other
+            return set_modalities(path)[0]
+        if modality_of(path):
             raise CalibrationError(f"--calib {path} is a single file",
                                    "pass the folder that holds the calibration images or clips")
         raise CalibrationError(f"--calib {path} is not a captions .txt file",
                                "pass a folder of images, a captions .txt file or a folder of audio clips")
     try:
-        files = sorted(p for p in path.iterdir() if p.is_file() and not p.name.startswith("."))
+        entries = [p for p in path.iterdir() if not p.name.startswith(".")]
     except OSError as exc:
         raise CalibrationError(f"--calib {path} cannot be read ({exc.strerror})",
                                "check the folder's permissions") from None
-    if not files and any(p.is_dir() for p in path.iterdir()):
-        raise CalibrationError(f"--calib folder {path} holds only sub-folders",
-                               "pass the folder that holds the calibration files themselves")
-    if not files:
+    if not entries:
         raise CalibrationError(f"--calib folder {path} is empty",
                                "put calibration images (or audio clips) in it, or omit --calib")
-    kinds = {("image" if f.suffix.lower() in IMAGE_EXTENSIONS else
-              "audio" if f.suffix.lower() in AUDIO_EXTENSIONS else
-              "text" if f.suffix.lower() in TEXT_EXTENSIONS else "other") for f in files}
-    kinds.discard("other")
+    kinds = {modality_of(f) for f in media_files(path, recursive=True)}  # class folders included
     if not kinds:
+        if any(p.is_file() and p.suffix.lower() in TEXT_SUFFIXES for p in entries):
+            raise CalibrationError(f"--calib folder {path} holds only text files",
+                                   "pass the captions .txt file itself")
         raise CalibrationError(f"--calib folder {path} holds no images or audio clips",
-                               "supported: " + ", ".join(sorted(IMAGE_EXTENSIONS | AUDIO_EXTENSIONS)))
-    if kinds == {"text"}:
-        raise CalibrationError(f"--calib folder {path} holds only text files",
-                               "pass the captions .txt file itself")
-    kinds.discard("text")
+                               "supported: " + ", ".join(sorted(IMAGE_SUFFIXES | AUDIO_SUFFIXES)))
     if len(kinds) > 1:
         raise CalibrationError(f"--calib folder {path} mixes images and audio clips",
                                "use one folder per modality")
     return kinds.pop()
+
+
+def data_kinds(path: Path) -> tuple[str, ...]:
+    """Every modality a --calib path feeds: two for a pairs/VQA file (its images or clips, and its
+    captions or questions), else :func:`data_kind`'s one."""
+    path = Path(path)
+    if path.is_file() and is_set_file(path):
+        return set_modalities(path)
+    return (data_kind(path),)
 
 
 def check_modality(kind: str, modality: str, component: str) -> None:
@@ -96,24 +103,6 @@ def check_modality(kind: str, modality: str, component: str) -> None:
             f"--calib holds {what.get(kind, kind)} but component {component!r} takes {what.get(modality, modality)}",
             f"pass {what.get(modality, modality)} for {component!r}, or quantize only matching components "
             "with --components")
-
-
-def read_images(path: Path, limit: int | None = None) -> list:
-    """RGB PIL images of a folder; CalibrationError naming the first file that fails to decode."""
-    from PIL import Image, UnidentifiedImageError
-
-    files = sorted(p for p in Path(path).iterdir()
-                   if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS and not p.name.startswith("."))
-    images = []
-    for file in files[:limit]:
-        try:
-            with Image.open(file) as img:
-                images.append(img.convert("RGB"))
-        except (UnidentifiedImageError, OSError, ValueError) as exc:
-            raise CalibrationError(f"calibration image {file} cannot be decoded ({exc.__class__.__name__})",
-                                   "remove or replace the file") from None
-    return images
-
 
 
 def split_batch(feeds: list[dict[str, np.ndarray]], batched: list[str] | None = None) -> list[dict[str, np.ndarray]]:

@@ -70,12 +70,12 @@ def caption_image(bundle: str | Path, image: str | Path, max_length: int | None 
                   threads: int | None = None, backend: str | None = None,
                   precision: str | None = None, server: str | None = None,
                   token: str | None = None) -> dict[str, Any]:
+    from mmdeploy.data.media import decode_image
     from mmdeploy.models import adapter_for_bundle
-    from mmdeploy.models.blip import load_image
 
     if max_length is not None and max_length < 2:
         raise InputError(f"--max-length {max_length} is too small", "pass 2 or more")
-    picture = load_image(image)  # bad images fail before any runner loads
+    picture = decode_image(image)  # bad images fail before any runner loads
     runners = load_caption_runners(bundle, threads, backend, precision, server, token)
     adapter = adapter_for_bundle(bundle)
     tokens = adapter.captions(runners, [picture], max_length=max_length)[0]
@@ -87,14 +87,14 @@ def answer_question(bundle: str | Path, image: str | Path, question: str, max_le
                     threads: int | None = None, backend: str | None = None,
                     precision: str | None = None) -> dict[str, Any]:
     """`mmdeploy vqa`: the greedy answer of a converted BLIP question-answering bundle."""
+    from mmdeploy.data.media import decode_image
     from mmdeploy.models import adapter_for_bundle
-    from mmdeploy.models.blip import load_image
 
     if max_length is not None and max_length < 2:
         raise InputError(f"--max-length {max_length} is too small", "pass 2 or more")
     if not question or not question.strip():
         raise InputError("the question is empty", 'pass a question, e.g. "what color is the shape?"')
-    picture = load_image(image)  # bad images fail before any runner loads
+    picture = decode_image(image)  # bad images fail before any runner loads
     runners = load_caption_runners(bundle, threads, backend, precision, kind=VQA)
     adapter = adapter_for_bundle(bundle)
     feeds = adapter.question_ids(question)

@@ -342,7 +342,7 @@ class EvalData:
     task: str
     path: Path
     dataset: Any
-    samples: list  # decoded images / waveforms (or files for audio until an adapter decodes them)
+    samples: list  # decoded images, or audio clips as (samples, rate) at their own rate
     skipped: list[dict]
 
 
@@ -369,7 +369,7 @@ def detect_task(path: Path) -> str:
 def load_data(path: str | Path, task: str = "auto", templates: str | Path | None = None,
               strict: bool = False, limit: int | None = None) -> EvalData:
     from mmdeploy.data.builtin import resolve_data
-    from mmdeploy.data.media import decode_images
+    from mmdeploy.data.media import decode_clips, decode_images
 
     path = resolve_data(path)
     if not path.exists():
@@ -420,14 +420,14 @@ def load_data(path: str | Path, task: str = "auto", templates: str | Path | None
             ds.files, ds.questions, ds.answers = ds.files[:limit], ds.questions[:limit], ds.answers[:limit]
         files = ds.files
     modality = getattr(ds, "modality", "image")
-    if modality == "audio":
-        return EvalData(task, path, ds, list(files), [])
-    images, kept, skipped = decode_images(files, strict=strict)
-    if not images:
-        raise InputError(f"--data {path}: none of its {len(files)} images decode", "check the files")
+    # decoded once (clips at their own rate, resampled per model later); unreadable files skipped
+    samples, kept, skipped = (decode_clips if modality == "audio" else decode_images)(files, strict=strict)
+    if not samples:
+        what = "audio clips" if modality == "audio" else "images"
+        raise InputError(f"--data {path}: none of its {len(files)} {what} decode", "check the files")
     if skipped:
         ds = _drop(task, ds, kept)
-    return EvalData(task, path, ds, images, skipped)
+    return EvalData(task, path, ds, samples, skipped)
 
 
 def _balanced_head(labels: list[int], limit: int) -> list[int]:
@@ -464,13 +464,14 @@ def _media_samples(subject: Subject, data: EvalData, modality: str) -> list:
                                f"{getattr(data.dataset, 'modality', 'image')}",
                                f"pass {modality} data for this model")
     if modality == "audio":
-        from mmdeploy.models.audio import load_audio
+        from mmdeploy.data.media import at_rate
 
         rate = subject.adapter.features.sampling_rate
         key = ("audio", rate)
         cache = data.__dict__.setdefault("_decoded", {})
         if key not in cache:
-            cache[key] = [load_audio(f, rate) for f in data.samples]
+            cache[key] = [at_rate(samples, native, rate, Path(f).name)
+                          for (samples, native), f in zip(data.samples, data.dataset.files)]
         return cache[key]
     return data.samples
 
@@ -583,7 +584,9 @@ def run_eval(artifacts: list[str | Path], data: str | Path, task: str = "auto",
         raise InputError(f"--batch {batch} must be at least 1", "e.g. --batch 32")
     loaded = load_data(data, task, templates, strict, limit)
     if loaded.skipped:
-        log(f"skipped {len(loaded.skipped)} undecodable file(s), e.g. {loaded.skipped[0]['reason']}")
+        from mmdeploy.data.media import skipped_note
+
+        log(skipped_note(loaded.skipped))
     names = list(names or []) + [None] * len(artifacts)
     subjects = [s for a, n in zip(artifacts, names) for s in open_subjects(a, threads, n, loaded.task)]
     _unique_labels(subjects)

@@ -163,24 +163,22 @@ def _demo_feeds(src: Source, component: str, split: str, n: int) -> dict[str, np
     return _text_feeds(src, texts)
 
 
-def _path_feeds(src: Source, component: str, path: Path, n: int) -> dict[str, np.ndarray]:
-    """Calibration from a user path: a folder of images (vision) or a text file of captions."""
+def _path_feeds(src: Source, component: str, path, n: int) -> dict[str, np.ndarray]:
+    """Calibration from a user path: images (a folder, an ImageFolder, a pairs file, or images
+    already decoded) for vision, a text file of captions otherwise."""
+    if component == "vision":
+        from mmdeploy.data.calib import calibration_images
+
+        return _image_feeds(src, calibration_images(path, n).images)  # folder or ImageFolder; unreadable skipped
     path = Path(path)
     if not path.exists():
         raise CalibrationError(f"--calib {path} does not exist", "pass a folder of images or a captions .txt file")
-    if component == "vision":
-        from PIL import Image
+    from mmdeploy.data.calib import calibration_texts
 
-        files = sorted(p for p in (path.iterdir() if path.is_dir() else [path])
-                       if p.suffix.lower() in (".png", ".jpg", ".jpeg", ".bmp", ".webp"))[:n]
-        if not files:
-            raise CalibrationError(f"--calib {path} holds no images (.png/.jpg)", "pass a folder of images")
-        return _image_feeds(src, [Image.open(f).convert("RGB") for f in files])
-    files = [path] if path.is_file() else sorted(path.glob("*.txt"))
-    texts = [line.strip() for f in files for line in f.read_text(errors="replace").splitlines() if line.strip()][:n]
-    if not texts:
+    files = sorted(path.glob("*.txt")) if path.is_dir() else [path]  # captions .txt(s), or a pairs / VQA file
+    if not files:
         raise CalibrationError(f"--calib {path} holds no captions (.txt, one per line)", "pass a captions file")
-    return _text_feeds(src, texts)
+    return _text_feeds(src, [t for f in files for t in calibration_texts(f)][:n])
 
 
 def _random_feeds(model, component: str, n: int, seed: int) -> dict[str, np.ndarray]:
@@ -198,12 +196,18 @@ def feeds_for(src: Source, model, component: str, calib: Path | None, n: int, sp
     """(list of numpy feeds, where they came from) for one component: --calib, the adapter's
     calibration data, the demo dataset, or random inputs as a last resort."""
     if calib is not None:
+        origin, data = str(calib), calib
+        if component == "vision":  # decoded once, through mmdeploy.data; unreadable files skipped and noted
+            from mmdeploy.data.calib import calibration_images
+
+            data = calibration_images(calib, n)
+            origin += f" ({data.note})" if data.note else ""
         if src.adapter is not None:
             try:
-                return src.adapter.calibration_feeds(component, calib, limit=n), str(calib)
+                return src.adapter.calibration_feeds(component, data, limit=n), origin
             except NotImplementedError:
                 pass
-        return [_path_feeds(src, component, calib, n)], str(calib)
+        return [_path_feeds(src, component, data, n)], origin
     if src.is_demo:
         return [_demo_feeds(src, component, split, n)], f"demo:{split}"
     if src.adapter is not None:

@@ -34,8 +34,8 @@ from mmdeploy.passes.accuracy import (  # noqa: F401  (AccuracyBudgetError: part
 )
 from mmdeploy.passes.base import PassContext
 from mmdeploy.passes.calibration import (
-    CalibrationSet, check_modality, component_modality, data_kind, feeds_sha256, preprocess_images,
-    read_captions, read_images, split_batch, tokenize,
+    CalibrationSet, check_modality, component_modality, data_kinds, feeds_sha256, preprocess_images,
+    read_captions, split_batch, tokenize,
 )
 
 DEFAULT_TASK_BUDGET = 0.5  # points of task metric (zero-shot top-1) drop
@@ -159,11 +159,11 @@ def calibration_paths(calib) -> dict[str, Path]:
     paths = [] if calib is None else [calib] if isinstance(calib, (str, Path)) else list(calib)
     by_kind: dict[str, Path] = {}
     for path in paths:
-        kind = data_kind(Path(path))
-        if kind in by_kind:
-            raise CalibrationError(f"--calib {by_kind[kind]} and {path} both hold {kind} data",
-                                   "pass one --calib per modality (e.g. images and a captions file)")
-        by_kind[kind] = Path(path)
+        for kind in data_kinds(Path(path)):  # a pairs file feeds both towers
+            if kind in by_kind:
+                raise CalibrationError(f"--calib {by_kind[kind]} and {path} both hold {kind} data",
+                                       "pass one --calib per modality (e.g. images and a captions file)")
+            by_kind[kind] = Path(path)
     return by_kind
 
 
@@ -194,16 +194,21 @@ def _calibration_set(comp: _Component, adapter, bundle: Path | None, path: Path 
     batched = [t.name for t in comp.manifest.inputs if t.shape and isinstance(t.shape[0], str)] or None
     modality = component_modality(inputs)
     feeds = None
+    images = None  # a folder of images is decoded once, through mmdeploy.data (unreadable files skipped)
+    if path is not None and kind == "image":
+        from mmdeploy.data.calib import calibration_images
+
+        images = calibration_images(path, limit)
     if adapter is not None:
         try:
-            feeds = adapter.calibration_feeds(comp.name, path, limit)
+            feeds = adapter.calibration_feeds(comp.name, images if images is not None else path, limit)
         except (NotImplementedError, AttributeError):
             feeds = None
     if path is not None:
         if feeds is None:
             preprocess = bundle / "preprocess" if bundle else None
             if kind == "image":
-                feeds = preprocess_images(read_images(path, limit), preprocess, shapes.get("pixel_values", []))
+                feeds = preprocess_images(images.images, preprocess, shapes.get("pixel_values", []))
             elif kind == "text":
                 feeds = tokenize(read_captions(path, limit), preprocess, inputs, shapes.get(inputs[0], []))
             else:
@@ -212,7 +217,8 @@ def _calibration_set(comp: _Component, adapter, bundle: Path | None, path: Path 
         feeds = split_batch(feeds, batched)[:limit]
         if not feeds:
             raise CalibrationError(f"--calib {path} gave no calibration samples", "add data to it")
-        return CalibrationSet(feeds, str(path), sha256_path(path), kind or modality)
+        extra = {"skipped": len(images.skipped), "note": images.note} if images is not None and images.skipped else {}
+        return CalibrationSet(feeds, str(path), sha256_path(path), kind or modality, extra)
     if feeds:
         feeds = split_batch(feeds, batched)[:limit]
         return CalibrationSet(feeds, "adapter-default", feeds_sha256(feeds), modality)
@@ -423,6 +429,8 @@ def quantize(artifact: str | Path, output: str | Path, options: QuantizeOptions 
         comp.calib = calibration_set(comp, adapter, bundle, use_path, kind if use_path else None,
                                      options.calib_limit)
         log(f"calibration {comp.name}: {len(comp.calib.feeds)} samples from {comp.calib.source}")
+        if comp.calib.extra.get("note"):
+            log(comp.calib.extra["note"])
 
     with tempfile.TemporaryDirectory(prefix="mmdeploy-quantize-") as tmp:
         evaluator = _Evaluator(selected, adapter, bundle, options)

@@ -290,25 +290,24 @@ class ZeroShotClassifier:
 
 def classify_files(directory: str | Path, images: list[str | Path], top: int = 1,
                    threads: int | None = None) -> dict:
-    """`mmdeploy classify`: every file decoded first (a bad one fails before any runs), then
-    ``{"results": [{"image", "label", "top": [{"label", "probability"}]}], "bundle"}``."""
-    from mmdeploy.data.media import decode_image
+    """`mmdeploy classify`: every file decoded first (through :mod:`mmdeploy.data.media`), then
+    ``{"results": [{"image", "label", "top": [{"label", "probability"}]}], "skipped": [{"file",
+    "reason"}], "bundle"}``.  An unreadable file is skipped and listed, never the whole batch;
+    InputError when none decodes."""
+    from mmdeploy.data.media import decode_images
 
     if top < 1:
         raise InputError(f"--top {top} must be at least 1", "pass --top 1 or more")
     clf = ZeroShotClassifier(directory, threads=threads)
-    arrays = []
-    for path in images:
-        if not Path(path).is_file():
-            raise InputError(f"{path}: no such image file", "check the path")
-        try:
-            arrays.append(np.asarray(decode_image(Path(path)), dtype=np.uint8))
-        except InputError as exc:
-            raise InputError(exc.message, "pass image files (PNG, JPEG, ...)") from None
+    decoded, kept, skipped = decode_images([Path(p) for p in images])
+    if not decoded:
+        first = skipped[0]
+        many = f" (and {len(skipped) - 1} more)" if len(skipped) > 1 else ""
+        raise InputError(f"{first['file']}: {first['reason']}{many}", "pass image files (PNG, JPEG, WebP, ...)")
     results = []
-    for path, array in zip(images, arrays):
-        label, probs = clf.classify(array)
+    for index, image in zip(kept, decoded):
+        label, probs = clf.classify(np.asarray(image, dtype=np.uint8))
         order = np.argsort(-probs, kind="stable")[:top]
-        results.append({"image": str(path), "label": label,
+        results.append({"image": str(images[index]), "label": label,
                         "top": [{"label": clf.labels[i], "probability": float(probs[i])} for i in order]})
-    return {"results": results, "bundle": str(directory)}
+    return {"results": results, "skipped": skipped, "bundle": str(directory)}
