@@ -222,7 +222,7 @@ def session(output: str | Path | None = None, *, show: bool = True) -> Iterator[
 
 def _keep(log_file: Path, output: str | Path | None) -> None:
     """Move the log into ``output``/logs (or drop it: no output directory, or nothing logged)."""
-    from mmdeploy.artifact import LOG_DIR
+    from mmdeploy.artifact import LOG_DIR, follow_umask
 
     if output is None or Path(output).is_file() or log_file.stat().st_size == 0:
         log_file.unlink(missing_ok=True)
@@ -230,6 +230,7 @@ def _keep(log_file: Path, output: str | Path | None) -> None:
     dest = Path(output) / LOG_DIR / LOG_NAME
     dest.parent.mkdir(parents=True, exist_ok=True)  # bench writes its --report folder afterwards
     shutil.move(str(log_file), dest)
+    follow_umask(dest)  # mkstemp made it 0600
 
 
 def _mention(exc: BaseException, log_file: Path) -> None:

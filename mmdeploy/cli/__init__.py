@@ -89,8 +89,12 @@ def main(argv: list[str] | None = None) -> None:
             print_json_error(kind, message, hint, exit_code)
         sys.exit(exit_code)
 
+    from mmdeploy.artifact import disk_error, sigterm_raises
+
+    terminated: list[int] = []
     try:
-        code = get_command().main(args=args, prog_name="mmdeploy", standalone_mode=False)
+        with sigterm_raises(terminated.append):  # SIGTERM unwinds like Ctrl-C: temporary files are removed
+            code = get_command().main(args=args, prog_name="mmdeploy", standalone_mode=False)
     except MMDeployError as exc:
         if debug:
             import traceback
@@ -108,15 +112,25 @@ def main(argv: list[str] | None = None) -> None:
         fail("UsageError", usage_message(exc), "see --help", 2)
     except Exit as exc:
         sys.exit(exc.exit_code)
-    except (Abort, KeyboardInterrupt):
+    except (Abort, KeyboardInterrupt) as exc:
+        if terminated:
+            print("terminated, nothing written", file=sys.stderr)
+            sys.exit(143)
         print("interrupted, nothing written", file=sys.stderr)
         sys.exit(130)
     except Exception as exc:  # noqa: BLE001 - the last line of defence for users
         if debug:
             raise
+        place = disk_error(exc, exc.filename or "") if isinstance(exc, OSError) else None
+        if place is not None:  # a read-only or full disk, no permission: the user's to fix
+            print(f"error: {place.one_line()}", file=sys.stderr)
+            fail("InputError", place.message, place.hint, 2)
         message = f"{exc.__class__.__name__}: {exc}".splitlines()[0] if str(exc) else exc.__class__.__name__
         print(f"internal error: {message} (rerun with --debug for a traceback and report it)", file=sys.stderr)
         fail("InternalError", message, "rerun with --debug for a traceback and report it", 1)
-    if code == 130:  # typer turns Ctrl-C into exit code 130
+    if code == 130 and terminated:  # typer turns Ctrl-C (and so SIGTERM) into exit code 130
+        print("terminated, nothing written", file=sys.stderr)
+        sys.exit(143)
+    if code == 130:
         print("interrupted, nothing written", file=sys.stderr)
     sys.exit(code if isinstance(code, int) else 0)

@@ -164,9 +164,10 @@ def _list(artifact, component, json_out):
 def _sweep(artifact, component, edge, cloud, compress, runs, save_profiles, bandwidths, rtt_ms, output, json_out):
     import json
 
-    from mmdeploy.artifact import atomic_output
+    from mmdeploy.artifact import atomic_output, check_output
     from mmdeploy.split import planner
 
+    check_output(output)  # before the profiling
     inputs = _plan_inputs(artifact, component, edge, cloud, compress, runs, save_profiles)
     rows = planner.sweep(inputs["edge"], inputs["cloud"], inputs["cut_bytes"], inputs["input_bytes"],
                          inputs["output_bytes"], bandwidths, rtt_ms)

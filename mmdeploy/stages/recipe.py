@@ -214,12 +214,13 @@ def run_recipe(path: str | Path, output: str | Path, *, targets_dir: list | None
     import json
     import time
 
-    from mmdeploy.artifact import Manifest, atomic_output, write_manifest
+    from mmdeploy.artifact import Manifest, atomic_output, check_output, write_manifest
     from mmdeploy.errors import BudgetExceeded
     from mmdeploy.targets import get_target
 
     say = progress or (lambda msg: None)
     recipe, doc = load_recipe(path, targets_dir)
+    check_output(output)  # before any step
     profiles = [get_target(t, targets_dir, host=host or recipe.host) for t in recipe.targets]
     source = _resolve_source(recipe.source, Path(path).resolve().parent)
     eval_data = None
