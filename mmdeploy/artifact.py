@@ -383,7 +383,7 @@ def check_output(final: str | Path, *, force: bool = False, source: str | Path |
                     manifest = None
             foreign = _foreign_files(final, manifest)
             if foreign:
-                what = "is not an mmdeploy artifact" if manifest is None else "holds files mmdeploy did not write"
+                what = "exists and is not an mmdeploy artifact" if manifest is None else "holds files mmdeploy did not write"
                 raise InputError(f"--output {final} {what} ({_names(foreign)})",
                                  "choose a new or empty directory (mmdeploy never deletes files it did not "
                                  "write, even with --force)")
