@@ -258,6 +258,21 @@ def disk_error(exc: OSError, path: str | Path) -> InputError | None:
                       _DISK_HINTS.get(exc.errno, "choose --output in a writable folder"))
 
 
+def place_error(exc: BaseException, path: str | Path = "") -> InputError | None:
+    """:func:`disk_error` for ``exc`` or any exception it was raised from (a stage that wrapped
+    the OSError, a runtime that turned it into text: "[Errno 28] No space left on device")."""
+    seen = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        if isinstance(exc, OSError) and disk_error(exc, path) is not None:
+            return disk_error(exc, path)
+        for code in (errno.ENOSPC, errno.EROFS, errno.EDQUOT):
+            if f"[Errno {code}]" in str(exc) or os.strerror(code) in str(exc):
+                return disk_error(OSError(code, os.strerror(code)), path)
+        exc = exc.__cause__ or exc.__context__
+    return None
+
+
 def _umask() -> int:
     """The process's umask, read without changing it (Linux); 0o022 where it cannot be read."""
     try:
@@ -464,8 +479,9 @@ def atomic_output(final: str | Path, *, force: bool = False, source: str | Path 
             _remove(tmp)
             for folder in reversed(created):
                 _rmdir(folder)
-            if isinstance(exc, OSError) and disk_error(exc, final):
-                raise disk_error(exc, final) from None
+            place = place_error(exc, final) if isinstance(exc, Exception) else None
+            if place is not None:  # a full or read-only disk, however the stage reported it
+                raise place from None
             raise
 
 

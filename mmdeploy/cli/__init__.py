@@ -89,7 +89,7 @@ def main(argv: list[str] | None = None) -> None:
             print_json_error(kind, message, hint, exit_code)
         sys.exit(exit_code)
 
-    from mmdeploy.artifact import disk_error, sigterm_raises
+    from mmdeploy.artifact import place_error, sigterm_raises
 
     terminated: list[int] = []
     try:
@@ -121,7 +121,7 @@ def main(argv: list[str] | None = None) -> None:
     except Exception as exc:  # noqa: BLE001 - the last line of defence for users
         if debug:
             raise
-        place = disk_error(exc, exc.filename or "") if isinstance(exc, OSError) else None
+        place = place_error(exc)
         if place is not None:  # a read-only or full disk, no permission: the user's to fix
             print(f"error: {place.one_line()}", file=sys.stderr)
             fail("InputError", place.message, place.hint, 2)
