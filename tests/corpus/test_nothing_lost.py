@@ -174,3 +174,68 @@ def test_every_hint_that_names_a_command_is_valid_syntax():
                 bad.append(f"{where}: {line} (--{option} {value} is rejected)")
     print(f"hints checked: {len(hints)}")
     assert not bad, "\n".join(bad)
+
+
+# --------------------------------------------------------------------------- the server's inputs
+
+
+@pytest.fixture(scope="module")
+def text_server(demo_bundle):
+    """`mmdeploy serve` of the demo's text tower (vocabulary 36 ids, at most 16 tokens)."""
+    from mmdeploy.split.server import make_server, start_in_thread
+
+    srv = make_server(demo_bundle / "text", port=0, grpc_port=None)
+    start_in_thread(srv)
+    yield srv
+    srv.shutdown()
+
+
+def post_json(srv, ids, mask=None, content_type="application/json"):
+    """POST a JSON infer request for the text tower; (status, decoded body)."""
+    import http.client
+    import json
+
+    ids = [list(map(int, row)) for row in ids]
+    mask = mask if mask is not None else [[1] * len(row) for row in ids]
+    body = {"inputs": [
+        {"name": "input_ids", "datatype": "INT64", "shape": [len(ids), len(ids[0])], "data": sum(ids, [])},
+        {"name": "attention_mask", "datatype": "INT64", "shape": [len(mask), len(mask[0])], "data": sum(mask, [])}]}
+    conn = http.client.HTTPConnection("127.0.0.1", srv.port, timeout=30)
+    headers = {"Content-Type": content_type} if content_type else {}
+    conn.request("POST", "/v2/models/text/infer", body=json.dumps(body), headers=headers)
+    response = conn.getresponse()
+    data = json.loads(response.read() or b"{}")
+    conn.close()
+    return response.status, data
+
+
+@pytest.mark.parametrize("ids, mask, message", [
+    ([[5, -1, 35]], None, "input_ids: id -1 is outside the vocabulary [0, 36)"),  # Gather wraps: was 200
+    ([[5, 36, 35]], None, "input_ids: id 36 is outside the vocabulary [0, 36)"),
+    ([[5] * 40], None, "input_ids: sequence 40 given, the model takes at most 16"),
+    ([[5, 6, 35]], [[1, 1]], "attention_mask: sequence 2 given, but input_ids has sequence 3"),
+])
+def test_the_server_checks_requests_before_the_runtime(text_server, ids, mask, message):
+    status, data = post_json(text_server, ids, mask)
+    assert status == 400 and message in data["error"], data
+    assert "ONNXRuntime" not in data["error"] and "\n" not in data["error"]
+
+
+@pytest.mark.parametrize("content_type", ["application/json", "application/x-www-form-urlencoded", None])
+def test_a_json_body_is_accepted_whatever_its_content_type(text_server, content_type):
+    status, data = post_json(text_server, [[5, 6, 35]], content_type=content_type)  # curl -d: form-urlencoded
+    assert status == 200, data
+    assert data["outputs"][0]["name"] == "text_embeds" and data["outputs"][0]["shape"] == [1, 64]
+
+
+def test_metadata_states_the_real_limits(text_server):
+    import http.client
+    import json
+
+    conn = http.client.HTTPConnection("127.0.0.1", text_server.port, timeout=30)
+    conn.request("GET", "/v2/models/text")
+    meta = json.loads(conn.getresponse().read())
+    conn.close()
+    ids = next(t for t in meta["inputs"] if t["name"] == "input_ids")
+    assert ids["shape"] == [-1, -1]
+    assert ids["parameters"] == {"max_shape": [-1, 16], "min_value": 0, "max_value": 35}
