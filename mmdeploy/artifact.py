@@ -236,6 +236,15 @@ def bundle_dir(component_dir: str | Path) -> Path | None:
     return None
 
 
+def max_sequence(component_dir: str | Path) -> int | None:
+    """The maximum text length recorded in the bundle a component lives in (CLIP's
+    ``text_max_length``, an encoder's ``max_position_embeddings``); None if unknown."""
+    bundle = bundle_dir(component_dir)
+    meta = (read_manifest(bundle).metadata or {}) if bundle else {}
+    value = meta.get("text_max_length") or (meta.get("config") or {}).get("max_position_embeddings")
+    return value if isinstance(value, int) and value > 0 else None
+
+
 # --------------------------------------------------------------------------- atomic outputs
 
 # errno -> what a user reads: the cause of a failed write, named with its path

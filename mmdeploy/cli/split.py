@@ -253,6 +253,7 @@ def infer_split_command(
     """Run the edge half here and the cloud half on the server (falling back to local)."""
     import numpy as np
 
+    from mmdeploy.backends.base import check_feeds
     from mmdeploy.errors import InputError
     from mmdeploy.split.hybrid import HybridRunner
 
@@ -262,6 +263,10 @@ def infer_split_command(
     missing = [n for n in runner.input_names if n not in feeds]
     if missing:
         raise InputError(f"{input_file} lacks input {missing[0]!r}", "inputs: " + ", ".join(runner.input_names))
+    try:
+        check_feeds(runner.manifest.inputs, feeds, runner.limits)
+    except InputError as exc:
+        raise InputError(f"{input_file}: {exc.message}", exc.hint) from None
     outputs, route = runner.run_with_route(feeds)
     if output is not None:
         output.parent.mkdir(parents=True, exist_ok=True)

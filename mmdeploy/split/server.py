@@ -92,10 +92,11 @@ class ServedArtifact:
         self.outputs = {s.name: s for s in served.outputs}
         self.threads = threads
         self.runner = None
+        from mmdeploy.artifact import max_sequence
         from mmdeploy.backends.base import feed_limits
 
         origin = Path((served.parent or {}).get("path") or model_dir)  # a split's cloud half: the cut component
-        self.limits = feed_limits(self.model_file, served.inputs, _max_sequence(origin))
+        self.limits = feed_limits(self.model_file, served.inputs, max_sequence(origin))
 
     def load(self):
         from mmdeploy.backends.onnxruntime import OnnxRuntimeRunner
@@ -153,16 +154,6 @@ class ServedArtifact:
         if unknown:
             return f"unknown output {unknown[0]!r}; {self.name} gives " + ", ".join(self.outputs)
         return None
-
-
-def _max_sequence(component_dir: Path) -> int | None:
-    """The maximum text length recorded in the bundle a component lives in (None if unknown)."""
-    from mmdeploy.artifact import bundle_dir, read_manifest
-
-    bundle = bundle_dir(component_dir)
-    meta = (read_manifest(bundle).metadata or {}) if bundle else {}
-    value = meta.get("text_max_length") or (meta.get("config") or {}).get("max_position_embeddings")
-    return value if isinstance(value, int) and value > 0 else None
 
 
 class _Stats:

@@ -239,3 +239,14 @@ def test_metadata_states_the_real_limits(text_server):
     ids = next(t for t in meta["inputs"] if t["name"] == "input_ids")
     assert ids["shape"] == [-1, -1]
     assert ids["parameters"] == {"max_shape": [-1, 16], "min_value": 0, "max_value": 35}
+
+
+def test_infer_split_checks_its_inputs_before_any_runtime(cli, tmp_path_factory, tmp_path):
+    import numpy as np
+    from builders import cached_split
+
+    split = cached_split(tmp_path_factory, "vision", "block:0")
+    bad = tmp_path / "wrong.npz"
+    np.savez(bad, pixel_values=np.zeros((1, 3, 5, 5), np.float32))
+    line = _one_line(cli("infer-split", split, bad, "--server", "http://127.0.0.1:9", "--no-fallback"))
+    assert "wrong.npz: pixel_values: shape [1, 3, 5, 5] given" in line, line
