@@ -163,3 +163,63 @@ def test_read_only_disk_is_refused_before_any_work(cli, tiny_clip_dir, small_dis
     assert f"cannot write {small_disk / 'a' / 'bundle'}: the file system is read-only" in line, line
     assert "loading" not in result.stderr
     assert list(small_disk.iterdir()) == []
+
+
+# --------------------------------------------------------------------------- the server under load
+
+
+def test_server_under_32_clients_with_malformed_requests(demo_bundle):
+    """32 clients at once, every fourth request malformed: every valid one answered (200, the same
+    embedding as alone), every malformed one a 4xx, no 5xx; loopback only, a bounded count."""
+    import http.client
+    import json
+
+    import numpy as np
+
+    from mmdeploy.split.server import make_server, start_in_thread
+
+    def body(ids, dtype="INT64", shape=None):
+        return json.dumps({"inputs": [
+            {"name": "input_ids", "datatype": dtype, "shape": shape or [1, len(ids)], "data": ids},
+            {"name": "attention_mask", "datatype": "INT64", "shape": [1, len(ids)], "data": [1] * len(ids)}]})
+
+    valid = body([5, 6, 7, 35])
+    malformed = [body([5, -3, 35]), body([5, 99, 35]), body([5] * 40), body([5, 6, 35], shape=[1, 4]),
+                 body([5, 6, 35], dtype="FP32"), "{not json", json.dumps({"inputs": "nope"})]
+    srv = make_server(demo_bundle / "text", port=0, grpc_port=None)
+    start_in_thread(srv)
+    results: list[tuple[bool, int, str]] = []
+    lock = threading.Lock()
+
+    def client(k: int):
+        conn = http.client.HTTPConnection("127.0.0.1", srv.port, timeout=60)
+        for i in range(4):
+            bad = (k + i) % 4 == 0
+            payload = malformed[(k + i) % len(malformed)] if bad else valid
+            conn.request("POST", "/v2/models/text/infer", body=payload, headers={"Content-Type": "application/json"})
+            response = conn.getresponse()
+            with lock:
+                results.append((bad, response.status, response.read().decode()))
+        conn.close()
+
+    try:
+        threads = [threading.Thread(target=client, args=(k,)) for k in range(32)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(timeout=120)
+    finally:
+        srv.shutdown()
+    good = [r for r in results if not r[0]]
+    bad = [r for r in results if r[0]]
+    ok = sum(s == 200 for _, s, _ in good)
+    four = sum(400 <= s < 500 for _, s, _ in bad)
+    five = sum(s >= 500 for _, s, _ in results)
+    print(f"\nserver: 32 clients, {len(results)} requests sent / {len(results)} answered: "
+          f"{len(good)} valid -> {ok} x 200; {len(bad)} malformed -> {four} x 4xx; {five} x 5xx")
+    assert len(results) == 128 and five == 0
+    assert ok == len(good) and four == len(bad)
+    embeddings = {json.dumps(json.loads(text)["outputs"][0]["data"][:4]) for _, _, text in good}
+    assert len(embeddings) == 1  # every valid request got the same answer
+    assert all("\n" not in json.loads(text)["error"] and "ONNXRuntime" not in text for _, _, text in bad)
+    assert np.isfinite(json.loads(good[0][2])["outputs"][0]["data"]).all()
