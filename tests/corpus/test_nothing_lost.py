@@ -250,3 +250,22 @@ def test_infer_split_checks_its_inputs_before_any_runtime(cli, tmp_path_factory,
     np.savez(bad, pixel_values=np.zeros((1, 3, 5, 5), np.float32))
     line = _one_line(cli("infer-split", split, bad, "--server", "http://127.0.0.1:9", "--no-fallback"))
     assert "wrong.npz: pixel_values: shape [1, 3, 5, 5] given" in line, line
+
+
+# --------------------------------------------------------------------------- recipes, estimates
+
+
+@pytest.mark.parametrize("passes, message", [
+    ("  - quantize: {method: static}", "quantize option method"),
+    ("  - prune: {method: heads, amount: 1.5}", "outside (0, 1)"),
+    ("  - prune: {method: rows, amount: 0.2}", "unknown pruning method 'rows'"),
+    ("  - simplify: {level: 3}", "unknown simplify option 'level'"),
+])
+def test_a_recipe_is_checked_whole_before_its_first_step(cli, tmp_path, passes, message):
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text(f"name: r\nsource: demo:tiny-clip\npasses:\n{passes}\ntargets: [cpu]\n")
+    result = cli("run", recipe, "-o", tmp_path / "out")
+    line = _one_line(result)
+    assert f"{recipe}:4" in line and message in line, line
+    assert "convert" not in result.stderr.replace(line, "")  # nothing ran
+    assert not (tmp_path / "out").exists()
