@@ -269,3 +269,20 @@ def test_a_recipe_is_checked_whole_before_its_first_step(cli, tmp_path, passes, 
     assert f"{recipe}:4" in line and message in line, line
     assert "convert" not in result.stderr.replace(line, "")  # nothing ran
     assert not (tmp_path / "out").exists()
+
+
+def test_an_ort_only_int8_graph_is_not_estimated_for_tensorrt_boards(cli, tmp_path):
+    import shutil as sh
+
+    from _bench_models import component
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    from mmdeploy.artifact import write_manifest
+
+    c = component(tmp_path / "c", 2, width=64)
+    q = tmp_path / "q"
+    sh.copytree(c, q)
+    quantize_dynamic(str(c / "model.onnx"), str(q / "model.onnx"), weight_type=QuantType.QInt8)
+    write_manifest(q, read_manifest(c))
+    line = _one_line(cli("bench", q, "--target", "jetson", "--estimate"))
+    assert "assumes tensorrt, which cannot run" in line and "MatMulInteger" in line, line
