@@ -286,3 +286,33 @@ def test_an_ort_only_int8_graph_is_not_estimated_for_tensorrt_boards(cli, tmp_pa
     write_manifest(q, read_manifest(c))
     line = _one_line(cli("bench", q, "--target", "jetson", "--estimate"))
     assert "assumes tensorrt, which cannot run" in line and "MatMulInteger" in line, line
+
+
+# --------------------------------------------------------------------------- configs users get wrong
+
+
+def _edit_config(folder: Path, section: str, key: str, value) -> None:
+    import json
+
+    config = json.loads((folder / "config.json").read_text())
+    config[section][key] = value
+    (folder / "config.json").write_text(json.dumps(config))
+
+
+def test_a_blip_bos_token_id_outside_the_vocabulary_is_named(cli, tmp_path):
+    from builders import tiny_blip_checkpoint
+
+    folder = tiny_blip_checkpoint(tmp_path / "blip")
+    _edit_config(folder, "text_config", "bos_token_id", 30522)  # BLIP's base value, kept after a new tokenizer
+    line = _one_line(cli("convert", folder, "-o", tmp_path / "out"))
+    assert "text_config.bos_token_id 30522 is outside the vocabulary [0, " in line and "--opset" not in line, line
+
+
+def test_a_clap_audio_size_that_does_not_fit_is_named(cli, tmp_path):
+    from builders import tiny_clap_checkpoint
+
+    folder = tiny_clap_checkpoint(tmp_path / "clap")
+    _edit_config(folder, "audio_config", "spec_size", 48)
+    line = _one_line(cli("convert", folder, "-o", tmp_path / "out"))
+    assert "audio_config.spec_size 48 does not fit the features (101 frames x 32 mel bins" in line, line
+    assert "at least 64" in line and "--opset" not in line
