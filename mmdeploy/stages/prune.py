@@ -13,7 +13,6 @@ import copy
 import json
 import shutil
 import statistics
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
