@@ -305,22 +305,30 @@ def sigterm_raises(on_signal: Callable[[int], None] | None = None) -> Iterator[N
 
     Installed only in the main thread and only over the default disposition: a handler the
     user's process installed (or an outer block's) is left alone; the previous one is restored.
-    ``on_signal`` is told first (the CLI: to exit 143 where typer turns the interrupt into 130)."""
-    if threading.current_thread() is not threading.main_thread() or \
-            signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL:
+    ``on_signal`` is told of SIGTERM and SIGINT first: a library may turn the interrupt into
+    another error (an import that fails with "initialization failed"), and the CLI still exits
+    130 / 143 saying so."""
+    if threading.current_thread() is not threading.main_thread():
         yield
         return
+    mine = {}
+    if signal.getsignal(signal.SIGTERM) is signal.SIG_DFL:
+        mine[signal.SIGTERM] = (signal.SIG_DFL, Terminated)
+    if on_signal is not None and signal.getsignal(signal.SIGINT) is signal.default_int_handler:
+        mine[signal.SIGINT] = (signal.default_int_handler, KeyboardInterrupt)
 
     def handler(signum, frame):
         if on_signal is not None:
             on_signal(signum)
-        raise Terminated()
+        raise mine[signum][1]()
 
-    signal.signal(signal.SIGTERM, handler)
+    for sig in mine:
+        signal.signal(sig, handler)
     try:
         yield
     finally:
-        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        for sig, (previous, _) in mine.items():
+            signal.signal(sig, previous)
 
 
 @contextlib.contextmanager

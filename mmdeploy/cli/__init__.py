@@ -89,13 +89,25 @@ def main(argv: list[str] | None = None) -> None:
             print_json_error(kind, message, hint, exit_code)
         sys.exit(exit_code)
 
+    import signal
+
     from mmdeploy.artifact import place_error, sigterm_raises
 
-    terminated: list[int] = []
+    received: list[int] = []
+
+    def stop_if_interrupted() -> None:
+        """After Ctrl-C / SIGTERM, whatever error it became (a library may turn it into another):
+        the interrupt's line and exit code; the cleanup has run."""
+        if received:
+            terminated = signal.SIGTERM in received
+            print(f"{'terminated' if terminated else 'interrupted'}, nothing written", file=sys.stderr)
+            sys.exit(143 if terminated else 130)
+
     try:
-        with sigterm_raises(terminated.append):  # SIGTERM unwinds like Ctrl-C: temporary files are removed
+        with sigterm_raises(received.append):  # SIGTERM unwinds like Ctrl-C: temporary files are removed
             code = get_command().main(args=args, prog_name="mmdeploy", standalone_mode=False)
     except MMDeployError as exc:
+        stop_if_interrupted()
         if debug:
             import traceback
 
@@ -112,13 +124,11 @@ def main(argv: list[str] | None = None) -> None:
         fail("UsageError", usage_message(exc), "see --help", 2)
     except Exit as exc:
         sys.exit(exc.exit_code)
-    except (Abort, KeyboardInterrupt) as exc:
-        if terminated:
-            print("terminated, nothing written", file=sys.stderr)
-            sys.exit(143)
-        print("interrupted, nothing written", file=sys.stderr)
-        sys.exit(130)
+    except (Abort, KeyboardInterrupt):
+        received.append(signal.SIGINT)  # Ctrl-C outside the block, or a handler that was not ours
+        stop_if_interrupted()
     except Exception as exc:  # noqa: BLE001 - the last line of defence for users
+        stop_if_interrupted()
         if debug:
             raise
         place = place_error(exc)
@@ -128,9 +138,7 @@ def main(argv: list[str] | None = None) -> None:
         message = f"{exc.__class__.__name__}: {exc}".splitlines()[0] if str(exc) else exc.__class__.__name__
         print(f"internal error: {message} (rerun with --debug for a traceback and report it)", file=sys.stderr)
         fail("InternalError", message, "rerun with --debug for a traceback and report it", 1)
-    if code == 130 and terminated:  # typer turns Ctrl-C (and so SIGTERM) into exit code 130
-        print("terminated, nothing written", file=sys.stderr)
-        sys.exit(143)
-    if code == 130:
-        print("interrupted, nothing written", file=sys.stderr)
+    if code == 130:  # typer turns Ctrl-C (and so SIGTERM) into exit code 130
+        received.append(signal.SIGINT)
+    stop_if_interrupted()
     sys.exit(code if isinstance(code, int) else 0)
