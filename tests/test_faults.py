@@ -225,3 +225,26 @@ def test_server_under_32_clients_with_malformed_requests(demo_bundle):
     assert len(embeddings) == 1  # every valid request got the same answer
     assert all("\n" not in json.loads(text)["error"] and "ONNXRuntime" not in text for _, _, text in bad)
     assert np.isfinite(json.loads(good[0][2])["outputs"][0]["data"]).all()
+
+
+def test_the_signal_handlers_are_restored_and_a_users_own_is_kept(tmp_path):
+    """The tool runs inside users' processes: its handlers live only while a command runs."""
+    from mmdeploy.artifact import scratch_dir, sigterm_raises
+    from mmdeploy.errors import Terminated
+
+    before = signal.getsignal(signal.SIGTERM), signal.getsignal(signal.SIGINT)
+    with pytest.raises(Terminated):
+        with scratch_dir("mmdeploy-test-", dir=tmp_path) as scratch:
+            (scratch / "big.bin").write_bytes(b"x" * 1000)
+            signal.raise_signal(signal.SIGTERM)
+    assert list(tmp_path.iterdir()) == []
+    assert (signal.getsignal(signal.SIGTERM), signal.getsignal(signal.SIGINT)) == before
+
+    seen = []
+    previous = signal.signal(signal.SIGTERM, lambda *a: seen.append("user's"))
+    try:
+        with sigterm_raises():
+            signal.raise_signal(signal.SIGTERM)  # the user's handler, not ours
+        assert seen == ["user's"]
+    finally:
+        signal.signal(signal.SIGTERM, previous)
