@@ -316,3 +316,23 @@ def test_a_clap_audio_size_that_does_not_fit_is_named(cli, tmp_path):
     line = _one_line(cli("convert", folder, "-o", tmp_path / "out"))
     assert "audio_config.spec_size 48 does not fit the features (101 frames x 32 mel bins" in line, line
     assert "at least 64" in line and "--opset" not in line
+
+
+def test_infer_split_takes_an_image_file(cli, demo_bundle, tmp_path):
+    from PIL import Image
+
+    from mmdeploy.split.build import split_component
+
+    split = tmp_path / "split"
+    split_component(demo_bundle, split, component="vision", at="block:0")
+    image = tmp_path / "photo.png"
+    Image.new("RGB", (50, 40), (200, 30, 30)).save(image)
+    result = cli("infer-split", split, image, "--server", "http://127.0.0.1:9", "--timeout", "0.5",
+                 "--retries", "0", "--json")
+    assert result.returncode == 0, result.stderr
+    import json
+
+    doc = json.loads(result.stdout)
+    assert doc["route"] == "fallback" and doc["outputs"]["image_embeds"]["shape"] == [1, 64]
+    line = _one_line(cli("infer-split", split, tmp_path / "missing.jpg", "--server", "http://127.0.0.1:9"))
+    assert "missing.jpg does not exist" in line
