@@ -99,6 +99,7 @@ def main(argv: list[str] | None = None) -> None:
         """After Ctrl-C / SIGTERM, whatever error it became (a library may turn it into another):
         the interrupt's line and exit code; the cleanup has run."""
         if received:
+            logs.drop_kept_log()
             terminated = signal.SIGTERM in received
             print(f"{'terminated' if terminated else 'interrupted'}, nothing written", file=sys.stderr)
             sys.exit(143 if terminated else 130)
