@@ -332,7 +332,7 @@ def sigterm_raises(on_signal: Callable[[int], None] | None = None) -> Iterator[N
 
 
 @contextlib.contextmanager
-def _signals_deferred() -> Iterator[None]:
+def signals_deferred() -> Iterator[None]:
     """Hold SIGINT / SIGTERM while a cleanup runs (a second Ctrl-C must not leave half a
     temporary folder behind); the interrupt is raised once the block is done."""
     if threading.current_thread() is not threading.main_thread():
@@ -352,7 +352,7 @@ def _signals_deferred() -> Iterator[None]:
 
 
 def _remove(path: Path) -> None:
-    with _signals_deferred():
+    with signals_deferred():
         shutil.rmtree(path, ignore_errors=True)
 
 

@@ -180,13 +180,17 @@ def session(output: str | Path | None = None, *, show: bool = True) -> Iterator[
         if lines:
             lines.close()
         return
+    from mmdeploy.artifact import signals_deferred
+
     _kept = None  # an earlier command's log is that command's
-    fd, name = tempfile.mkstemp(prefix="mmdeploy-", suffix=".log")
-    os.close(fd)
-    log_file = Path(name)
     own = logging.getLogger("mmdeploy")
+    log_file: Path | None = None  # until the log exists
     _active = True
     try:
+        with signals_deferred():  # Ctrl-C / SIGTERM right now: raised once the log is known, below
+            fd, name = tempfile.mkstemp(prefix="mmdeploy-", suffix=".log")
+            os.close(fd)
+            log_file = Path(name)
         with redirect(log_file) as terminal:
             _terminal_stream = terminal
             lines = StageLines(terminal) if show else None
@@ -205,14 +209,12 @@ def session(output: str | Path | None = None, *, show: bool = True) -> Iterator[
                 own.propagate = propagate
             if lines:
                 lines.close()
-    except KeyboardInterrupt:
-        log_file.unlink(missing_ok=True)
-        raise
     except BaseException as exc:
-        if _interrupted(exc):  # a library turned Ctrl-C / SIGTERM into its own error
-            log_file.unlink(missing_ok=True)
+        if log_file is None:  # interrupted, or no temporary space, before the log existed
             raise
-        if isinstance(exc, SystemExit):
+        if _interrupted(exc):  # Ctrl-C / SIGTERM, or an error a library made of one
+            log_file.unlink(missing_ok=True)
+        elif isinstance(exc, SystemExit):  # typer.Exit and friends: an exit code, not a failure
             _keep(log_file, output)
         elif log_file.stat().st_size == 0:
             log_file.unlink(missing_ok=True)
