@@ -72,3 +72,8 @@ class BudgetExceeded(CheckFailed):
 
 class InternalError(MMDeployError):
     exit_code = 1
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM while a command runs (see :func:`mmdeploy.artifact.sigterm_raises`): unwinds like
+    Ctrl-C, so temporary files are removed; the CLI exits 143."""

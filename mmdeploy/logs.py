@@ -26,6 +26,7 @@ VERBOSE = False  # set by the CLI's global --verbose
 
 _active = False  # sessions do not nest: an inner one (a recipe's convert) reuses the outer
 _terminal_stream: TextIO | None = None  # where the tool's own lines go while a session redirects
+_kept: Path | None = None  # the log a failed session kept (named in its error)
 
 
 def terminal() -> TextIO | None:
@@ -167,7 +168,7 @@ def session(output: str | Path | None = None, *, show: bool = True) -> Iterator[
     kept (if anything was written) and its path is added to the error's hint; on Ctrl-C it is
     removed.  With :data:`VERBOSE` or inside another session, nothing is redirected.
     """
-    global _active, _terminal_stream
+    global _active, _terminal_stream, _kept
     if VERBOSE or _active:
         lines = StageLines(sys.stderr) if show else None
         try:
@@ -179,12 +180,17 @@ def session(output: str | Path | None = None, *, show: bool = True) -> Iterator[
         if lines:
             lines.close()
         return
-    fd, name = tempfile.mkstemp(prefix="mmdeploy-", suffix=".log")
-    os.close(fd)
-    log_file = Path(name)
+    from mmdeploy.artifact import signals_deferred
+
+    _kept = None  # an earlier command's log is that command's
     own = logging.getLogger("mmdeploy")
+    log_file: Path | None = None  # until the log exists
     _active = True
     try:
+        with signals_deferred():  # Ctrl-C / SIGTERM right now: raised once the log is known, below
+            fd, name = tempfile.mkstemp(prefix="mmdeploy-", suffix=".log")
+            os.close(fd)
+            log_file = Path(name)
         with redirect(log_file) as terminal:
             _terminal_stream = terminal
             lines = StageLines(terminal) if show else None
@@ -203,14 +209,14 @@ def session(output: str | Path | None = None, *, show: bool = True) -> Iterator[
                 own.propagate = propagate
             if lines:
                 lines.close()
-    except KeyboardInterrupt:
-        log_file.unlink(missing_ok=True)
-        raise
-    except SystemExit:  # typer.Exit and friends: an exit code, not a failure to explain
-        _keep(log_file, output)
-        raise
     except BaseException as exc:
-        if log_file.stat().st_size == 0:
+        if log_file is None:  # interrupted, or no temporary space, before the log existed
+            raise
+        if _interrupted(exc):  # Ctrl-C / SIGTERM, or an error a library made of one
+            log_file.unlink(missing_ok=True)
+        elif isinstance(exc, SystemExit):  # typer.Exit and friends: an exit code, not a failure
+            _keep(log_file, output)
+        elif log_file.stat().st_size == 0:
             log_file.unlink(missing_ok=True)
         else:
             _mention(exc, log_file)
@@ -240,9 +246,29 @@ def log_failure(exc: BaseException, label: str) -> str:
     return first
 
 
+def _interrupted(exc: BaseException | None) -> bool:
+    """Whether ``exc`` was raised while handling Ctrl-C / SIGTERM (a KeyboardInterrupt in its chain)."""
+    seen = set()
+    while exc is not None and id(exc) not in seen:
+        if isinstance(exc, KeyboardInterrupt):
+            return True
+        seen.add(id(exc))
+        exc = exc.__cause__ or exc.__context__
+    return False
+
+
+def drop_kept_log() -> None:
+    """Remove the log a failed session kept: the failure was an interrupt (the CLI knows), and an
+    interrupted command leaves nothing behind."""
+    global _kept
+    if _kept is not None:
+        _kept.unlink(missing_ok=True)
+        _kept = None
+
+
 def _keep(log_file: Path, output: str | Path | None) -> None:
     """Move the log into ``output``/logs (or drop it: no output directory, or nothing logged)."""
-    from mmdeploy.artifact import LOG_DIR
+    from mmdeploy.artifact import LOG_DIR, follow_umask
 
     if output is None or Path(output).is_file() or log_file.stat().st_size == 0:
         log_file.unlink(missing_ok=True)
@@ -250,12 +276,15 @@ def _keep(log_file: Path, output: str | Path | None) -> None:
     dest = Path(output) / LOG_DIR / LOG_NAME
     dest.parent.mkdir(parents=True, exist_ok=True)  # bench writes its --report folder afterwards
     shutil.move(str(log_file), dest)
+    follow_umask(dest)  # mkstemp made it 0600
 
 
 def _mention(exc: BaseException, log_file: Path) -> None:
     """Point the one-line error at the log of what the libraries printed."""
     from mmdeploy.errors import MMDeployError
 
+    global _kept
+    _kept = log_file
     note = f"library output in {log_file}"
     if isinstance(exc, MMDeployError):
         exc.hint = f"{exc.hint}; {note}" if exc.hint else note

@@ -4,6 +4,7 @@ import pytest
 
 from _bench_models import component
 from mmdeploy.bench import BenchSettings, bench
+from mmdeploy.errors import InputError
 from mmdeploy.targets import get_target
 from mmdeploy.targets.estimate import count
 
@@ -64,9 +65,14 @@ def test_integer_ops_use_the_int8_peak(tmp_path):
     q.mkdir()
     quantize_dynamic(str(c / "model.onnx"), str(q / "model.onnx"), weight_type=QuantType.QInt8)
     assert count(q / "model.onnx")["flops"] == count(c / "model.onnx")["flops"]
-    profile = get_target("jetson-orin-nano")
+    # an ORT-only int8 graph: estimated for a board that runs ONNX Runtime, refused for TensorRT
+    profile = get_target("jetson-orin-nano").model_copy(update={"backend": "onnxruntime"})
     fp = estimate_item(c, read_manifest(c), profile)
     manifest = read_manifest(c)
     int8 = estimate_item(q, manifest, profile)
     assert int8["int8_gops"] == fp["gflops"] and fp["int8_gops"] == 0
     assert int8["compute_ms"] < fp["compute_ms"]
+    assert int8["runtime"] == "onnxruntime" and "assumes onnxruntime" in int8["estimate_note"]
+    with pytest.raises(InputError, match="assumes tensorrt, which cannot run .*MatMulInteger.*ONNX Runtime-only"):
+        estimate_item(q, manifest, get_target("jetson-orin-nano"))
+    assert estimate_item(c, manifest, get_target("jetson-orin-nano"))["runtime"] == "tensorrt"

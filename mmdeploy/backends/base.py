@@ -245,3 +245,89 @@ class CheckedRunner:
         results = self.runner.run(feeds)
         check_outputs(self.runner.name, self.inputs, self.outputs, feeds, results)
         return results
+
+
+# --------------------------------------------------------------------------- feeds vs the signature
+
+
+def feed_limits(model_file: str | Path | None, inputs, max_sequence: int | None = None) -> dict[str, dict]:
+    """What a signature's shapes do not say, per input: ``{"vocab": n}`` for an integer input that
+    indexes an embedding table (n = the table's rows, read from the ONNX graph), ``{"max_dims":
+    {axis: n}}`` for a ``sequence`` axis when the model has a maximum length (``max_sequence``:
+    CLIP's 77, a BERT's ``max_position_embeddings``)."""
+    limits: dict[str, dict] = {}
+    specs = {t.name: t for t in inputs}
+    if max_sequence:
+        for t in inputs:
+            axes = {i: int(max_sequence) for i, d in enumerate(t.shape) if d == "sequence"}
+            if axes:
+                limits.setdefault(t.name, {})["max_dims"] = axes
+    try:
+        import onnx  # the device runtime has no onnx: then the shapes alone are checked
+    except ImportError:
+        return limits
+    if model_file is not None and Path(model_file).is_file():
+        graph = onnx.load(str(model_file), load_external_data=False).graph
+        tables = {i.name: list(i.dims) for i in graph.initializer}
+        # the integer inputs, followed through ops that keep their values (``view(-1, L)``, casts)
+        ids = {t.name: t.name for t in inputs if np.dtype(t.dtype).kind in "iu"}
+        for node in graph.node:  # topologically sorted
+            if node.op_type in ("Reshape", "Cast", "Flatten", "Squeeze", "Unsqueeze", "Identity") \
+                    and node.input and node.input[0] in ids:
+                for out in node.output:
+                    ids[out] = ids[node.input[0]]
+            elif node.op_type == "Gather" and len(node.input) == 2 and node.input[1] in ids \
+                    and tables.get(node.input[0]):
+                axis = next((a.i for a in node.attribute if a.name == "axis"), 0)
+                if axis == 0:
+                    vocab, entry = int(tables[node.input[0]][0]), limits.setdefault(ids[node.input[1]], {})
+                    entry["vocab"] = min(vocab, entry.get("vocab", vocab))
+    return limits
+
+
+def check_feeds(signature_inputs, feeds: dict[str, Any], limits: dict[str, dict] | None = None) -> None:
+    """Raise InputError (one line) unless ``feeds`` fit the signature: the names, dtypes, ranks,
+    fixed dims, the same size for a symbolic dim shared by several inputs (``batch``,
+    ``sequence``), and ``limits`` (:func:`feed_limits`): integer ids within ``[0, vocab)``, a
+    sequence no longer than the model's maximum.  Every runner, the server and the edge client
+    call it before a runtime sees the feeds, so a runtime's own error text never reaches a user
+    (and a negative id, which Gather wraps around, never gives a wrong answer)."""
+    from mmdeploy.errors import InputError
+
+    specs = {t.name: t for t in signature_inputs}
+    limits = limits or {}
+    unknown = sorted(set(feeds) - set(specs))
+    if unknown:
+        raise InputError(f"unknown input {unknown[0]!r}", "the model takes " + ", ".join(specs))
+    missing = [n for n in specs if n not in feeds]
+    if missing:
+        raise InputError(f"missing input {missing[0]!r}", "the model takes " + ", ".join(specs))
+    sizes: dict[str, tuple[str, int]] = {}
+    for name, spec in specs.items():
+        value = np.asarray(feeds[name])
+        shape = value.shape
+        if value.dtype != np.dtype(spec.dtype):
+            raise InputError(f"{name}: datatype {value.dtype.name} given, {spec.dtype} expected",
+                             f"send {name} as {spec.dtype}")
+        want = [d if isinstance(d, int) and d > 0 else -1 for d in spec.shape]
+        if len(shape) != len(spec.shape) or any(w > 0 and w != got for w, got in zip(want, shape)):
+            raise InputError(f"{name}: shape {list(shape)} given, {want} expected",
+                             "-1 is any size; the other dims are fixed")
+        for axis, (dim, got) in enumerate(zip(spec.shape, shape)):
+            if isinstance(dim, str) and dim:
+                if dim in sizes and sizes[dim][1] != got:
+                    other, size = sizes[dim]
+                    raise InputError(f"{name}: {dim} {got} given, but {other} has {dim} {size}",
+                                     f"give every input the same {dim}")
+                sizes.setdefault(dim, (name, got))
+            top = limits.get(name, {}).get("max_dims", {}).get(axis)
+            if top is not None and got > top:
+                raise InputError(f"{name}: {dim if isinstance(dim, str) else f'axis {axis}'} {got} given, "
+                                 f"the model takes at most {top}", f"truncate {name} to {top}")
+        vocab = limits.get(name, {}).get("vocab")
+        if vocab is not None and value.size:
+            low, high = int(value.min()), int(value.max())
+            if low < 0 or high >= vocab:
+                bad = low if low < 0 else high
+                raise InputError(f"{name}: id {bad} is outside the vocabulary [0, {vocab})",
+                                 f"send token ids from 0 to {vocab - 1}")

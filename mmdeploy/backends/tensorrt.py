@@ -370,7 +370,8 @@ class TensorRTBackend(Backend):
             graph = onnx.load(str(model_path), load_external_data=False).graph
             if not any(n.op_type == "QuantizeLinear" for n in graph.node):
                 raise InputError(f"tensorrt int8 needs a Q/DQ graph; {label} has no QuantizeLinear",
-                                 "run `mmdeploy quantize --method static` first, or use tensorrt:fp16")
+                                 "make one with `mmdeploy quantize BUNDLE --int8 --method ort-static -o DIR` "
+                                 "(calibrated Q/DQ) and compile that, or use tensorrt:fp16")
 
         out = Path(output_dir)
         copy_onnx_files(onnx_artifact, out)

@@ -89,9 +89,26 @@ def main(argv: list[str] | None = None) -> None:
             print_json_error(kind, message, hint, exit_code)
         sys.exit(exit_code)
 
+    import signal
+
+    from mmdeploy.artifact import place_error, sigterm_raises
+
+    received: list[int] = []
+
+    def stop_if_interrupted() -> None:
+        """After Ctrl-C / SIGTERM, whatever error it became (a library may turn it into another):
+        the interrupt's line and exit code; the cleanup has run."""
+        if received:
+            logs.drop_kept_log()
+            terminated = signal.SIGTERM in received
+            print(f"{'terminated' if terminated else 'interrupted'}, nothing written", file=sys.stderr)
+            sys.exit(143 if terminated else 130)
+
     try:
-        code = get_command().main(args=args, prog_name="mmdeploy", standalone_mode=False)
+        with sigterm_raises(received.append):  # SIGTERM unwinds like Ctrl-C: temporary files are removed
+            code = get_command().main(args=args, prog_name="mmdeploy", standalone_mode=False)
     except MMDeployError as exc:
+        stop_if_interrupted()
         if debug:
             import traceback
 
@@ -109,14 +126,20 @@ def main(argv: list[str] | None = None) -> None:
     except Exit as exc:
         sys.exit(exc.exit_code)
     except (Abort, KeyboardInterrupt):
-        print("interrupted, nothing written", file=sys.stderr)
-        sys.exit(130)
+        received.append(signal.SIGINT)  # Ctrl-C outside the block, or a handler that was not ours
+        stop_if_interrupted()
     except Exception as exc:  # noqa: BLE001 - the last line of defence for users
+        stop_if_interrupted()
         if debug:
             raise
+        place = place_error(exc)
+        if place is not None:  # a read-only or full disk, no permission: the user's to fix
+            print(f"error: {place.one_line()}", file=sys.stderr)
+            fail("InputError", place.message, place.hint, 2)
         message = f"{exc.__class__.__name__}: {exc}".splitlines()[0] if str(exc) else exc.__class__.__name__
         print(f"internal error: {message} (rerun with --debug for a traceback and report it)", file=sys.stderr)
         fail("InternalError", message, "rerun with --debug for a traceback and report it", 1)
-    if code == 130:  # typer turns Ctrl-C into exit code 130
-        print("interrupted, nothing written", file=sys.stderr)
+    if code == 130:  # typer turns Ctrl-C (and so SIGTERM) into exit code 130
+        received.append(signal.SIGINT)
+    stop_if_interrupted()
     sys.exit(code if isinstance(code, int) else 0)

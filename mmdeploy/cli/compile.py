@@ -69,7 +69,8 @@ def register(app: typer.Typer) -> None:
         processor: Optional[Path] = typer.Option(None, "--processor", metavar="DIR",
                                                  help="Tokenizer / image processor / feature extractor from this "
                                                  "folder (when the bundle was converted without them)."),
-        force: bool = typer.Option(False, "--force", help="Use an artifact whose files changed since it was written."),
+        force: bool = typer.Option(False, "--force", help="Use an artifact whose files changed since it was written; replace an "
+                                   "--output holding another artifact."),
         json_out: bool = typer.Option(False, "--json", help="Machine-readable output."),
     ):
         """Compile ONNX components into backend artifacts, each verified against PyTorch."""
@@ -79,7 +80,7 @@ def register(app: typer.Typer) -> None:
         options = {"components": split_list(components), "threads": threads, "atol": atol, "ort_save_optimized": ort_optimized,
                    "trt_shapes": _shapes(trt_shape), "trt_max_batch": trt_max_batch,
                    "trt_workspace_mb": trt_workspace_mb, "trt_allow_unsupported": trt_allow_unsupported,
-                   "eval_data": eval_data, "processor": str(processor) if processor else None}
+                   "eval_data": eval_data, "processor": str(processor) if processor else None, "force": force}
         from mmdeploy.artifact import ensure_unmodified
 
         ensure_unmodified(artifact, force, log=lambda msg: typer.echo(msg, err=True))

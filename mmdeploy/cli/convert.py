@@ -36,6 +36,8 @@ def convert(
     dtype: str = typer.Option("fp32", "--dtype", metavar="DTYPE",
                               help="Precision of the ONNX weights: fp32 (default, also for checkpoints saved in "
                                    "fp16/bf16), or fp16/bf16 to keep them as saved"),
+    force: bool = typer.Option(False, "--force", help="Replace an --output holding another artifact (files "
+                                                       "mmdeploy did not write are never deleted)"),
     json_out: bool = typer.Option(False, "--json", help="Print the bundle manifest as JSON"),
 ):
     from mmdeploy.stages.convert import convert as run_convert
@@ -45,7 +47,7 @@ def convert(
             source, output, components=split_list(components), opset=opset, atol=atol,
             batch=batch or None, sequence=sequence or None, simplify=simplify,
             targets=split_list(target), family=family, allow_pickle=allow_pickle, processor=processor,
-            dtype=dtype.strip().lower(), progress=say,
+            dtype=dtype.strip().lower(), progress=say, force=force,
         )
     if json_out:
         print_json(manifest.model_dump(mode="json"))

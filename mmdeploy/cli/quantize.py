@@ -67,7 +67,8 @@ def register(app: typer.Typer) -> None:
                                              "profile (measured on the device when its agent is reachable, else "
                                              "the profile's preference); default: this machine."),
         latency_runs: int = typer.Option(10, "--latency-runs", help="Runs for the latency column (0: skip)."),
-        force: bool = typer.Option(False, "--force", help="Use an artifact whose files changed since it was written."),
+        force: bool = typer.Option(False, "--force", help="Use an artifact whose files changed since it was written; "
+                                   "replace an --output holding another artifact."),
         json_out: bool = typer.Option(False, "--json", help="Machine-readable output."),
     ):
         """Quantize a converted model (int8 or fp16); sensitive blocks stay float until the budget holds."""
@@ -99,9 +100,10 @@ def register(app: typer.Typer) -> None:
             latency_runs=latency_runs, target=target, eval_data=eval_data, eval_task=eval_task, templates=templates,
             nncf_preset=nncf_preset, smooth_quant=smooth_quant,
         )
-        from mmdeploy.artifact import ensure_unmodified
+        from mmdeploy.artifact import check_output, ensure_unmodified
 
         ensure_unmodified(artifact, force, log=lambda msg: typer.echo(msg, err=True))
+        check_output(output, force=force, parent=artifact.resolve())  # before any work
         with quiet(output, json_out) as say:  # library progress bars (NNCF) go to the log
             manifest = quantize(artifact, output, options, log=say or (lambda msg: None))
         summary = manifest.metadata.get("quantize_summary") or manifest.metadata.get("quantize")

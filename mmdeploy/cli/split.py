@@ -164,9 +164,10 @@ def _list(artifact, component, json_out):
 def _sweep(artifact, component, edge, cloud, compress, runs, save_profiles, bandwidths, rtt_ms, output, json_out):
     import json
 
-    from mmdeploy.artifact import atomic_output
+    from mmdeploy.artifact import atomic_output, check_output
     from mmdeploy.split import planner
 
+    check_output(output)  # before the profiling
     inputs = _plan_inputs(artifact, component, edge, cloud, compress, runs, save_profiles)
     rows = planner.sweep(inputs["edge"], inputs["cloud"], inputs["cut_bytes"], inputs["input_bytes"],
                          inputs["output_bytes"], bandwidths, rtt_ms)
@@ -238,7 +239,8 @@ def serve_command(
 def infer_split_command(
     split_dir: Path = typer.Argument(..., help="A directory written by `mmdeploy split`, or one ONNX "
                                      "component artifact (e.g. BUNDLE/text_decoder) served whole."),
-    input_file: Path = typer.Argument(..., metavar="INPUT", help="Inputs: .npz (named) or .npy (the single input)."),
+    input_file: Path = typer.Argument(..., metavar="INPUT", help="Inputs: .npz (named), .npy (the single "
+                                      "input), or an image (preprocessed here with the bundle's processor)."),
     server: str = typer.Option(..., "--server", help="Server URL, e.g. http://127.0.0.1:8000 (with --grpc: "
                                "127.0.0.1:8001)."),
     grpc: bool = typer.Option(False, "--grpc", help="Talk gRPC instead of HTTP."),
@@ -252,15 +254,21 @@ def infer_split_command(
     """Run the edge half here and the cloud half on the server (falling back to local)."""
     import numpy as np
 
+    from mmdeploy.backends.base import check_feeds
     from mmdeploy.errors import InputError
     from mmdeploy.split.hybrid import HybridRunner
 
     runner = HybridRunner(split_dir, server, token=token, timeout=timeout, retries=retries,
                           fallback=not no_fallback, grpc=grpc)
-    feeds = _read_inputs(input_file, runner.input_names)
+    feeds = _image_feeds(input_file, runner) if input_file.suffix.lower() in _image_suffixes() else \
+        _read_inputs(input_file, runner.input_names)
     missing = [n for n in runner.input_names if n not in feeds]
     if missing:
         raise InputError(f"{input_file} lacks input {missing[0]!r}", "inputs: " + ", ".join(runner.input_names))
+    try:
+        check_feeds(runner.manifest.inputs, feeds, runner.limits)
+    except InputError as exc:
+        raise InputError(f"{input_file}: {exc.message}", exc.hint) from None
     outputs, route = runner.run_with_route(feeds)
     if output is not None:
         output.parent.mkdir(parents=True, exist_ok=True)
@@ -276,6 +284,33 @@ def infer_split_command(
     lat = metrics["latency"]
     parts = ", ".join(f"{p} {lat[p]['mean_ms']:.2f} ms" for p in ("edge", "remote", "fallback") if p in lat)
     out.print(f"route: {route} ({parts})" + (f"; cloud error: {metrics['last_error']}" if route == "fallback" else ""))
+
+
+def _image_suffixes() -> set[str]:
+    from mmdeploy.data.media import IMAGE_SUFFIXES
+
+    return IMAGE_SUFFIXES
+
+
+def _image_feeds(path: Path, runner) -> dict:
+    """An image file preprocessed here, on the edge, with the processor of the bundle the split
+    was cut from (its preprocess files), as the image tower expects it."""
+    from mmdeploy.artifact import bundle_dir
+    from mmdeploy.data.media import decode_image
+    from mmdeploy.errors import InputError
+    from mmdeploy.models import adapter_for_bundle
+
+    if not path.is_file():
+        raise InputError(f"{path} does not exist", "pass an image, an .npz of named inputs or an .npy")
+    origin = (runner.manifest.parent or {}).get("path")
+    bundle = bundle_dir(origin) if origin and Path(origin).exists() else None
+    adapter = adapter_for_bundle(bundle) if bundle else None
+    preprocess = getattr(adapter, "image_feeds", None) or getattr(adapter, "pixel_values", None)
+    if preprocess is None:
+        raise InputError(f"{path} is an image, but the bundle {runner.dir} was split from "
+                         f"({origin or 'unknown'}) is not here to preprocess it",
+                         "pass the preprocessed inputs as an .npz instead")
+    return preprocess([decode_image(path)])
 
 
 def _read_inputs(path: Path, names: list[str]):

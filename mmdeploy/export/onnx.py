@@ -45,6 +45,10 @@ def export_component(component, path: Path, opset: int = DEFAULT_OPSET, batch: i
                 opset_version=opset, do_constant_folding=True, dynamo=False,
             )
     except Exception as exc:  # noqa: BLE001 - exporter errors come in many types
+        from mmdeploy.artifact import place_error
+
+        if place_error(exc, path) is not None:  # a full or read-only disk: not the opset's fault
+            raise place_error(exc, path) from None
         message = str(exc).strip().splitlines()[0] if str(exc).strip() else exc.__class__.__name__
         raise UnsupportedError(f"export of component {component.name!r} to ONNX opset {opset} failed: "
                                f"{message[:300]}", "try another --opset, or rerun with --debug") from exc

@@ -198,8 +198,23 @@ class BlipAdapter(Adapter):
         return out
 
     # ---- components ---------------------------------------------------------------------
+    def _check_token_ids(self) -> None:
+        """Every special token id of the text config inside its vocabulary: one line naming the
+        field (an id past the embedding table fails deep inside the export)."""
+        from mmdeploy.errors import InputError
+
+        text = self.torch_model().config.text_config
+        vocab = int(text.vocab_size)
+        for field in ("bos_token_id", "sep_token_id", "pad_token_id", "eos_token_id"):
+            value = getattr(text, field, None)
+            if isinstance(value, int) and not 0 <= value < vocab:
+                raise InputError(f"{self.source / 'config.json'}: text_config.{field} {value} is outside the "
+                                 f"vocabulary [0, {vocab})",
+                                 f"set text_config.{field} to the tokenizer's id (below text_config.vocab_size)")
+
     def components(self) -> dict[str, Component]:
         if self._components is None:
+            self._check_token_ids()
             vision, decoder, decoder_with_past = _modules(self.torch_model())
             settings = self.settings()
             present = past_names(settings.num_layers, "present")

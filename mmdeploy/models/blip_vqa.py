@@ -94,6 +94,7 @@ class BlipVqaAdapter(BlipAdapter):
         if self._components is None:
             import torch
 
+            self._check_token_ids()
             model = self.torch_model()
             vision, decoder, decoder_with_past = _modules(model)
             settings = self.settings()

@@ -170,6 +170,7 @@ class ClapAdapter(Adapter):
                 start = seed % len(prompts)
                 return self.tokenize([prompts[(start + i) % len(prompts)] for i in range(batch)], seed)
 
+            self._check_audio_size(audio_inputs(1, 0)["input_features"].shape)
             self._components = {
                 "audio": Component("audio", audio_tower, ["input_features"], ["audio_embeds"],
                                    {"input_features": {0: "batch"}, "audio_embeds": {0: "batch"}},
@@ -181,6 +182,24 @@ class ClapAdapter(Adapter):
                                   text_inputs, modality="text"),
             }
         return self._components
+
+    def _check_audio_size(self, shape) -> None:
+        """The audio tower's image must hold the features (HTSAT's ``reshape_mel2img``): one line
+        naming ``audio_config.spec_size`` where it does not (the export would fail deep inside)."""
+        from mmdeploy.errors import InputError
+
+        audio = self.torch_model().config.audio_config
+        spec, mels = int(audio.spec_size), int(audio.num_mel_bins)
+        frames, bins = int(shape[-2]), int(shape[-1])
+        ratio = spec // mels
+        if ratio and frames <= spec * ratio and bins <= spec // ratio:
+            return
+        fits = next((s for s in range(mels, 8 * (frames + mels)) if s // mels
+                     and frames <= s * (s // mels) and bins <= s // (s // mels)), None)
+        raise InputError(f"{self.source / 'config.json'}: audio_config.spec_size {spec} does not fit the "
+                         f"features ({frames} frames x {bins} mel bins, num_mel_bins {mels})",
+                         (f"a spec_size of at least {fits} holds them, " if fits else "") +
+                         "or make the feature extractor's clips shorter (max_length_s)")
 
     # ---- bundle -------------------------------------------------------------------------
     def metadata(self) -> dict[str, Any]:

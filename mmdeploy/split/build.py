@@ -126,7 +126,7 @@ def split_component(artifact: str | Path, output: str | Path, *, component: str 
     """
     import onnx
 
-    from mmdeploy.artifact import (ArtifactRef, Manifest, PassRecord, TensorSpec, atomic_output,
+    from mmdeploy.artifact import (ArtifactRef, Manifest, PassRecord, TensorSpec, atomic_output, check_output,
                                    load_reference, save_reference, sha256_file, tool_versions,
                                    write_manifest)
     from mmdeploy.backends.onnxruntime import OnnxRuntimeRunner
@@ -137,6 +137,7 @@ def split_component(artifact: str | Path, output: str | Path, *, component: str 
         from mmdeploy.models.preprocess import processor_dir_of
 
         processor_dir_of({"processor": str(processor)})  # a bad --processor fails before any work
+    check_output(output)  # before any work
     comp_dir, comp = partition.load_component(artifact, component)
     comp_name = comp.metadata.get("component") or comp_dir.name
     model_path = comp_dir / comp.metadata.get("model_file", "model.onnx")

@@ -23,6 +23,8 @@ from typing import Any
 
 import numpy as np
 
+from mmdeploy.artifact import max_sequence, read_manifest
+from mmdeploy.backends.base import check_feeds, feed_limits
 from mmdeploy.split.build import cloud_feeds, read_split
 from mmdeploy.split.client import AuthError, RemoteError, V2Client
 
@@ -83,6 +85,10 @@ class HybridRunner:
         self.name = "hybrid"
         self.input_names = [s.name for s in self.manifest.inputs]  # the component's, forwarded ones too
         self.output_names = [s.name for s in self.manifest.outputs]
+        full = read_manifest(self.dir / "full")
+        origin = (self.manifest.parent or {}).get("path")
+        self.limits = feed_limits(self.dir / "full" / full.metadata.get("model_file", "model.onnx"),
+                                  self.manifest.inputs, max_sequence(origin) if origin and Path(origin).exists() else None)
         self._metrics = _Metrics()
         self._down_until = 0.0
         self.cache_size = max(0, int(cache_size))
@@ -126,7 +132,8 @@ class HybridRunner:
         return digest.hexdigest()
 
     def run_with_route(self, feeds: dict[str, np.ndarray]) -> tuple[dict[str, np.ndarray], str]:
-        """(outputs, "remote" | "fallback" | "cache")."""
+        """(outputs, "remote" | "fallback" | "cache"); InputError when ``feeds`` do not fit the model."""
+        check_feeds(self.manifest.inputs, feeds, self.limits)  # before the edge runtime, the server
         self._metrics.add(requests=1)
         key = self._key(feeds) if self.cache_size else None
         if key is not None:

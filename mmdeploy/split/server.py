@@ -92,6 +92,11 @@ class ServedArtifact:
         self.outputs = {s.name: s for s in served.outputs}
         self.threads = threads
         self.runner = None
+        from mmdeploy.artifact import max_sequence
+        from mmdeploy.backends.base import feed_limits
+
+        origin = Path((served.parent or {}).get("path") or model_dir)  # a split's cloud half: the cut component
+        self.limits = feed_limits(self.model_file, served.inputs, max_sequence(origin))
 
     def load(self):
         from mmdeploy.backends.onnxruntime import OnnxRuntimeRunner
@@ -103,6 +108,26 @@ class ServedArtifact:
 
         return [{"name": s.name, "datatype": DTYPES[s.dtype][1],
                  "shape": [d if isinstance(d, int) and d > 0 else -1 for d in s.shape]} for s in specs.values()]
+
+    def limits_of(self, name: str) -> dict:
+        """The limits the shape cannot say, as metadata ``parameters``: ``max_shape`` (-1: any
+        size) and the id range ``[min_value, max_value]`` of a token input."""
+        spec, limit, out = self.inputs[name], self.limits.get(name, {}), {}
+        if limit.get("max_dims"):
+            out["max_shape"] = [limit["max_dims"].get(i, d if isinstance(d, int) and d > 0 else -1)
+                                for i, d in enumerate(spec.shape)]
+        if limit.get("vocab"):
+            out.update(min_value=0, max_value=limit["vocab"] - 1)
+        return out
+
+    def metadata(self) -> dict:
+        """The model metadata (Open Inference Protocol), with each input's real limits."""
+        inputs = self.tensor_metadata(self.inputs)
+        for entry in inputs:
+            if self.limits_of(entry["name"]):
+                entry["parameters"] = self.limits_of(entry["name"])
+        return {"name": self.name, "versions": ["1"], "platform": "onnxruntime_onnx", "inputs": inputs,
+                "outputs": self.tensor_metadata(self.outputs)}
 
     def config(self) -> dict:
         """The model configuration in Triton's JSON form (what ``get_model_config`` returns)."""
@@ -117,21 +142,14 @@ class ServedArtifact:
                 "output": [block(s) for s in self.outputs.values()]}
 
     def check(self, inputs: dict[str, np.ndarray], outputs: list[str] | None) -> str | None:
-        """None when the request fits the signature, else the one-line reason."""
-        unknown = sorted(set(inputs) - set(self.inputs))
-        if unknown:
-            return f"unknown input {unknown[0]!r}; {self.name} takes " + ", ".join(self.inputs)
-        missing = [n for n in self.inputs if n not in inputs]
-        if missing:
-            return f"missing input {missing[0]!r}"
-        for name, spec in self.inputs.items():
-            value = inputs[name]
-            if value.dtype != np.dtype(spec.dtype):
-                return f"{name}: datatype {value.dtype.name} given, {spec.dtype} expected"
-            if len(value.shape) != len(spec.shape) or any(
-                    isinstance(d, int) and d > 0 and d != got for d, got in zip(spec.shape, value.shape)):
-                want = [d if isinstance(d, int) and d > 0 else -1 for d in spec.shape]
-                return f"{name}: shape {list(value.shape)} given, {want} expected"
+        """None when the request fits the signature and its limits, else the one-line reason."""
+        from mmdeploy.backends.base import check_feeds
+        from mmdeploy.errors import InputError
+
+        try:
+            check_feeds(self.inputs.values(), inputs, self.limits)
+        except InputError as exc:
+            return exc.one_line()
         unknown = [n for n in (outputs or []) if n not in self.outputs]
         if unknown:
             return f"unknown output {unknown[0]!r}; {self.name} gives " + ", ".join(self.outputs)
@@ -307,8 +325,11 @@ class Guard:
         scope["headers"] = [(k, v) for k, v in scope["headers"]
                             if k not in (b"content-encoding", b"content-length")] + \
             [(b"content-length", str(len(body)).encode())]
-        if b"content-type" not in headers and b"inference-header-content-length" not in headers:
-            # tritonclient sends JSON requests without a Content-Type; FastAPI would read bytes
+        if b"inference-header-content-length" not in headers and (
+                b"content-type" not in headers or body.lstrip()[:1] == b"{"):
+            # a JSON body, whatever its Content-Type says: tritonclient sends none, curl -d sends
+            # application/x-www-form-urlencoded; KServe would take either for binary data
+            scope["headers"] = [(k, v) for k, v in scope["headers"] if k != b"content-type"]
             scope["headers"].append((b"content-type", b"application/json"))
         sent = False
 
@@ -446,6 +467,9 @@ class ModelServer:
         async def config(model_name: str):
             return find(model_name).artifact.config()
 
+        async def metadata(model_name: str, model_version: str = ""):
+            return find(model_name).artifact.metadata()
+
         async def stats(model_name: str = ""):
             chosen = [find(model_name)] if model_name else list(by_name.values())
             return {"model_stats": [m.stats.as_dict(m.name) for m in chosen]}
@@ -454,7 +478,9 @@ class ModelServer:
                               ("/v2/models/{model_name}/versions/{model_version}/config", config),
                               ("/v2/models/{model_name}/stats", stats),
                               ("/v2/models/{model_name}/versions/{model_version}/stats", stats),
-                              ("/v2/models/stats", stats)]:
+                              ("/v2/models/stats", stats),
+                              ("/v2/models/{model_name}", metadata),  # after /v2/models/stats
+                              ("/v2/models/{model_name}/versions/{model_version}", metadata)]:
             app.add_api_route(path, handler, methods=["GET"])
         rest = RESTServer.__new__(RESTServer)  # only its app-building steps, on our app
         rest.dataplane, rest.model_repository_extension, rest.access_log_format = \

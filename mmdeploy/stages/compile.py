@@ -14,7 +14,8 @@ import shutil
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
-from mmdeploy.artifact import (LOG_DIR, MANIFEST_NAME, ArtifactRef, Manifest, atomic_output, read_manifest,
+from mmdeploy.artifact import (LOG_DIR, MANIFEST_NAME, ArtifactRef, Manifest, atomic_output, check_output,
+                               read_manifest,
                                write_manifest)
 from mmdeploy.errors import InputError, UnsupportedError, VerificationError
 
@@ -338,9 +339,11 @@ def compile_artifact(artifact: str | Path, targets: str | list[str], output: str
         from mmdeploy.models.preprocess import processor_dir_of
 
         processor_dir_of({"processor": processor})  # a bad --processor fails before any work
+    origin = {"force": bool((options or {}).get("force")), "source": (manifest.source or {}).get("path")}
+    check_output(output, **origin)  # before any work
     if adapter is None and NEEDS_TORCH & {s.backend for s in specs}:
         adapter = adapter_from_source(manifest, processor)
-    with atomic_output(output) as tmp:
+    with atomic_output(output, **origin) as tmp:
         if manifest.kind == "model":
             shutil.copytree(source, tmp, dirs_exist_ok=True, ignore=lambda d, names: [LOG_DIR] if Path(d) == source else [])
             bundle = manifest

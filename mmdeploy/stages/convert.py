@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
-from mmdeploy.artifact import (ArtifactRef, Manifest, PassRecord, atomic_output, save_reference,
+from mmdeploy.artifact import (ArtifactRef, Manifest, PassRecord, atomic_output, check_output, save_reference,
                                sha256_path, tool_versions, write_manifest)
 from mmdeploy.compare import DEFAULT_ATOL, verify_runner
 from mmdeploy.errors import InputError, VerificationError
@@ -31,18 +31,22 @@ def convert(source: str | Path, output: str | Path, *, components: list[str] | N
             batch: int | None = None, sequence: int | None = None, simplify: bool = True,
             targets: list[str] | None = None, target_options: dict | None = None,
             family: str | None = None, allow_pickle: bool = False, processor: str | Path | None = None,
-            dtype: str = "fp32", progress: Callable[[str], None] | None = None) -> Manifest:
+            dtype: str = "fp32", progress: Callable[[str], None] | None = None, force: bool = False) -> Manifest:
     """Convert ``source`` into a model bundle at ``output``; returns the bundle manifest.
 
     ``processor``: a folder with the tokenizer / processor files the checkpoint lacks.
     ``dtype``: ``fp32`` (default: weights saved in fp16/bf16 are exported in float32, as Optimum
-    does) or ``fp16`` / ``bf16`` (the ONNX weights are stored in that precision)."""
+    does) or ``fp16`` / ``bf16`` (the ONNX weights are stored in that precision).
+    ``force``: replace an ``output`` holding another artifact (files mmdeploy did not write are
+    never deleted)."""
     say = progress or (lambda msg: log.info(msg))
     if dtype not in ("fp32", *onnx_export.WEIGHT_DTYPES):
         raise InputError(f"--dtype {dtype!r} is not supported", "use fp32, fp16 or bf16")
     if str(source).lower().endswith(".onnx"):
         return convert_onnx_file(Path(source), Path(output), atol=atol, targets=targets,
-                                 target_options=target_options, progress=say)
+                                 target_options=target_options, progress=say, force=force)
+    origin = str(source) if str(source).startswith("demo:") else str(Path(str(source)).resolve())
+    check_output(output, force=force, source=origin, format="bundle")  # before the checkpoint loads
 
     from mmdeploy.backends.onnxruntime import OnnxRuntimeRunner
     from mmdeploy.backends.torch import TorchRunner
@@ -68,12 +72,12 @@ def convert(source: str | Path, output: str | Path, *, components: list[str] | N
     if unknown:
         raise InputError(f"unknown component {', '.join(map(repr, unknown))} for {adapter.family}",
                          "valid components: " + ", ".join(available))
-    source_info = {"path": str(Path(str(source)).resolve()) if not str(source).startswith("demo:") else str(source),
+    source_info = {"path": origin,
                    "sha256": sha256_path(adapter.source) if adapter.source.exists() else None}
     if str(source).startswith("demo:"):
         source_info["resolved"] = str(adapter.source)
 
-    with atomic_output(output) as tmp:
+    with atomic_output(output, force=force, source=origin, format="bundle") as tmp:
         refs, runners_onnx, runners_torch = [], {}, {}
         for name in chosen:
             component = available[name]
@@ -221,7 +225,7 @@ def _model_name(source) -> str:
 
 def convert_onnx_file(path: Path, output: Path, *, atol: float = DEFAULT_ATOL,
                       targets: list[str] | None = None, target_options: dict | None = None,
-                      progress: Callable[[str], None] | None = None) -> Manifest:
+                      progress: Callable[[str], None] | None = None, force: bool = False) -> Manifest:
     """An existing .onnx: no export, but checked, run once, and given a manifest.
 
     With no PyTorch model, the reference outputs are ONNX Runtime's own on random inputs; they
@@ -233,6 +237,8 @@ def convert_onnx_file(path: Path, output: Path, *, atol: float = DEFAULT_ATOL,
     say = progress or (lambda msg: log.info(msg))
     if not path.is_file():
         raise InputError(f"{path} does not exist", "pass an existing .onnx file")
+    origin = str(path.resolve())
+    check_output(output, force=force, source=origin, format="bundle")
     if targets:
         from mmdeploy.stages.compile import NEEDS_TORCH, parse_targets, tflite_needs_torch
 
@@ -243,7 +249,7 @@ def convert_onnx_file(path: Path, output: Path, *, atol: float = DEFAULT_ATOL,
     model = onnx_export.load_onnx(path)
     inputs, outputs = onnx_export.io_signature(model)
     name = "model"
-    with atomic_output(output) as tmp:
+    with atomic_output(output, force=force, source=origin, format="bundle") as tmp:
         cdir = tmp / name
         cdir.mkdir()
         shutil.copy2(path, cdir / MODEL_FILE)

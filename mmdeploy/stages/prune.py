@@ -13,7 +13,6 @@ import copy
 import json
 import shutil
 import statistics
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -436,10 +435,11 @@ def _prune(source: str | Path, output: str | Path, method: str, amount: float,
           measure_latency: bool = True, latency_runs: int = 20, threads: int | None = None,
           eval_limit: int | None = None, allow_pickle: bool = False, seed: int = 0,
           eval_data: str | None = None, processor: str | Path | None = None) -> dict[str, Any]:
-    from mmdeploy.artifact import atomic_output
+    from mmdeploy.artifact import atomic_output, check_output
 
     P.check_method(method)
     P.check_amount(amount)
+    check_output(output)  # before the checkpoint loads
     if scope not in ("per-layer", "global"):
         raise InputError(f"unknown --scope {scope!r}", "use per-layer or global")
     if recover_steps < 0:
@@ -525,7 +525,9 @@ def _run(src: Source, tmp: Path, name: str, config: "P.PruneConfig", *, calib, c
 
     latency = {}
     if measure_latency:
-        with tempfile.TemporaryDirectory(prefix="mmdeploy-prune-") as scratch:
+        from mmdeploy.artifact import scratch_dir
+
+        with scratch_dir("mmdeploy-prune-") as scratch:
             for c in chosen:
                 feeds = dict(batch1[c])
                 files = {"before": export_tower(teacher, c, feeds, Path(scratch) / f"{c}-before.onnx"),

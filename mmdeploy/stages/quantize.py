@@ -25,7 +25,7 @@ from pydantic import BaseModel, ConfigDict
 
 from mmdeploy.artifact import (
     LOG_DIR, MANIFEST_NAME, REFERENCE_NAME, ArtifactRef, Manifest, PassRecord, atomic_output, bundle_dir,
-    load_reference, read_manifest, sha256_file, sha256_path, tool_versions, write_manifest,
+    load_reference, read_manifest, scratch_dir, sha256_file, sha256_path, tool_versions, write_manifest,
 )
 from mmdeploy import cpu as cpu_module
 from mmdeploy.errors import CalibrationError, InputError, UnsupportedError
@@ -432,7 +432,7 @@ def quantize(artifact: str | Path, output: str | Path, options: QuantizeOptions 
         if comp.calib.extra.get("note"):
             log(comp.calib.extra["note"])
 
-    with tempfile.TemporaryDirectory(prefix="mmdeploy-quantize-") as tmp:
+    with scratch_dir("mmdeploy-quantize-") as tmp:
         evaluator = _Evaluator(selected, adapter, bundle, options)
         log(f"accuracy budget: {evaluator.describe()}")
         for note in evaluator.notes:

@@ -118,7 +118,32 @@ def load_recipe(path: str | Path, targets_dir: list | None = None) -> tuple[Reci
 
         for i, rule in enumerate(recipe.budgets):
             validate(BudgetRule, doc, "recipe budget", data=rule, loc=("budgets", i))
+    check_steps(recipe, doc)
     return recipe, doc
+
+
+def check_steps(recipe: Recipe, doc: YamlDoc) -> None:
+    """Every step's options, checked before the first step runs (an invalid ``method:`` of the
+    last pass must not cost a convert first)."""
+    for i, s in enumerate(recipe.passes):
+        where = doc.where(("passes", i))
+        if s.name == "prune":
+            from mmdeploy.passes.prune import check_amount, check_method
+
+            _check_prune_options(s.options, where)
+            for key, check in (("method", check_method), ("amount", check_amount)):
+                if key not in s.options:
+                    raise InputError(f"{where}: prune needs {key}:", "e.g. {method: heads, amount: 0.25}")
+                try:
+                    check(s.options[key])
+                except InputError as exc:
+                    raise InputError(f"{where}: {exc.message}", exc.hint) from None
+        elif s.name in ("quantize", "fp16"):
+            options = {"precision": "fp16", **s.options} if s.name == "fp16" else dict(s.options)
+            _quantize_options(options, where)
+        elif s.name == "simplify" and set(s.options) - {"enabled"}:
+            raise InputError(f"{where}: unknown simplify option {sorted(set(s.options) - {'enabled'})[0]!r}",
+                             "simplify takes only enabled: true|false")
 
 
 # --------------------------------------------------------------------------- execution
@@ -169,17 +194,20 @@ def _check_prune_options(options: dict, where: str) -> None:
         raise InputError(f"{where}: unknown prune option {unknown[0]!r}", "valid: " + ", ".join(valid))
 
 
-def _quantize(prev: Path, out: Path, options: dict, say, where: str) -> None:
-    quantize = _pass_function("quantize")
+def _quantize_options(options: dict, where: str):
+    _pass_function("quantize")
     from mmdeploy.stages.quantize import QuantizeOptions
 
     try:
-        opts = QuantizeOptions(**options)
+        return QuantizeOptions(**options)
     except ValidationError as exc:
         err = exc.errors()[0]
         raise InputError(f"{where}: quantize option {'.'.join(map(str, err['loc']))}: {err['msg']}",
                          "see `mmdeploy quantize --help`") from None
-    quantize(prev, out, opts, log=say)
+
+
+def _quantize(prev: Path, out: Path, options: dict, say, where: str) -> None:
+    _pass_function("quantize")(prev, out, _quantize_options(options, where), log=say)
 
 
 def _compile(bundle: Path, out: Path, profile, say) -> Path:
@@ -214,12 +242,13 @@ def run_recipe(path: str | Path, output: str | Path, *, targets_dir: list | None
     import json
     import time
 
-    from mmdeploy.artifact import Manifest, atomic_output, write_manifest
+    from mmdeploy.artifact import Manifest, atomic_output, check_output, write_manifest
     from mmdeploy.errors import BudgetExceeded
     from mmdeploy.targets import get_target
 
     say = progress or (lambda msg: None)
     recipe, doc = load_recipe(path, targets_dir)
+    check_output(output)  # before any step
     profiles = [get_target(t, targets_dir, host=host or recipe.host) for t in recipe.targets]
     source = _resolve_source(recipe.source, Path(path).resolve().parent)
     eval_data = None

@@ -12,8 +12,6 @@ engine built on the device, as ``bench`` does.
 
 from __future__ import annotations
 
-import shutil
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -114,8 +112,9 @@ def measure_candidates(profile, builds: dict[str, dict[str, Build]], signatures:
     from mmdeploy.targets.remote import run_remote
 
     check_reachable(profile)
-    scratch = Path(tempfile.mkdtemp(prefix="mmdeploy-agent-"))
-    try:
+    from mmdeploy.artifact import scratch_dir
+
+    with scratch_dir("mmdeploy-agent-") as scratch:  # removed on every exit path, SIGTERM included
         items = []
         for cand, comps in builds.items():
             for comp, build in comps.items():
@@ -129,8 +128,6 @@ def measure_candidates(profile, builds: dict[str, dict[str, Build]], signatures:
         settings = BenchSettings(warmup=WARMUP, iters=iters, batch=max(batch, 1))
         log(f"auto: timing {len(builds)} candidate(s) on {profile.name} ({profile.host}) through the device agent")
         doc = run_remote(items, settings, profile, skip_missing=True, also_runs=also)
-    finally:
-        shutil.rmtree(scratch, ignore_errors=True)
     board = doc["device"]["board"]
     out = Measurement(profile.name, doc["remote"]["host"], board, iters=iters,
                       runtimes=dict((doc["device"].get("probe") or {}).get("runtimes") or {}))

@@ -103,6 +103,8 @@ def estimate_item(comp_dir: Path, manifest, profile, batch: int = 1) -> dict:
         raise InputError(f"target {profile.name} has no peak_gflops / memory_bandwidth_gbs for --estimate",
                          f"add them to {config_hint(profile)}")
     model_file = Path(comp_dir) / manifest.metadata.get("model_file", "model.onnx")
+    runtime = profile.backend or "onnxruntime"
+    refuse_unrunnable(model_file, runtime, profile.name, comp_dir)
     seq = int(manifest.metadata.get("seq_len", 16))
     c = count(model_file, batch=batch, seq=seq)
     int_ops = sum(v for k, v in c["ops"].items() if "Integer" in k or k.startswith("QLinear"))
@@ -115,13 +117,43 @@ def estimate_item(comp_dir: Path, manifest, profile, batch: int = 1) -> dict:
         "estimate": True, "label": LABEL, "batch": batch,
         "gflops": c["flops"] / 1e9, "weight_mb": c["weight_bytes"] / 1e6, "io_mb": c["io_bytes"] / 1e6,
         "compute_ms": compute_ms, "memory_ms": memory_ms, "launch_overhead_ms": overhead,
-        "board": profile.name,
+        "board": profile.name, "runtime": runtime,
+        "estimate_note": f"{profile.name}: assumes {runtime} runs the graph as it is",
         "bound": "compute" if compute_ms >= memory_ms else "memory",
         "p50_ms": latency, "throughput_per_s": batch / (latency / 1e3) if latency > 0 else None,
         "int8_gops": int_ops / 1e9, "peak_gflops": profile.peak_gflops, "peak_int8_gops": int_peak,
         "memory_bandwidth_gbs": profile.memory_bandwidth_gbs,
         "ops_gflops": {k: v / 1e9 for k, v in c["ops"].items()}, "uncounted_nodes": c["uncounted_nodes"],
     }
+
+
+# ONNX Runtime's own int8 ops (dynamic quantization, its fused contrib ops): no other runtime has them
+ORT_ONLY = {"MatMulInteger", "ConvInteger", "DynamicQuantizeLinear", "QAttention", "QGemm", "DynamicQuantizeMatMul",
+            "QLinearMatMul", "QLinearConv", "QLinearAdd", "QLinearMul", "MatMulIntegerToFloat"}
+
+
+def refuse_unrunnable(model_file: Path, runtime: str, board: str, comp_dir) -> None:
+    """One line when the runtime the estimate assumes cannot run the graph (an ONNX Runtime-only
+    int8 graph estimated for a TensorRT board would be a number for a model that never runs)."""
+    if runtime == "onnxruntime":
+        return
+    import onnx
+
+    graph = onnx.load(str(model_file), load_external_data=False).graph
+    ops = sorted({n.op_type for n in graph.node if n.op_type in ORT_ONLY or n.domain not in ("", "ai.onnx")})
+    if runtime == "tensorrt":
+        from mmdeploy.backends.tensorrt import supported_ops
+
+        table = supported_ops()["operators"]
+        ops = sorted(set(ops) | {n.op_type for n in graph.node if n.domain in ("", "ai.onnx")
+                                 and not (table.get(n.op_type) or {}).get("supported")})
+    if ops:
+        more = f" and {len(ops) - 3} more" if len(ops) > 3 else ""
+        why = " (ONNX Runtime-only int8 ops)" if set(ops) & ORT_ONLY else ""
+        raise InputError(f"{comp_dir}: the {board} estimate assumes {runtime}, which cannot run "
+                         f"{', '.join(ops[:3])}{more}{why}",
+                         f"estimate the fp32 bundle, or one made for {runtime} with "
+                         "`mmdeploy quantize BUNDLE --int8 --method ort-static -o DIR` (Q/DQ)")
 
 
 def estimate_boards(items, settings, profile, extra_dirs=None) -> dict:
