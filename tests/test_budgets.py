@@ -5,6 +5,7 @@ import subprocess
 import sys
 from xml.etree import ElementTree as ET
 
+import numpy as np
 import pytest
 
 from _bench_models import bundle, component
@@ -139,3 +140,24 @@ def test_shipped_budget_files_are_valid():
     repo = Path(__file__).resolve().parents[1]
     for name in ("budgets.yaml", "budgets-jetson.yaml"):
         assert bd.load_budgets(repo / "benchmarks" / name).budgets
+
+
+def test_cpu_scoped_rules_apply_only_on_their_class():
+    """Issue 28: a latency budget states what is true on the CPU class it runs on; the other
+    class's rule is noted, not checked (and cannot silently pass)."""
+    from mmdeploy.bench.budgets import BudgetFile, evaluate
+
+    rng = np.random.default_rng(0)
+    fp32 = {"artifact": "fp32", "component": "vision", "model": "m", "samples_ms": list(rng.normal(10, 0.1, 200))}
+    int8 = {"artifact": "int8", "component": "vision", "model": "m", "samples_ms": list(rng.normal(12, 0.1, 200))}
+    for r in (fp32, int8):
+        r["p50"] = float(np.median(r["samples_ms"]))
+    budgets = BudgetFile.model_validate({"budgets": [
+        {"name": "vnni", "artifact": "int8", "cpu": ["vnni"], "relative": {"to": "fp32", "max_ratio": 1.0}},
+        {"name": "no-vnni", "artifact": "int8", "cpu": ["no-vnni"], "relative": {"to": "fp32", "max_ratio": 1.3}}]})
+    for cls, failed in (("vnni", True), ("no-vnni", False)):
+        doc = {"results": [dict(fp32), dict(int8)], "machine": {"cpu_class": cls, "cpu_tags": [cls]}}
+        checks = evaluate(doc, budgets)
+        assert [c["name"] for c in checks] == [cls]
+        assert checks[0]["passed"] is (not failed)
+        assert any("not checked" in n for n in doc["notes"])

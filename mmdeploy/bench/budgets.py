@@ -79,6 +79,12 @@ class BudgetRule(Strict):
     max_temp_c: float | None = Field(None, gt=0)
     max_accuracy_drop_pts: float | None = None
     relative: list[RelativeLimit] = Field(default_factory=list)
+    # CPU classes / features the rule holds on (``[vnni]``, ``[no-vnni]``, ``[amx]``, ``[no-avx512]``):
+    # a latency budget states what is physically true where it runs (mmdeploy.cpu.cpu_tags)
+    cpu: list[str] = Field(default_factory=list)
+
+    def applies_on(self, tags: set[str]) -> bool:
+        return all(t in tags for t in self.cpu)
 
     @field_validator("relative", mode="before")
     @classmethod
@@ -182,10 +188,23 @@ def evaluate(doc: dict, budgets: BudgetFile | None = None, baseline: dict | None
     conf, alpha = budgets.defaults.confidence, budgets.defaults.alpha
     target = (doc.get("target") or {}).get("name") or "local"
     results = doc["results"]
+    machine = doc.get("machine") or {}
+    if "cpu_tags" in machine:
+        tags = set(machine["cpu_tags"])
+    elif machine:  # a device that did not report its CPU class: CPU-scoped rules cannot be judged
+        tags = set()
+    else:  # a document without a machine record was measured here
+        from mmdeploy.cpu import cpu_tags
+
+        tags = cpu_tags()
     checks: list[dict] = []
     accuracy_done: set[tuple[int, str]] = set()
     for i, rule in enumerate(budgets.budgets):
         rule_name = rule.name or f"budget[{i}]"
+        if not rule.applies_on(tags):  # another CPU class's budget: listed, not checked
+            doc.setdefault("notes", []).append(f"{rule_name}: for CPUs with {', '.join(rule.cpu)}; this one is "
+                                               f"{machine.get('cpu_class') or ', '.join(sorted(tags))}: not checked")
+            continue
         matched = [r for r in results if rule.matches(r, target)]
         for r in matched:
             where = f"{r['artifact']}/{r['component']}@{target}"

@@ -286,6 +286,8 @@ def rebatch(value: np.ndarray, batch: int) -> np.ndarray:
 
 
 def machine_info() -> dict[str, Any]:
+    from mmdeploy import cpu
+
     """What the numbers were measured on: CPU model, counts, governor, load, runtimes."""
     from mmdeploy.artifact import tool_versions
 
@@ -319,6 +321,9 @@ def machine_info() -> dict[str, Any]:
         "system": f"{platform.system()} {platform.release()}",
         "arch": platform.machine(),
         "cpu_model": cpu_model,
+        "cpu_class": cpu.cpu_class(),  # vnni / no-vnni: what budgets with `cpu:` are scoped by
+        "cpu_tags": sorted(cpu.cpu_tags()),
+        "int8_isa": cpu.int8_isa(),
         "cpu_count": os.cpu_count(),
         "cpu_affinity": affinity,
         "governor": governor,
