@@ -15,7 +15,7 @@ from mmdeploy.compare import verify_runner
 from mmdeploy.errors import CalibrationError, InputError
 from mmdeploy.backends.torch import TorchRunner
 from mmdeploy.models import adapter_for_bundle, resolve
-from mmdeploy.models.blip_generate import greedy_generate, token_agreement
+from mmdeploy.runtime.generate import greedy_generate, token_agreement
 from builders import convert_bundle, openvino_runner, tiny_blip_checkpoint
 
 COMPONENTS = ("vision", "text_decoder", "text_decoder_with_past")

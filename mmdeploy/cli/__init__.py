@@ -89,8 +89,13 @@ def main(argv: list[str] | None = None) -> None:
             print_json_error(kind, message, hint, exit_code)
         sys.exit(exit_code)
 
+    from mmdeploy.errors import toolchain_missing
+
     try:
-        code = get_command().main(args=args, prog_name="mmdeploy", standalone_mode=False)
+        try:
+            code = get_command().main(args=args, prog_name="mmdeploy", standalone_mode=False)
+        except ImportError as exc:  # torch & co. missing: the runtime-only install
+            raise toolchain_missing(exc) or exc
     except MMDeployError as exc:
         if debug:
             import traceback
