@@ -26,7 +26,7 @@ app = typer.Typer(
 
 # command modules, each with a register(app) function
 COMMAND_MODULES = ["convert", "compile", "quantize", "prune", "split", "bench", "run", "caption", "vqa", "eval",
-                   "zeroshot", "classify", "bake", "demo"]
+                   "zeroshot", "classify", "embed", "bake", "demo"]
 
 
 def _version(value: bool):

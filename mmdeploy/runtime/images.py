@@ -30,7 +30,10 @@ def to_rgb_array(image) -> np.ndarray:
         path = Path(image)
         if not path.is_file():
             raise InputError(f"{path}: no such image file", "check the path")
-        image = decode_image(path)
+        try:
+            image = decode_image(path)
+        except InputError as exc:
+            raise InputError(exc.message, "pass an image file (PNG, JPEG, ...)") from None
     if isinstance(image, Image.Image):
         return np.asarray(image.convert("RGB"), dtype=np.uint8)
     array = np.asarray(image)

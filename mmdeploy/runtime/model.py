@@ -77,7 +77,7 @@ class Model:
                 self.refs.setdefault(ref.component, []).append(ref)
         if not self.refs:
             wanted = " ".join(x for x in (backend, precision) if x)
-            raise InputError(f"{self.path} has no {wanted} artifact",
+            raise InputError(f"{self.path} lacks a {wanted + ' ' if wanted else ''}artifact",
                              "compile the bundle for it (`mmdeploy compile`) or choose another backend")
         self._runners: dict = {}
         self._specs: dict = {}
@@ -141,8 +141,10 @@ class Model:
         from mmdeploy.runtime.text import TextTokenizer
 
         if self._tokenizer is None:
-            padding = (self.metadata.get("dual_encoder") or {}).get("padding", "longest")
-            self._tokenizer = TextTokenizer(self.path / "preprocess", self.metadata.get("text_max_length"), padding)
+            padding = (self.metadata.get("dual_encoder") or {}).get("padding")
+            padding = padding or ("max_length" if self.family == "clap" else "longest")  # as the adapters tokenize
+            length = self.metadata.get("text_max_length") or self.metadata.get("text_length")
+            self._tokenizer = TextTokenizer(self.path / "preprocess", length, padding)
         return self._tokenizer
 
     @property
