@@ -37,7 +37,13 @@ TEXT_COMPONENTS = ("text", "encoder")
 
 def runtime_installed(fmt: str) -> bool:
     modules, _ = RUNTIME_PACKAGES.get(fmt, ((), ""))
-    return any(importlib.util.find_spec(m) is not None for m in modules)
+    for module in modules:
+        try:
+            if importlib.util.find_spec(module) is not None:
+                return True
+        except (ImportError, ValueError):  # a broken or blocked package counts as absent
+            continue
+    return False
 
 
 def _normalize(x: np.ndarray) -> np.ndarray:
