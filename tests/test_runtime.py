@@ -186,3 +186,25 @@ def test_bake_resize_only_processor_and_run_it(siglip_bundle, tmp_path):
     images = [rng.integers(0, 256, shape, dtype=np.uint8) for shape in [(50, 37, 3), (32, 32, 3), (21, 90, 3)]]
     baked, plain = load(tmp_path / "baked").embed_images(images), load(siglip_bundle).embed_images(images)
     assert (baked * plain).sum(1).min() >= 0.999
+
+
+@pytest.mark.slow  # litert-torch converts both towers
+def test_tflite_only_device(demo_bundle, tmp_path, cli):
+    """As on a Raspberry Pi: onnxruntime unimportable too, the runtime picks the bundle's .tflite
+    artifacts (LiteRT / tflite-runtime) and gives the ONNX artifacts' embeddings."""
+    from mmdeploy.runtime import load
+
+    done = cli("compile", demo_bundle, "--target", "tflite:fp32", "--output", tmp_path / "tfl")
+    assert done.returncode == 0, done.stderr
+    image = np.random.default_rng(2).integers(0, 256, (40, 30, 3), dtype=np.uint8)
+    np.save(tmp_path / "image.npy", image)
+    code = ('import json, numpy as np, mmdeploy.runtime as rt\nm = rt.load(sys.argv[1])\n'
+            'np.savez(sys.argv[2], image=m.embed_images([np.load(sys.argv[3])]), text=m.embed_texts(["a red circle"]))\n'
+            'print(json.dumps({"backends": m.backends, "leaked": _leaked()}))')
+    ran = run_python(code, tmp_path / "tfl", tmp_path / "out.npz", tmp_path / "image.npy", block=("onnxruntime",))
+    assert ran.returncode == 0, ran.stderr
+    assert json.loads(ran.stdout.strip().splitlines()[-1]) == {"backends": ["tflite"], "leaked": []}
+    got = np.load(tmp_path / "out.npz")
+    onnx = load(tmp_path / "tfl", backend="onnxruntime")
+    assert (got["image"] * onnx.embed_images([image])).sum() >= 0.999
+    assert (got["text"] * onnx.embed_texts(["a red circle"])).sum() >= 0.999

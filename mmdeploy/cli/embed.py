@@ -22,6 +22,8 @@ def embed_inputs(bundle: Path, inputs: list[str], backend: str | None = None, th
     kinds = []
     for item in inputs:
         path = Path(item)
+        if path.is_dir():
+            raise InputError(f"{item} is a folder", "pass image files, audio clips or texts")
         kind = "text" if texts or not path.is_file() else modality_of(path)
         if kind is None:
             raise InputError(f"{item}: neither an image nor an audio file", "pass images, audio clips, or texts "

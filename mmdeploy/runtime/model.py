@@ -188,7 +188,8 @@ class Model:
         masked mean of a plain encoder's ``last_hidden_state``.  L2-normalised unless
         ``normalize=False`` (``None``: all but ``sentence_embedding``)."""
         texts = [texts] if isinstance(texts, str) else list(texts)
-        component = next((c for c in TEXT_COMPONENTS if self.has(c)), None)
+        component = next((c for c in TEXT_COMPONENTS if self.has(c)), None) or next(
+            (c for c in self.refs if any(t.name == "input_ids" for t in self.spec(c).inputs)), None)
         if component is None:
             if self.zero_shot is not None:
                 raise UnsupportedError(f"{self.path} is a zero-shot bundle: it holds its labels' embeddings, "
