@@ -19,13 +19,15 @@ _ORT_TYPES = {
 
 
 def session_options(threads: int | None = None, spinning: bool = False,
-                    optimization: str = "all", optimized_path: str | None = None):
+                    optimization: str = "all", optimized_path: str | None = None,
+                    denormals_as_zero: bool = True):
     """SessionOptions with intra-op spinning off by default.
 
     Spinning threads of an idle session steal cores from any other runtime in the process
     (measured: a 34 ms model read 67 ms), which would distort side-by-side comparisons.
     Denormals are flushed to zero (a denormal operand costs ~100 cycles on x86; no effect on
-    the outputs at these models' tolerances).
+    the outputs at these models' tolerances).  That sets FTZ/DAZ on the calling thread for good,
+    so the runtime in a user's app (:mod:`mmdeploy.runtime`) turns it off (``denormals_as_zero``).
     """
     import onnxruntime as ort
 
@@ -34,7 +36,8 @@ def session_options(threads: int | None = None, spinning: bool = False,
         opts.intra_op_num_threads = int(threads)
     opts.inter_op_num_threads = 1
     opts.add_session_config_entry("session.intra_op.allow_spinning", "1" if spinning else "0")
-    opts.add_session_config_entry("session.set_denormal_as_zero", "1")  # as OpenVINO's runner does
+    if denormals_as_zero:
+        opts.add_session_config_entry("session.set_denormal_as_zero", "1")  # as OpenVINO's runner does
     levels = {
         "disable": ort.GraphOptimizationLevel.ORT_DISABLE_ALL,
         "basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
@@ -50,12 +53,13 @@ def session_options(threads: int | None = None, spinning: bool = False,
 
 class OnnxRuntimeRunner:
     def __init__(self, model_path: str | Path, threads: int | None = None, spinning: bool = False,
-                 optimization: str = "all", name: str = "onnxruntime"):
+                 optimization: str = "all", name: str = "onnxruntime", denormals_as_zero: bool = True):
         import onnxruntime as ort
 
         self.name = name
         self.session = ort.InferenceSession(
-            str(model_path), sess_options=session_options(threads, spinning, optimization),
+            str(model_path), sess_options=session_options(threads, spinning, optimization,
+                                                          denormals_as_zero=denormals_as_zero),
             providers=["CPUExecutionProvider"],
         )
         self._inputs = {i.name: _ORT_TYPES.get(i.type, np.float32) for i in self.session.get_inputs()}
@@ -125,5 +129,6 @@ class OnnxRuntimeBackend(Backend):
         model = manifest.metadata.get("model_file", "model.onnx")
         return OnnxRuntimeRunner(Path(artifact_dir) / model, threads=threads,
                                  spinning=options.get("spinning", False),
+                                 denormals_as_zero=options.get("denormals_as_zero", True),
                                  optimization=settings.get("optimization", options.get("optimization", "all")),
                                  name="onnxruntime" + ("" if manifest.precision == "fp32" else f"-{manifest.precision}"))

@@ -125,8 +125,10 @@ class Model:
                 _, hint = RUNTIME_PACKAGES.get(ref.format, ((), None))
                 raise BackendUnavailable(f"{self.path / ref.path} is a {ref.format} artifact and its runtime is "
                                          "not installed here", hint)
-            self._runners[component] = load_runner(self.path / ref.path,
-                                                   **({"threads": self.threads} if self.threads else {}))
+            options = {"threads": self.threads} if self.threads else {}
+            if ref.format == "onnx":  # no FTZ/DAZ left behind on the user's thread
+                options["denormals_as_zero"] = False
+            self._runners[component] = load_runner(self.path / ref.path, **options)
         return self._runners[component]
 
     def set_runner(self, component: str, runner) -> None:
