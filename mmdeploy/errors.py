@@ -77,3 +77,18 @@ class InternalError(MMDeployError):
 class Terminated(KeyboardInterrupt):
     """SIGTERM while a command runs (see :func:`mmdeploy.artifact.sigterm_raises`): unwinds like
     Ctrl-C, so temporary files are removed; the CLI exits 143."""
+
+
+# the toolchain's packages (the `export` extra): absent in a runtime-only `pip install mmdeploy`
+TOOLCHAIN_PACKAGES = ("torch", "transformers", "onnx", "onnxsim", "safetensors")
+EXPORT_HINT = 'pip install "mmdeploy[export]"'
+
+
+def toolchain_missing(exc: ImportError) -> MMDeployError | None:
+    """The one-line error for an ImportError of a toolchain package (None for any other import):
+    a toolchain command run in the runtime-only install."""
+    name = (getattr(exc, "name", None) or "").split(".")[0]
+    if name not in TOOLCHAIN_PACKAGES:
+        return None
+    return BackendUnavailable(f"this command needs the toolchain ({name} is not installed; "
+                              "`pip install mmdeploy` alone is the runtime)", EXPORT_HINT)

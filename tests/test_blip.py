@@ -15,7 +15,7 @@ from mmdeploy.compare import verify_runner
 from mmdeploy.errors import CalibrationError, InputError
 from mmdeploy.backends.torch import TorchRunner
 from mmdeploy.models import adapter_for_bundle, resolve
-from mmdeploy.models.blip_generate import greedy_generate, token_agreement
+from mmdeploy.runtime.generate import greedy_generate, token_agreement
 from builders import convert_bundle, openvino_runner, tiny_blip_checkpoint
 
 COMPONENTS = ("vision", "text_decoder", "text_decoder_with_past")
@@ -195,3 +195,24 @@ def test_split_placement_encoder_here_decoder_in_the_cloud(bundle, tmp_path, cli
     finally:
         server.shutdown()
         server.server_close()
+
+
+def test_runtime_captions_without_toolchain(bundle, tmp_path):
+    """mmdeploy.runtime with torch, transformers and onnx unimportable: the captions are
+    PyTorch generate()'s, token for token, and decode as transformers decodes them."""
+    from _no_toolchain import run_python
+
+    adapter = adapter_for_bundle(bundle)
+    reference = read_manifest(bundle).metadata["reference_tokens"]
+    files = []
+    for i, image in enumerate(adapter.eval_images(len(reference))):
+        files.append(tmp_path / f"{i}.png")
+        image.save(files[-1])
+    code = ("import json, mmdeploy.runtime as rt\nm = rt.load(sys.argv[1])\n"
+            "print(json.dumps({'tokens': m.caption_tokens(sys.argv[2:]), 'text': m.caption(sys.argv[2]), "
+            "'leaked': _leaked()}))")
+    done = run_python(code, bundle, *files)
+    assert done.returncode == 0, done.stderr
+    got = json.loads(done.stdout)
+    assert got["tokens"] == reference and got["leaked"] == []
+    assert got["text"] == adapter.decode(reference[0])

@@ -138,3 +138,30 @@ def test_eval_vqa_on_a_user_file(bundle, adapter, tmp_path, cli):
     assert done.returncode == 0, done.stderr
     metric = json.loads(done.stdout)["results"][0]["metrics"]["vqa_accuracy"]
     assert metric["n"] == 3 and abs(metric["value"] - 2 / 3) < 1e-6, metric
+
+
+def test_runtime_answers_without_toolchain(bundle, adapter, tmp_path):
+    """mmdeploy.runtime with the toolchain unimportable: answers equal generate()'s, token for
+    token, for every question whose text tokenizes back to the stored ids (the demo's id 3 is a
+    special token that decoding drops); the runtime's ids are transformers' for every question."""
+    from _no_toolchain import run_python
+
+    reference = read_manifest(bundle).metadata["reference_tokens"]
+    args, expected = [], []
+    for i, ((image, question), ref) in enumerate(zip(adapter.eval_pairs(len(reference)), reference)):
+        text = adapter.tokenizer.decode(question["input_ids"][0], skip_special_tokens=True)
+        image.save(tmp_path / f"{i}.png")
+        args += [tmp_path / f"{i}.png", text]
+        same = adapter.tokenizer(text)["input_ids"] == question["input_ids"][0].tolist()
+        expected.append((ref if same else None, adapter.tokenizer(text)["input_ids"]))
+    code = ("import json, mmdeploy.runtime as rt\nm = rt.load(sys.argv[1]); a = sys.argv[2:]\n"
+            "print(json.dumps({'tokens': [m.answer_tokens(a[i], a[i + 1]) for i in range(0, len(a), 2)], "
+            "'ids': [m.tokenizer.ids(a[i + 1]) for i in range(0, len(a), 2)], "
+            "'text': m.answer(a[0], a[1]), 'leaked': _leaked()}))")
+    done = run_python(code, bundle, *args)
+    assert done.returncode == 0, done.stderr
+    got = json.loads(done.stdout)
+    assert got["leaked"] == [] and got["ids"] == [ids for _, ids in expected]
+    compared = [(mine, ref) for mine, (ref, _) in zip(got["tokens"], expected) if ref is not None]
+    assert len(compared) >= 4 and all(mine == ref for mine, ref in compared)
+    assert got["text"] == adapter.decode(got["tokens"][0])

@@ -145,3 +145,34 @@ def test_bench_accuracy_on_clap_bundle(bundle, cli):
     assert done.returncode == 0, done.stderr
     record = json.loads(done.stdout)["accuracy"][0]
     assert record["metric"] == "zero-shot-top1" and record["n"] == 72 and record["drop_pts"] == 0.0
+
+
+def test_runtime_audio_and_text_without_toolchain(bundle, checkpoint, tmp_path):
+    """mmdeploy.runtime with the toolchain unimportable: CLAP audio (WAV files, numpy log-mel)
+    and text embeddings equal PyTorch's (cosine >= 0.999)."""
+    import json
+
+    from _no_toolchain import run_python
+    from mmdeploy.models.audio import write_wav
+
+    adapter = resolve(checkpoint)
+    rng = np.random.default_rng(0)
+    clips = [np.sin(np.arange(n) * f).astype(np.float32) * 0.5 + rng.normal(0, 0.01, n).astype(np.float32)
+             for n, f in ((4000, 0.05), (16000, 0.2), (24000, 0.01))]
+    files = [write_wav(tmp_path / f"{i}.wav", clip, 16000) for i, clip in enumerate(clips)]
+    texts = ["a high tone", "white noise"]
+    code = ("import json, numpy as np, mmdeploy.runtime as rt\nm = rt.load(sys.argv[1])\n"
+            "np.savez(sys.argv[2], audio=m.embed_audio(sys.argv[3:]), text=m.embed_texts(" + repr(texts) + "))\n"
+            "print(json.dumps(_leaked()))")
+    done = run_python(code, bundle, tmp_path / "out.npz", *files)
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout) == []
+    got = np.load(tmp_path / "out.npz")
+    towers = adapter.components()
+    from mmdeploy.models.audio import load_audio
+
+    audio = TorchRunner(towers["audio"]).run(adapter.audio_features([load_audio(f, 16000) for f in files]))
+    text = TorchRunner(towers["text"]).run(adapter.tokenize(texts))
+    for mine, ref in ((got["audio"], audio["audio_embeds"]), (got["text"], text["text_embeds"])):
+        ref = ref / np.linalg.norm(ref, axis=1, keepdims=True)
+        assert (mine * ref).sum(1).min() >= 0.999

@@ -296,7 +296,18 @@ def test_bake_leaves_out_vision_it_cannot_bake(cli, bundle, tmp_path):
 
 
 def test_processor_that_cannot_be_baked_is_one_line(cli, siglip_bundle, tmp_path):
-    """SigLIP resizes to a square (no shortest edge + crop): refused before anything is written."""
-    _one_line_error(cli("bake", siglip_bundle, "-o", tmp_path / "baked"), "can be baked")
-    _one_line_error(cli("zeroshot", siglip_bundle, "--labels", "cat,dog", "-o", tmp_path / "zs"), "can be baked")
-    assert list(tmp_path.iterdir()) == []
+    """A bilinear resize (the baked graph is PIL's bicubic): refused before anything is written.
+    (SigLIP's own bicubic resize-to-size bakes: tests/test_runtime.py.)"""
+    import shutil
+
+    from mmdeploy.artifact import write_manifest
+
+    src = tmp_path / "src"
+    shutil.copytree(siglip_bundle, src)
+    config = src / "preprocess" / "preprocessor_config.json"
+    config.write_text(json.dumps({**json.loads(config.read_text()), "resample": 2}))
+    write_manifest(src, read_manifest(src))
+    out = tmp_path / "out"
+    _one_line_error(cli("bake", src, "-o", out / "baked"), "can be baked")
+    _one_line_error(cli("zeroshot", src, "--labels", "cat,dog", "-o", out / "zs"), "can be baked")
+    assert not out.exists() or list(out.iterdir()) == []

@@ -26,7 +26,7 @@ app = typer.Typer(
 
 # command modules, each with a register(app) function
 COMMAND_MODULES = ["convert", "compile", "quantize", "prune", "split", "bench", "run", "caption", "vqa", "eval",
-                   "zeroshot", "classify", "bake", "demo"]
+                   "zeroshot", "classify", "embed", "bake", "demo"]
 
 
 def _version(value: bool):
@@ -92,6 +92,7 @@ def main(argv: list[str] | None = None) -> None:
     import signal
 
     from mmdeploy.artifact import place_error, sigterm_raises
+    from mmdeploy.errors import toolchain_missing
 
     received: list[int] = []
 
@@ -106,7 +107,10 @@ def main(argv: list[str] | None = None) -> None:
 
     try:
         with sigterm_raises(received.append):  # SIGTERM unwinds like Ctrl-C: temporary files are removed
-            code = get_command().main(args=args, prog_name="mmdeploy", standalone_mode=False)
+            try:
+                code = get_command().main(args=args, prog_name="mmdeploy", standalone_mode=False)
+            except ImportError as exc:  # torch & co. missing: the runtime-only install
+                raise toolchain_missing(exc) or exc
     except MMDeployError as exc:
         stop_if_interrupted()
         if debug:

@@ -12,7 +12,7 @@ Components:
   past length) and ``cross.{i}.key|value`` → ``logits``, ``present.{i}.key|value``: incremental
   decoding without re-projecting the image at every step.
 
-:mod:`mmdeploy.models.blip_generate` runs the greedy loop over any Runners.  The task metric is
+:mod:`mmdeploy.runtime.generate` runs the greedy loop over any Runners.  The task metric is
 token-level agreement of those captions with PyTorch ``generate()`` on the verification images
 (the demo's procedural shape images); the reference tokens are kept in the bundle metadata.
 """
@@ -27,7 +27,7 @@ import numpy as np
 from mmdeploy.errors import CalibrationError, InputError
 from mmdeploy.backends.torch import TorchRunner
 from mmdeploy.models.base import Adapter, Component, TaskResult
-from mmdeploy.models.blip_generate import GenerationSettings, caption_tokens, past_names, token_agreement
+from mmdeploy.runtime.generate import GenerationSettings, caption_tokens, past_names, token_agreement, trim
 from mmdeploy.models.clap import from_pretrained
 from mmdeploy.models.preprocess import OPENAI_CLIP_MEAN, OPENAI_CLIP_STD, read_captions
 
@@ -383,12 +383,3 @@ class BlipAdapter(Adapter):
                            "captions": [self.decode(t) for t in got] if self.tokenizer is not None else [],
                            "dataset": "demo-shapes/eval", "logits": logits})
 
-
-def trim(tokens: list[int], settings: GenerationSettings) -> list[int]:
-    """A generated sequence up to and including its first eos (padding after it dropped)."""
-    out = []
-    for tok in tokens:
-        out.append(int(tok))
-        if tok == settings.eos_token_id:
-            break
-    return out

@@ -28,7 +28,7 @@ from mmdeploy.data.media import decode_image
 from mmdeploy.errors import CalibrationError, InputError
 from mmdeploy.models.base import Component, TaskResult
 from mmdeploy.models.blip import BlipAdapter, _modules, trim
-from mmdeploy.models.blip_generate import greedy_generate, past_names, token_agreement
+from mmdeploy.runtime.generate import answer_tokens, greedy_generate, past_names, token_agreement
 
 QUESTIONS = ["what shape is in the picture?", "what color is the shape?", "is the shape large or small?",
              "how many shapes are there?"]
@@ -184,13 +184,7 @@ class BlipVqaAdapter(BlipAdapter):
             raise InputError(f"blip-vqa needs runners for {', '.join(missing)}",
                              "convert the checkpoint with all its components")
         settings = self.settings()
-        image = runners["vision"].run({"pixel_values": np.asarray(pixel_values, np.float32)})["image_embeds"]
-        encoded = runners["question_encoder"].run({"input_ids": question["input_ids"],
-                                                   "attention_mask": question["attention_mask"],
-                                                   "image_embeds": image})["question_embeds"]
-        tokens, logits = greedy_generate(encoded, runners["text_decoder"], settings,
-                                         runners.get("text_decoder_with_past"), max_length=max_length,
-                                         return_logits=True)
+        tokens, logits = answer_tokens(runners, pixel_values, question, settings, max_length, return_logits=True)
         rows = [trim(row, settings) for row in tokens.tolist()]
         return (rows[0], logits) if return_logits else rows[0]
 

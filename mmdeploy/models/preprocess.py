@@ -308,3 +308,28 @@ def random_token_ids(vocab_size: int, batch: int, length: int, seed: int,
     if last is not None:
         ids[:, -1] = last
     return {"input_ids": ids, "attention_mask": np.ones_like(ids)}
+
+
+def write_tokenizer_json(folder: Path) -> str | None:
+    """Write ``tokenizer.json`` into a bundle's ``preprocess/`` that has only vocabulary files
+    (vocab.txt, spiece.model, ...): the device runtime tokenizes with the ``tokenizers`` library
+    alone, which reads that one file.  transformers' fast tokenizer converts the vocabulary; the
+    other files are left as they are.  Returns a note, or None when nothing was needed or possible."""
+    import shutil
+    import tempfile
+
+    folder = Path(folder)
+    if (folder / "tokenizer.json").is_file() or not any((folder / n).is_file() for n in TOKENIZER_VOCAB_FILES[1:]):
+        return None
+    try:
+        tokenizer = load_tokenizer(folder)
+    except Exception as exc:  # noqa: BLE001 - any tokenizer failure: the bundle keeps its files
+        return f"no tokenizer.json written (the vocabulary does not load: {exc.__class__.__name__})"
+    if not getattr(tokenizer, "is_fast", False):
+        return "no tokenizer.json written (no fast tokenizer for this vocabulary): the runtime cannot tokenize"
+    with tempfile.TemporaryDirectory(prefix="mmdeploy-tokenizer-") as tmp:
+        tokenizer.save_pretrained(tmp)
+        if not (Path(tmp) / "tokenizer.json").is_file():
+            return None
+        shutil.copy2(Path(tmp) / "tokenizer.json", folder / "tokenizer.json")
+    return "tokenizer.json written from the vocabulary files (for the device runtime)"

@@ -29,7 +29,9 @@ OPSET = 18  # Resize's antialias attribute
 
 
 def read_image_config(path: Path) -> dict:
-    """size (shortest edge), crop (h, w), mean, std, rescale from a preprocessor_config.json."""
+    """size (shortest edge) or a fixed (h, w) resize, crop (h, w), mean, std, rescale from a
+    preprocessor_config.json: CLIP's shortest edge + center crop, or SigLIP's / BLIP's resize to
+    height x width (then ``short`` is None and ``size`` holds (h, w))."""
     path = Path(path)
     if path.is_dir():
         path = path / "preprocessor_config.json"
@@ -39,9 +41,18 @@ def read_image_config(path: Path) -> dict:
     size = cfg.get("size", {})
     short = size.get("shortest_edge") if isinstance(size, dict) else size
     crop = cfg.get("crop_size") or {}
-    if not short or not cfg.get("do_center_crop", True) or not crop:
-        raise UnsupportedError(f"{path}: only shortest-edge resize + center crop processors can be baked",
-                               "run the processor on the host instead")
+    fixed = isinstance(size, dict) and not short and size.get("height") and size.get("width")
+    bicubic = int(cfg.get("resample", 3)) == 3
+    if fixed and bicubic:
+        hw = (int(size["height"]), int(size["width"]))
+        crop = (int(crop["height"]), int(crop["width"])) if cfg.get("do_center_crop") and crop else hw
+        return {"short": None, "size": hw, "crop": crop,
+                "mean": [float(v) for v in cfg.get("image_mean", [0.0, 0.0, 0.0])],
+                "std": [float(v) for v in cfg.get("image_std", [1.0, 1.0, 1.0])],
+                "rescale": float(cfg.get("rescale_factor", 1 / 255))}
+    if not short or not cfg.get("do_center_crop", True) or not crop or not bicubic:
+        raise UnsupportedError(f"{path}: only bicubic shortest-edge resize + center crop or resize-to-size "
+                               "processors can be baked", "run the processor on the host instead")
     return {"short": int(short), "crop": (int(crop["height"]), int(crop["width"])),
             "mean": [float(v) for v in cfg.get("image_mean", [0.0, 0.0, 0.0])],
             "std": [float(v) for v in cfg.get("image_std", [1.0, 1.0, 1.0])],
@@ -57,7 +68,7 @@ def preprocess_graph(config: dict, output: str = "pixel_values", resize: str = "
 
     if resize not in RESIZE_FORMS:
         raise ValueError(f"resize must be one of {RESIZE_FORMS}, not {resize!r}")
-    if resize == "matmul":
+    if resize == "matmul" or config.get("short") is None:  # a fixed-size resize: matmul only
         return _matmul_graph(config, output)
 
     ch, cw = config["crop"]
@@ -125,7 +136,9 @@ def _matmul_graph(config: dict, output: str):
     for name, value in (("half", 0.5), ("one", 1.0), ("two", 2.0), ("zero", 0.0), ("c255", 255.0),
                         ("a", -0.5), ("a2", 1.5), ("a3", 2.5), ("five", 5.0), ("eight", 8.0), ("four", 4.0)):
         const(f"pp_{name}", value)
-    const("pp_short", config["short"], np.int64)
+    fixed = config.get("short") is None  # resize to config["size"] (h, w), not by the shortest edge
+    if not fixed:
+        const("pp_short", config["short"], np.int64)
     const("pp_i0", 0, np.int64), const("pp_i1", 1, np.int64), const("pp_i2", 2, np.int64)
     const("pp_ax0", [0], np.int64)
     op("Cast", ["image"], "pp_f", to=f)
@@ -135,11 +148,14 @@ def _matmul_graph(config: dict, output: str):
     op("Gather", ["pp_shape", "pp_i1"], "pp_w")
     op("Min", ["pp_h", "pp_w"], "pp_min")
 
-    def axis_weights(tag: str, length: str, crop: int) -> str:
+    def axis_weights(tag: str, length: str, crop: int, target: int | None) -> str:
         """[length, crop] weights: column k = output pixel start + k of PIL's resample."""
         t = lambda x: f"pp_{tag}_{x}"  # noqa: E731
-        op("Mul", [length, "pp_short"], t("ls"))
-        op("Div", [t("ls"), "pp_min"], t("new"))  # integer: the processor truncates the long edge
+        if target is not None:
+            const(t("new"), target, np.int64)
+        else:
+            op("Mul", [length, "pp_short"], t("ls"))
+            op("Div", [t("ls"), "pp_min"], t("new"))  # integer: the processor truncates the long edge
         op("Sub", [t("new"), const(t("crop"), crop, np.int64)], t("margin"))
         op("Div", [t("margin"), "pp_i2"], t("start"))
         op("Cast", [length], t("lf"), to=f)
@@ -188,8 +204,9 @@ def _matmul_graph(config: dict, output: str):
         op("ReduceSum", [t("k2"), "pp_ax0"], t("norm"), keepdims=1)
         return op("Div", [t("k2"), t("norm")], t("weights"))
 
-    ww = axis_weights("w", "pp_w", cw)  # [W, cw]
-    wh = axis_weights("h", "pp_h", ch)  # [H, ch]
+    size = config.get("size") if fixed else (None, None)
+    ww = axis_weights("w", "pp_w", cw, size[1])  # [W, cw]
+    wh = axis_weights("h", "pp_h", ch, size[0])  # [H, ch]
     op("MatMul", ["pp_chw", ww], "pp_x1")  # [3, H, cw]: horizontal pass
     op("Round", ["pp_x1"], "pp_x2")  # PIL keeps the intermediate image as uint8
     op("Clip", ["pp_x2", "pp_zero", "pp_c255"], "pp_x3")

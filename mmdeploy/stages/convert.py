@@ -160,6 +160,11 @@ def convert(source: str | Path, output: str | Path, *, components: list[str] | N
             preprocess.mkdir()
             for file in files:
                 shutil.copy2(file, preprocess / file.name)
+            from mmdeploy.models.preprocess import write_tokenizer_json
+
+            note = write_tokenizer_json(preprocess)  # the runtime reads tokenizer.json alone
+            if note:
+                say(note)
 
         metadata = adapter.metadata()
         provenance = adapter.resolve_preprocessing()

@@ -235,7 +235,9 @@ def zero_shot_bundle(bundle: str | Path, labels: list[str], output: str | Path, 
     vm, tm = read_manifest(vision_dir), read_manifest(text_dir)
     meta = bundle_m.metadata or {}
     scale = float((meta.get("head") or {}).get("logit_scale") or meta.get("logit_scale") or 100.0)  # the recorded head
-    info = {"labels": labels, "template": template, "logit_scale": scale, "source": str(bundle.resolve()),
+    bias = (meta.get("head") or {}).get("logit_bias")  # SigLIP: per-label sigmoid probabilities
+    info = {"labels": labels, "template": template, "logit_scale": scale, "logit_bias": bias,
+            "source": str(bundle.resolve()),
             "vision_format": vm.format, "vision_precision": vm.precision}
     with atomic_output(output) as tmp:  # checks --output before any work
         log(f"embed {len(labels)} labels with the text tower")
@@ -261,53 +263,57 @@ def zero_shot_bundle(bundle: str | Path, labels: list[str], output: str | Path, 
 
 
 class ZeroShotClassifier:
-    """The device side: uint8 HWC image → (label, probabilities), with only the bundle's runtime."""
+    """The device side: uint8 HWC image → (label, probabilities), with only the bundle's runtime
+    (a thin view of :class:`mmdeploy.runtime.Model` for a zero-shot bundle)."""
 
     def __init__(self, directory: str | Path, threads: int | None = None):
-        from mmdeploy.backends import load_runner
+        from mmdeploy.runtime import Model
 
         directory = Path(directory)
         if not (directory / "zero_shot.json").is_file() or not (directory / "vision" / MANIFEST_NAME).is_file():
             raise InputError(f"{directory} is not a zero-shot bundle (no zero_shot.json and vision/)",
                              "build one with `mmdeploy zeroshot BUNDLE --labels ... -o DIR`")
-        info = json.loads((directory / "zero_shot.json").read_text())
-        self.labels, self.scale = info["labels"], float(info["logit_scale"])
-        self.text = np.load(directory / "text_embeds.npy")
-        self.runner = load_runner(directory / "vision", threads=threads)
+        self.model = Model(directory, threads=threads)
+        self.labels = list(self.model.zero_shot["labels"])
+        self.scale = float(self.model.zero_shot["logit_scale"])
+        self.runner = self.model.runner("vision")
 
     def classify(self, image: np.ndarray) -> tuple[str, np.ndarray]:
         image = np.asarray(image)
         if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
             raise InputError(f"expected a uint8 [H, W, 3] RGB image, got {image.dtype} {list(image.shape)}",
                              "decode the image to RGB uint8 first")
-        emb = next(iter(self.runner.run({"image": np.ascontiguousarray(image)}).values())).reshape(-1)
-        emb = emb / np.linalg.norm(emb)
-        logits = self.scale * self.text @ emb
-        probs = np.exp(logits - logits.max())
-        probs /= probs.sum()
-        return self.labels[int(np.argmax(probs))], probs
+        (result,) = self.model.classify([image])
+        probs = {row["label"]: row["probability"] for row in result["top"]}
+        return result["label"], np.asarray([probs[label] for label in self.labels])
 
 
 def classify_files(directory: str | Path, images: list[str | Path], top: int = 1,
-                   threads: int | None = None) -> dict:
+                   threads: int | None = None, labels: list[str] | None = None,
+                   template: str | None = None) -> dict:
     """`mmdeploy classify`: every file decoded first (through :mod:`mmdeploy.data.media`), then
     ``{"results": [{"image", "label", "top": [{"label", "probability"}]}], "skipped": [{"file",
     "reason"}], "bundle"}``.  An unreadable file is skipped and listed, never the whole batch;
-    InputError when none decodes."""
+    InputError when none decodes.  A zero-shot bundle classifies into its own labels; any
+    image-text bundle into ``labels``."""
     from mmdeploy.data.media import decode_images
+    from mmdeploy.runtime import Model
+    from mmdeploy.runtime.images import to_rgb_array
 
     if top < 1:
         raise InputError(f"--top {top} must be at least 1", "pass --top 1 or more")
-    clf = ZeroShotClassifier(directory, threads=threads)
+    directory = Path(directory)
+    if labels is None and not (directory / "zero_shot.json").is_file():
+        raise InputError(f"{directory} is not a zero-shot bundle (no zero_shot.json), so it has no labels",
+                         'pass --labels "cat,dog,...", or build one with `mmdeploy zeroshot BUNDLE --labels ... -o DIR`')
+    if labels is not None:
+        labels = _check_labels(labels, template or TEMPLATE)
+    model = Model(directory, threads=threads)
     decoded, kept, skipped = decode_images([Path(p) for p in images])
     if not decoded:
         first = skipped[0]
         many = f" (and {len(skipped) - 1} more)" if len(skipped) > 1 else ""
         raise InputError(f"{first['file']}: {first['reason']}{many}", "pass image files (PNG, JPEG, WebP, ...)")
-    results = []
-    for index, image in zip(kept, decoded):
-        label, probs = clf.classify(np.asarray(image, dtype=np.uint8))
-        order = np.argsort(-probs, kind="stable")[:top]
-        results.append({"image": str(images[index]), "label": label,
-                        "top": [{"label": clf.labels[i], "probability": float(probs[i])} for i in order]})
-    return {"results": results, "skipped": skipped, "bundle": str(directory)}
+    results = model.classify([to_rgb_array(image) for image in decoded], labels, template, top=top)
+    return {"results": [{"image": str(images[index]), **row} for index, row in zip(kept, results)],
+            "skipped": skipped, "bundle": str(directory)}

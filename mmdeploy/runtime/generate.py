@@ -1,4 +1,4 @@
-"""Greedy caption generation over Runners, reproducing ``BlipForConditionalGeneration.generate()``.
+"""Greedy caption / answer generation over Runners, reproducing BLIP's ``generate()`` (numpy only).
 
 The loop mirrors transformers' greedy search for BLIP: start from ``[bos]``; each step takes the
 argmax of the last position's logits; a sequence that produced ``eos`` (BLIP's ``sep`` token)
@@ -68,6 +68,28 @@ def caption_tokens(pixel_values: np.ndarray, runners: dict, settings: Generation
     """Greedy tokens from the ``vision``, ``text_decoder`` (and ``text_decoder_with_past``) runners."""
     enc = runners["vision"].run({"pixel_values": np.asarray(pixel_values, np.float32)})["image_embeds"]
     return greedy_generate(enc, runners["text_decoder"], settings, runners.get("text_decoder_with_past"),
+                           max_length=max_length, return_logits=return_logits)
+
+
+def trim(tokens: list[int], settings: GenerationSettings) -> list[int]:
+    """A generated sequence up to and including its first eos (padding after it dropped)."""
+    out = []
+    for tok in tokens:
+        out.append(int(tok))
+        if tok == settings.eos_token_id:
+            break
+    return out
+
+
+def answer_tokens(runners: dict, pixel_values: np.ndarray, question: dict[str, np.ndarray],
+                  settings: GenerationSettings, max_length: int | None = None, return_logits: bool = False):
+    """BLIP VQA: greedy answer tokens for images and one question's feeds (``input_ids``,
+    ``attention_mask``) from the ``vision``, ``question_encoder`` and decoder runners."""
+    image = runners["vision"].run({"pixel_values": np.asarray(pixel_values, np.float32)})["image_embeds"]
+    encoded = runners["question_encoder"].run({"input_ids": question["input_ids"],
+                                               "attention_mask": question["attention_mask"],
+                                               "image_embeds": image})["question_embeds"]
+    return greedy_generate(encoded, runners["text_decoder"], settings, runners.get("text_decoder_with_past"),
                            max_length=max_length, return_logits=return_logits)
 
 
