@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from mmdeploy.errors import BackendUnavailable, CalibrationError, UnsupportedError
+from mmdeploy.onnx_files import has_external_data
 from mmdeploy.passes.base import Pass, PassConfig, PassContext, PassResult, op_counts
 
 METHODS = ("ort-static", "ort-dynamic", "nncf", "inc", "tflite")
@@ -173,6 +174,7 @@ def _ort_static(model_path: Path, output_dir: Path, config: QuantizeConfig, cont
         weight_type=weight_type, activation_type=activation_type, calibrate_method=method,
         op_types_to_quantize=config.op_types or STATIC_OPS, nodes_to_exclude=config.nodes_to_exclude,
         extra_options=extra, calibration_cache_path=str(cache) if cache else None,
+        use_external_data_format=has_external_data(model_path),
     )
     report = {"format": "QDQ", "calibration_samples": len(feeds),
               "weights": "int8 per-channel" if config.per_channel else "int8 per-tensor",
@@ -193,6 +195,7 @@ def _ort_dynamic(model_path: Path, output_dir: Path, config: QuantizeConfig, con
         str(model_path), str(out), weight_type=QuantType.QInt8, per_channel=config.per_channel,
         reduce_range=config.reduce_range, op_types_to_quantize=op_types, nodes_to_exclude=exclude,
         extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT},
+        use_external_data_format=has_external_data(model_path),
     )
     report = {"format": "dynamic (MatMulInteger)", "weights": "int8" + (" per-channel" if config.per_channel else ""),
               "activations": "uint8, quantized at run time"}
