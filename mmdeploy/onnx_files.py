@@ -159,7 +159,16 @@ def externalize(path: str | Path, size_threshold: int = 1024) -> list[str]:
     location = path.name + ".data"
     onnx.save_model(model, str(path), save_as_external_data=True, all_tensors_to_one_file=True,
                     location=location, size_threshold=size_threshold)
+    match_mode(path)
     return [location]
+
+
+def match_mode(path: str | Path) -> None:
+    """onnx creates data files 0600; give them the graph file's mode (the user's umask)."""
+    path = Path(path)
+    for file in data_files(path):
+        if file.is_file():
+            shutil.copymode(path, file)
 
 
 def save(model, path: str | Path, external: bool | None = None) -> None:
@@ -173,6 +182,7 @@ def save(model, path: str | Path, external: bool | None = None) -> None:
     if external:
         onnx.save_model(model, str(path), save_as_external_data=True, all_tensors_to_one_file=True,
                         location=path.name + ".data", size_threshold=1024)
+        match_mode(path)
     else:
         onnx.save_model(model, str(path))
 

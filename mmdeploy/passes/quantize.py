@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from mmdeploy.errors import BackendUnavailable, CalibrationError, UnsupportedError
-from mmdeploy.onnx_files import has_external_data
+from mmdeploy.onnx_files import has_external_data, match_mode
 from mmdeploy.passes.base import Pass, PassConfig, PassContext, PassResult, op_counts
 
 METHODS = ("ort-static", "ort-dynamic", "nncf", "inc", "tflite")
@@ -176,6 +176,7 @@ def _ort_static(model_path: Path, output_dir: Path, config: QuantizeConfig, cont
         extra_options=extra, calibration_cache_path=str(cache) if cache else None,
         use_external_data_format=has_external_data(model_path),
     )
+    match_mode(out)
     report = {"format": "QDQ", "calibration_samples": len(feeds),
               "weights": "int8 per-channel" if config.per_channel else "int8 per-tensor",
               "activations": config.activation_type + (" symmetric" if config.activation_type == "int8" else "")}
@@ -197,6 +198,7 @@ def _ort_dynamic(model_path: Path, output_dir: Path, config: QuantizeConfig, con
         extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT},
         use_external_data_format=has_external_data(model_path),
     )
+    match_mode(out)
     report = {"format": "dynamic (MatMulInteger)", "weights": "int8" + (" per-channel" if config.per_channel else ""),
               "activations": "uint8, quantized at run time"}
     return PassResult("model.onnx", "onnx", "int8", report)
