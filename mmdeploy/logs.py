@@ -114,11 +114,19 @@ class StageLines:
         self._beat = None
 
     def _heartbeat(self, stop) -> None:
-        while not stop.wait(self.heartbeat_s):
+        """Every heartbeat_s of one stage's run, a line (a stage shorter than that gets none)."""
+        said: tuple[str | None, float] = (None, 0.0)  # (stage, its start) last spoken of, and when
+        last = 0.0
+        while not stop.wait(self.heartbeat_s / 4):
             current, start = self.current, self.start
-            if current is not None:
-                minutes = (time.perf_counter() - start) / 60
-                self.console.print(f"  … {current}: still running ({minutes:.0f} min)", markup=False)
+            if current is None:
+                continue
+            now = time.perf_counter()
+            if said != (current, start):
+                said, last = (current, start), start
+            if now - last >= self.heartbeat_s:
+                last = now
+                self.console.print(f"  … {current}: still running ({(now - start) / 60:.0f} min)", markup=False)
 
     def __call__(self, message: str) -> None:
         self.finish()

@@ -111,11 +111,14 @@ def test_stage_lines_heartbeat_off_a_terminal():
     stream = io.StringIO()
     lines = StageLines(stream)
     lines.heartbeat_s = 0.05
+    lines("a short stage")
+    time.sleep(0.02)
     lines("exporting a big tower")
     time.sleep(0.3)
     lines.close()
     text = stream.getvalue()
     assert "exporting a big tower: still running" in text
+    assert "a short stage: still" not in text  # shorter than the beat: no line
     assert text.rstrip().splitlines()[-1].startswith("· exporting a big tower")
 
 

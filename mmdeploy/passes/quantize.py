@@ -238,6 +238,7 @@ def _nncf(model_path: Path, output_dir: Path, config: QuantizeConfig, context: P
         preset=nncf.QuantizationPreset.MIXED if preset == "mixed" else nncf.QuantizationPreset.PERFORMANCE,
         ignored_scope=ignored, advanced_parameters=advanced,
     )
+    del ov_model, dataset  # the float model: a second copy of the weights past this point
     ov.save_model(quantized, str(output_dir / "model.xml"), compress_to_fp16=False)
     fq = sum(1 for op in quantized.get_ops() if op.get_type_name() == "FakeQuantize")
     report = {"format": "OpenVINO IR", "fake_quantize_nodes": fq, "calibration_samples": len(feeds),
