@@ -32,6 +32,26 @@ def clip_b32(folder: Path | None = None) -> Path:
     return folder
 
 
+def clip_vit_h14_vision(folder: Path | None = None) -> Path:
+    """A ViT-H/14-sized CLIP image tower (hidden 1280, 32 layers, 16 heads, MLP 5120, patch 14,
+    224 px, projection 1024: ~632M parameters, 2.5 GB in fp32), random weights, saved as a user
+    would (`save_pretrained` of CLIPVisionModelWithProjection) in two safetensors shards."""
+    folder = Path(folder or CACHE / "clip-vit-h14-vision-random")
+    if (folder / "model.safetensors.index.json").is_file():
+        return folder
+    import torch
+    from transformers import CLIPImageProcessor, CLIPVisionConfig, CLIPVisionModelWithProjection
+
+    torch.manual_seed(0)
+    config = CLIPVisionConfig(hidden_size=1280, num_hidden_layers=32, num_attention_heads=16,
+                              intermediate_size=5120, patch_size=14, image_size=224, projection_dim=1024)
+    model = CLIPVisionModelWithProjection(config)
+    model.save_pretrained(folder, max_shard_size="1500MB")
+    del model
+    CLIPImageProcessor(size={"shortest_edge": 224}, crop_size={"height": 224, "width": 224}).save_pretrained(folder)
+    return folder
+
+
 def machine() -> dict:
     import os
     import platform

@@ -97,8 +97,12 @@ def redirect(log_file: Path) -> Iterator[TextIO]:
 
 class StageLines:
     """The ``progress`` hook: each message starts a stage; a stage's line is printed when it ends,
-    with its elapsed time.  On a terminal a spinner shows the running stage (rich); elsewhere
-    (CI logs, pipes) plain lines only."""
+    with its elapsed time.  On a terminal a spinner shows the running stage and its ticking
+    elapsed time (rich); elsewhere (CI logs, pipes) plain lines only, plus one line every
+    :attr:`heartbeat_s` while a long stage runs (exporting or quantizing a model past 2 GB takes
+    minutes), so a log shows the tool is alive."""
+
+    heartbeat_s = 60.0
 
     def __init__(self, stream: TextIO):
         from rich.console import Console
@@ -108,6 +112,22 @@ class StageLines:
         self.current: str | None = None
         self.start = 0.0
         self._live = None
+        self._beat = None
+
+    def _heartbeat(self, stop) -> None:
+        """Every heartbeat_s of one stage's run, a line (a stage shorter than that gets none)."""
+        said: tuple[str | None, float] = (None, 0.0)  # (stage, its start) last spoken of, and when
+        last = 0.0
+        while not stop.wait(self.heartbeat_s / 4):
+            current, start = self.current, self.start
+            if current is None:
+                continue
+            now = time.perf_counter()
+            if said != (current, start):
+                said, last = (current, start), start
+            if now - last >= self.heartbeat_s:
+                last = now
+                self.console.print(f"  … {current}: still running ({(now - start) / 60:.0f} min)", markup=False)
 
     def __call__(self, message: str) -> None:
         self.finish()
@@ -121,6 +141,14 @@ class StageLines:
             self._live.start()
         elif self._live is not None:
             self._live.reset(self._task, description=_escape(message))
+        if not self.tty and self._beat is None:
+            import threading
+
+            stop = threading.Event()
+            thread = threading.Thread(target=self._heartbeat, args=(stop,), daemon=True,
+                                      name="mmdeploy-heartbeat")
+            thread.start()
+            self._beat = (stop, thread)
 
     def finish(self, failed: bool = False) -> None:
         """End the running stage: print its line (marked failed if ``failed``)."""
@@ -137,6 +165,11 @@ class StageLines:
 
     def close(self, failed: bool = False) -> None:
         self.finish(failed)
+        if self._beat is not None:
+            stop, thread = self._beat
+            stop.set()
+            thread.join()
+            self._beat = None
         if self._live is not None:
             self._live.stop()
             self._live = None

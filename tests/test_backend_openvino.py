@@ -99,6 +99,24 @@ def test_runner_compiles_per_feed_shape_then_falls_back_to_dynamic(tmp_path):
     assert special.request is special._dynamic  # batch 5: the dynamic compilation served it
 
 
+def test_runner_keeps_one_compilation_of_a_large_model(tmp_path, monkeypatch):
+    """Past LARGE_WEIGHTS (a model past 2 GB) each compilation would hold its own copy of the
+    weights: only the latest shape's compilation is kept."""
+    from mmdeploy.backends.openvino import OpenVINORunner
+
+    out = tmp_path / "vision-openvino"
+    out.mkdir()
+    get_backend("openvino").compile(shared_bundle() / "vision", out, {"precision": "fp32"})
+    monkeypatch.setattr(OpenVINORunner, "LARGE_WEIGHTS", 0)
+    runner = OpenVINORunner(out / "model.xml", threads=1)
+    plain = OpenVINORunner(out / "model.xml", threads=1, static_shapes=False)
+    rng = np.random.default_rng(2)
+    for batch in (1, 2, 1):
+        x = {"pixel_values": rng.standard_normal((batch, 3, 32, 32)).astype(np.float32)}
+        np.testing.assert_allclose(runner.run(x)["image_embeds"], plain.run(x)["image_embeds"], atol=1e-5)
+        assert len(runner._static) == 1 and runner._dynamic is None
+
+
 def test_missing_input_is_one_clear_error(tmp_path):
     """Found this stop: a feed without one of the model's inputs ran on whatever tensor the
     request held before (stale output); now one line naming the input and the expected ones."""

@@ -37,11 +37,12 @@ def read_onnx_artifact(onnx_dir: Path) -> tuple[Manifest, Path]:
     return manifest, model
 
 
-def copy_onnx_files(onnx_dir: Path, output_dir: Path) -> None:
-    """Copy the ONNX graph with its external-data files (everything but manifest/reference)."""
-    for file in Path(onnx_dir).iterdir():
-        if file.is_file() and file.name not in (MANIFEST_NAME, REFERENCE_NAME) and not file.name.startswith("."):
-            shutil.copy2(file, Path(output_dir) / file.name)
+def copy_onnx_files(onnx_dir: Path, output_dir: Path) -> Path:
+    """Copy the component's ONNX graph with its external-data files; returns the copied graph."""
+    from mmdeploy.onnx_files import copy_model
+
+    _, model = read_onnx_artifact(onnx_dir)
+    return copy_model(model, Path(output_dir))
 
 
 def tolerance(precision: str, options: dict[str, Any]) -> tuple[float | None, float | None]:

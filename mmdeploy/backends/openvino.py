@@ -35,6 +35,7 @@ class OpenVINORunner:
     model as it is."""
 
     MAX_SHAPES = 3
+    LARGE_WEIGHTS = 1 << 30  # bytes of model.bin past which one compilation is kept at a time
 
     def __init__(self, xml_path: str | Path, threads: int | None = None, name: str = "openvino",
                  device: str = "CPU", inference_precision: str = "f32",
@@ -52,6 +53,8 @@ class OpenVINORunner:
             self.config["INFERENCE_NUM_THREADS"] = int(threads)
         self.config.update(config or {})  # e.g. {"PERF_COUNT": True}: per-node times in request.profiling_info
         self.core = ov.Core()
+        weights = Path(self.path).with_suffix(".bin")
+        self._large = weights.is_file() and weights.stat().st_size > self.LARGE_WEIGHTS
         model = self.core.read_model(self.path)
         # a port may carry several tensor names (OpenVINO merges e.g. an input with a Cast's
         # output): pick the ONNX name the manifest knows
@@ -79,6 +82,11 @@ class OpenVINORunner:
             return self._dynamic_request()
         key = tuple((n, inputs[n].shape) for n in self.input_names if n in inputs)
         request = self._static.get(key)
+        if request is None and self._large and self._static:
+            # each compilation holds its own copy of the weights: past LARGE_WEIGHTS only the
+            # latest shape's is kept (a model past 2 GB would otherwise hold three or four)
+            self._static.clear()
+            self.request = None
         if request is None and len(self._static) < self.MAX_SHAPES and len(key) == len(self.input_names):
             model = self.core.read_model(self.path)  # re-read (mmap): the runner keeps no ov.Model
             try:
@@ -173,6 +181,7 @@ class OpenVINOBackend(Backend):
             raise UnsupportedError(f"openvino cannot convert {label}: {first}",
                                    "rerun with --debug for OpenVINO's full message") from None
         ov.save_model(model, str(Path(output_dir) / "model.xml"), compress_to_fp16=precision == "fp16")
+        del model  # the weights in memory: the runner that verifies reads the saved IR
         seconds = round(time.perf_counter() - start, 3)
         # an int8 (QDQ) parent stays int8 in OpenVINO: label the artifact with the parent's precision
         label_precision = precision if parent.precision == "fp32" else parent.precision

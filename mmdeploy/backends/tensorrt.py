@@ -124,7 +124,7 @@ def compat_report(onnx_path: Path, profiles: dict | None = None) -> dict[str, An
 
     table = supported_ops()
     ops = table["operators"]
-    model = onnx.load(str(onnx_path))
+    model = onnx.load(str(onnx_path), load_external_data=False)  # shapes only: weights stay on disk
     try:
         model = onnx.shape_inference.infer_shapes(model)
     except Exception:  # noqa: BLE001 - the report still works without inferred types

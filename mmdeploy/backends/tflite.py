@@ -154,9 +154,10 @@ class TFLiteBackend(Backend):
         precision = options.get("precision", "fp32")
         if precision not in PRECISIONS:
             raise InputError(f"tflite has no precision {precision!r}", "use fp32 or fp16")
-        parent, _ = read_onnx_artifact(onnx_artifact)
-        component = options.get("torch_component")
+        parent, onnx_model = read_onnx_artifact(onnx_artifact)
         label = options.get("component") or parent.name
+        check_flatbuffer_size(label, _weight_bytes(onnx_model), precision)
+        component = options.get("torch_component")
         if component is None:
             raise UnsupportedError(
                 f"tflite needs the PyTorch module of {label} (litert-torch converts from PyTorch)",
@@ -208,6 +209,27 @@ class TFLiteBackend(Backend):
                             meta.get("output_names") or [o.name for o in manifest.outputs],
                             threads=threads, name=name, pad=meta.get("pad_inputs"),
                             batched=meta.get("batched_inputs"))
+
+
+# a .tflite is one flatbuffer: 2 GiB at most (32-bit offsets)
+FLATBUFFER_LIMIT = 2**31
+
+
+def _weight_bytes(onnx_model: Path) -> int:
+    """fp32 weight bytes of the parent ONNX (graph + external data)."""
+    from mmdeploy.onnx_files import model_bytes
+
+    return model_bytes(onnx_model)
+
+
+def check_flatbuffer_size(label: str, fp32_bytes: int, precision: str) -> None:
+    """One line, before a long conversion, when the model cannot fit TFLite's 2 GB flatbuffer."""
+    size = fp32_bytes // 2 if precision == "fp16" else fp32_bytes
+    if size >= FLATBUFFER_LIMIT:
+        raise UnsupportedError(
+            f"{label}: {size / 1e9:.1f} GB of {precision} weights do not fit TFLite's 2 GB flatbuffer",
+            "build an int8 TFLite instead: mmdeploy quantize BUNDLE --method tflite"
+            + ("" if precision == "fp16" else ", or compile tflite:fp16 if half the size fits"))
 
 
 def batched_inputs(parent) -> list[str]:

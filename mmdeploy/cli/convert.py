@@ -37,7 +37,10 @@ def convert(
                               help="Precision of the ONNX weights: fp32 (default, also for checkpoints saved in "
                                    "fp16/bf16), or fp16/bf16 to keep them as saved"),
     force: bool = typer.Option(False, "--force", help="Replace an --output holding another artifact (files "
-                                                       "mmdeploy did not write are never deleted)"),
+                                                      "mmdeploy did not write are never deleted)"),
+    external_data: bool = typer.Option(False, "--external-data",
+                                       help="Store the weights beside the graph (model.onnx.data) even when "
+                                            "the model fits one file; past 2 GB they always are"),
     json_out: bool = typer.Option(False, "--json", help="Print the bundle manifest as JSON"),
 ):
     from mmdeploy.stages.convert import convert as run_convert
@@ -47,7 +50,7 @@ def convert(
             source, output, components=split_list(components), opset=opset, atol=atol,
             batch=batch or None, sequence=sequence or None, simplify=simplify,
             targets=split_list(target), family=family, allow_pickle=allow_pickle, processor=processor,
-            dtype=dtype.strip().lower(), progress=say, force=force,
+            dtype=dtype.strip().lower(), external_data=external_data, progress=say, force=force,
         )
     if json_out:
         print_json(manifest.model_dump(mode="json"))

@@ -146,7 +146,8 @@ def _list(artifact, component, json_out):
     from mmdeploy.split import partition
 
     comp_dir, comp = partition.load_component(artifact, component)
-    graph = partition.Graph(onnx.load(str(comp_dir / comp.metadata.get("model_file", "model.onnx"))))
+    graph = partition.Graph(onnx.load(str(comp_dir / comp.metadata.get("model_file", "model.onnx")),
+                                      load_external_data=False))
     rows = []
     for b in partition.blocks(graph):
         cut = partition.analyse_cut(graph, [b.tensor])

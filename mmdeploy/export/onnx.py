@@ -70,10 +70,23 @@ KEEP_TRANSFORMER_FORM = ("fuse_matmul_add_bias_into_gemm", "fuse_matmul_add_bias
 
 
 def simplify(path: Path) -> dict[str, Any]:
-    """Run onnxsim in place; on failure keep the unsimplified graph and say why."""
+    """Run onnxsim in place; on failure keep the unsimplified graph and say why.
+
+    onnxsim works on one in-memory protobuf: a model past 2 GB (external data) is left as exported.
+    """
     import onnx
 
+    from mmdeploy import onnx_files
+
+    if onnx_files.has_external_data(path):
+        size = onnx_files.model_bytes(path)
+        nodes = len(onnx_files.load_graph(path).graph.node)
+        if size > onnx_files.INLINE_LIMIT:
+            reason = f"{size / 1e9:.1f} GB of weights: past onnxsim's 2 GB protobuf limit"
+            log.warning("not simplified (%s); the exported graph is kept", reason)
+            return {"applied": False, "skipped": reason, "nodes_before": nodes, "nodes_after": nodes}
     model = onnx.load(str(path))
+    external = onnx_files.has_external_data(path)
     before = len(model.graph.node)
     try:
         from onnxsim import simplify as onnxsim_simplify
@@ -87,18 +100,35 @@ def simplify(path: Path) -> dict[str, Any]:
         reason = (str(exc).strip().splitlines() or [exc.__class__.__name__])[0][:200]
         log.warning("onnxsim failed (%s); keeping the unsimplified graph", reason)
         return {"applied": False, "error": reason, "nodes_before": before, "nodes_after": before}
-    onnx.save(simplified, str(path))
+    old = onnx_files.data_files(path)
+    onnx_files.save(simplified, path, external=external or None)
+    for file in old:  # a data file the simplified graph no longer uses
+        if file not in onnx_files.data_files(path) and file.is_file():
+            file.unlink()
     return {"applied": True, "nodes_before": before, "nodes_after": len(simplified.graph.node)}
 
 
 def load_onnx(path: Path):
-    """onnx.load + checker, as a CheckpointError for junk files."""
-    import onnx
+    """The graph (weights left in their external-data files) after onnx.checker, as a
+    CheckpointError for junk files."""
+    from mmdeploy import onnx_files
 
     try:
-        model = onnx.load(str(path))
-        onnx.checker.check_model(model)
-    except Exception as exc:  # noqa: BLE001 - DecodeError, ValidationError, ...
+        model = onnx_files.load_graph(path)
+    except Exception as exc:  # noqa: BLE001 - DecodeError, ...
+        first = (str(exc).strip().splitlines() or [exc.__class__.__name__])[0][:200]
+        hint = "re-export it; the file may be truncated or not ONNX"
+        if Path(path).is_file() and Path(path).stat().st_size > onnx_files.PROTOBUF_LIMIT:
+            hint = ("a model past 2 GB must keep its weights in external data: save it with "
+                    "onnx.save_model(..., save_as_external_data=True)")
+        raise CheckpointError(f"{path} is not a valid ONNX model ({first})", hint) from None
+    missing = [f.name for f in onnx_files.data_files(path, model) if not f.is_file()]
+    if missing:
+        raise CheckpointError(f"{path}: external data file {missing[0]} is missing",
+                              "copy the model together with the data files beside it")
+    try:
+        onnx_files.check(path)
+    except Exception as exc:  # noqa: BLE001 - ValidationError, ...
         first = (str(exc).strip().splitlines() or [exc.__class__.__name__])[0][:200]
         raise CheckpointError(f"{path} is not a valid ONNX model ({first})",
                               "re-export it; the file may be truncated or not ONNX") from None
@@ -152,12 +182,17 @@ def store_weights(path: Path, dtype: str, min_elements: int = 16) -> dict[str, A
     import onnx
     from onnx import TensorProto, helper, numpy_helper
 
+    from mmdeploy import onnx_files
+
     if dtype not in WEIGHT_DTYPES:
         raise UnsupportedError(f"--dtype {dtype!r} is not supported", "use fp32, fp16 or bf16")
-    model = onnx.load(str(path))
+    path = Path(path)
+    model = onnx_files.load_graph(path)  # weights read tensor by tensor: no second fp32 copy
+    old_files = onnx_files.data_files(path, model)
     graph = model.graph
     casts, converted, before, after = [], 0, 0, 0
     for init in graph.initializer:
+        _load_inline(init, path.parent)
         if init.data_type != TensorProto.FLOAT or int(np.prod(init.dims or [1])) < min_elements:
             continue
         array = numpy_helper.to_array(init).astype(np.float32)
@@ -171,12 +206,28 @@ def store_weights(path: Path, dtype: str, min_elements: int = 16) -> dict[str, A
                                    dims=list(array.shape), raw_data=rounded.tobytes())
         before += array.nbytes
         after += array.nbytes // 2
+        del array
         init.CopyFrom(low)
         casts.append(helper.make_node("Cast", [low.name], [name], to=TensorProto.FLOAT, name=f"{name}__to_fp32"))
         converted += 1
+    for tensor in onnx_files._tensors(model):  # e.g. Constant nodes' tensors
+        _load_inline(tensor, path.parent)
     nodes = casts + list(graph.node)
     del graph.node[:]
     graph.node.extend(nodes)
-    onnx.save(model, str(path))
+    for file in old_files:
+        file.unlink()
+    onnx_files.save(model, path, external=bool(old_files) or None)  # the form it had (or > 2 GB)
     return {"weights_dtype": WEIGHT_DTYPES[dtype], "compute_dtype": "float32", "initializers": converted,
             "bytes_before": before, "bytes_after": after}
+
+
+def _load_inline(tensor, base_dir: Path) -> None:
+    """Read one tensor's external data into it (as onnx.load does for all of them at once)."""
+    from onnx import TensorProto
+    from onnx.external_data_helper import load_external_data_for_tensor, uses_external_data
+
+    if uses_external_data(tensor):
+        load_external_data_for_tensor(tensor, str(base_dir))
+        tensor.data_location = TensorProto.DEFAULT
+        del tensor.external_data[:]

@@ -66,11 +66,8 @@ def op_diff(before: dict[str, int], after: dict[str, int]) -> dict[str, int]:
     return {k: after.get(k, 0) - before.get(k, 0) for k in keys if after.get(k, 0) != before.get(k, 0)}
 
 
-def save_onnx(model, path: Path) -> None:
-    """Save an onnx model, with external data only when it is too large for one protobuf."""
-    import onnx
+def save_onnx(model, path: Path, external: bool | None = None) -> None:
+    """Save an onnx model, with external data when asked or when it is too large for one protobuf."""
+    from mmdeploy.onnx_files import save
 
-    if model.ByteSize() > 1_900_000_000:
-        onnx.save_model(model, str(path), save_as_external_data=True, location=path.name + ".data")
-    else:
-        onnx.save_model(model, str(path))
+    save(model, path, external)

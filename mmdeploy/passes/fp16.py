@@ -32,7 +32,10 @@ class Fp16Pass(Pass):
             op_block_list=sorted(set(DEFAULT_OP_BLOCK_LIST) | set(config.op_block_list)) or None,
             node_block_list=config.node_block_list or None,
         )
-        save_onnx(converted, Path(output_dir) / "model.onnx")
+        from mmdeploy.onnx_files import has_external_data
+
+        # the form it came in (external data stays external), or external when past 2 GB
+        save_onnx(converted, Path(output_dir) / "model.onnx", has_external_data(model_path) or None)
         report = {"bytes_before": size_before, "bytes_after": converted.ByteSize(),
                   "casts_added": op_counts(converted).get("Cast", 0) - op_counts(model).get("Cast", 0)}
         return PassResult("model.onnx", "onnx", "fp16", report)

@@ -183,7 +183,10 @@ class OptimizePass(Pass):
             optimized.prune_graph(allow_remove_graph_inputs=False)
         out = Path(output_dir) / "model.onnx"
         # save_model_to_file adds the com.microsoft opset import the fused nodes need
-        optimized.save_model_to_file(str(out), use_external_data_format=optimized.model.ByteSize() > 1_900_000_000)
+        from mmdeploy.onnx_files import INLINE_LIMIT, has_external_data
+
+        external = has_external_data(model_path) or optimized.model.ByteSize() > INLINE_LIMIT
+        optimized.save_model_to_file(str(out), use_external_data_format=external)
         after = op_counts(optimized.model)
         report = {
             "model_type": model_type,

@@ -236,7 +236,9 @@ def bake_image_preprocess(model_path: Path, out_path: Path, config: dict, input_
     import onnx
     from onnx import compose, version_converter
 
-    model = onnx.load(str(model_path))
+    from mmdeploy import onnx_files
+
+    model = onnx_files.load_graph(model_path)  # external weights are copied over, not loaded
     if input_name not in [i.name for i in model.graph.input]:
         raise InputError(f"{model_path} has no input {input_name!r}", "bake preprocessing into the vision tower")
     version = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), OPSET)
@@ -247,7 +249,11 @@ def bake_image_preprocess(model_path: Path, out_path: Path, config: dict, input_
     for opset in model.opset_import:  # contrib / QDQ domains travel along
         if opset.domain not in ("", "ai.onnx"):
             pre.opset_import.append(onnx.helper.make_opsetid(opset.domain, opset.version))
-    merged = compose.merge_models(pre, model, io_map=[("pp_pixel_values", input_name)])
-    onnx.checker.check_model(merged)
-    onnx.save(merged, str(out_path))
+    original = onnx.ModelProto()
+    original.CopyFrom(model)  # the graph only: its weights stay on disk
+    with onnx_files.checkable(model):  # merge_models checks the merged graph in memory
+        merged = compose.merge_models(pre, model, io_map=[("pp_pixel_values", input_name)])
+    onnx_files.restore_weights(merged, original)
+    onnx_files.save_with_data(merged, Path(model_path).parent, Path(out_path))
+    onnx_files.check(out_path)
     return Path(out_path)

@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from mmdeploy.errors import BackendUnavailable, CalibrationError, UnsupportedError
+from mmdeploy.onnx_files import has_external_data, match_mode
 from mmdeploy.passes.base import Pass, PassConfig, PassContext, PassResult, op_counts
 
 METHODS = ("ort-static", "ort-dynamic", "nncf", "nncf-weights", "inc", "tflite")
@@ -192,7 +193,9 @@ def _ort_static(model_path: Path, output_dir: Path, config: QuantizeConfig, cont
             weight_type=weight_type, activation_type=activation_type, calibrate_method=method,
             op_types_to_quantize=config.op_types or STATIC_OPS, nodes_to_exclude=config.nodes_to_exclude,
             extra_options=extra, calibration_cache_path=str(cache) if cache else None,
+            use_external_data_format=has_external_data(model_path),
         )
+    match_mode(out)
     report = {"format": "QDQ", "calibration_samples": len(feeds), "reduce_range": config.reduce_range,
               "weights": "int8 per-channel" if config.per_channel else "int8 per-tensor",
               "activations": config.activation_type + (" symmetric" if config.activation_type == "int8" else "")}
@@ -213,7 +216,9 @@ def _ort_dynamic(model_path: Path, output_dir: Path, config: QuantizeConfig, con
             str(model_path), str(out), weight_type=QuantType.QInt8, per_channel=config.per_channel,
             reduce_range=config.reduce_range, op_types_to_quantize=op_types, nodes_to_exclude=exclude,
             extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT},
+            use_external_data_format=has_external_data(model_path),
         )
+    match_mode(out)
     report = {"format": "dynamic (MatMulInteger)", "weights": "int8" + (" per-channel" if config.per_channel else ""),
               "activations": "uint8, quantized at run time", "reduce_range": config.reduce_range,
               "embeddings": "int8" if "Gather" in op_types else "float"}
@@ -259,6 +264,7 @@ def _nncf(model_path: Path, output_dir: Path, config: QuantizeConfig, context: P
         preset=nncf.QuantizationPreset.MIXED if preset == "mixed" else nncf.QuantizationPreset.PERFORMANCE,
         ignored_scope=ignored, advanced_parameters=advanced,
     )
+    del ov_model, dataset  # the float model: a second copy of the weights past this point
     ov.save_model(quantized, str(output_dir / "model.xml"), compress_to_fp16=False)
     fq = sum(1 for op in quantized.get_ops() if op.get_type_name() == "FakeQuantize")
     report = {"format": "OpenVINO IR", "fake_quantize_nodes": fq, "calibration_samples": len(feeds),

@@ -124,8 +124,7 @@ def split_component(artifact: str | Path, output: str | Path, *, component: str 
     ``at``: ``block:K``, tensor names (comma-separated), or ``cloud`` (the whole component served,
     the edge half only forwarding its inputs).
     """
-    import onnx
-
+    from mmdeploy import onnx_files
     from mmdeploy.artifact import (ArtifactRef, Manifest, PassRecord, TensorSpec, atomic_output, check_output,
                                    load_reference, save_reference, sha256_file, tool_versions,
                                    write_manifest)
@@ -141,7 +140,7 @@ def split_component(artifact: str | Path, output: str | Path, *, component: str 
     comp_dir, comp = partition.load_component(artifact, component)
     comp_name = comp.metadata.get("component") or comp_dir.name
     model_path = comp_dir / comp.metadata.get("model_file", "model.onnx")
-    graph = partition.Graph(onnx.load(str(model_path)))
+    graph = partition.Graph(onnx_files.load_graph(model_path))  # weights stay on disk
     cut, block = partition.cut_for(graph, at)
     edge_model, cloud_model, crossings = partition.extract_halves(graph, cut, compress)
     crossing_dicts = [c.as_dict() for c in crossings]
@@ -151,8 +150,9 @@ def split_component(artifact: str | Path, output: str | Path, *, component: str 
     with atomic_output(output) as tmp:
         for sub in ("edge", "cloud"):
             (tmp / sub).mkdir()
-        onnx.save(edge_model, str(tmp / "edge" / "model.onnx"))
-        onnx.save(cloud_model, str(tmp / "cloud" / "model.onnx"))
+        # each half with its own weights (model.onnx.data where the component had external data)
+        onnx_files.save_with_data(edge_model, comp_dir, tmp / "edge" / "model.onnx")
+        onnx_files.save_with_data(cloud_model, comp_dir, tmp / "cloud" / "model.onnx")
         shutil.copytree(comp_dir, tmp / "full")
 
         # chain the halves on the reference cases and compare with the unsplit graph

@@ -13,7 +13,6 @@ dynamic), exactly the ONNX signature.
 from __future__ import annotations
 
 import re
-import shutil
 from pathlib import Path
 
 # numpy dtype name -> (Triton config type, KServe v2 / Open Inference Protocol datatype)
@@ -61,8 +60,10 @@ def config_pbtxt(name: str, inputs: list[dict], outputs: list[dict], instances: 
 def write_repository(root: str | Path, name: str, onnx_file: str | Path, inputs: list[dict],
                      outputs: list[dict]) -> Path:
     """Write ``root/<name>/config.pbtxt`` and ``root/<name>/1/model.onnx``; return the model dir."""
+    from mmdeploy.onnx_files import copy_model
+
     model_dir = Path(root) / name
     (model_dir / "1").mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(onnx_file, model_dir / "1" / "model.onnx")
+    copy_model(onnx_file, model_dir / "1" / "model.onnx")  # with its external-data files
     (model_dir / "config.pbtxt").write_text(config_pbtxt(name, inputs, outputs))
     return model_dir

@@ -86,6 +86,11 @@ KIND_CANDIDATES = {
     "tflite": ("tflite-int8",),
     "tensorrt": ("tensorrt-int8", "tensorrt-fp16"),
 }
+# past ONNX's 2 GB (ViT-H, ViT-bigG towers) every candidate costs minutes and a copy of the model
+# in memory: on this machine only OpenVINO int8 is built (NNCF's int8 weights, which need no
+# calibration, and one NNCF PTQ build run at f32 and at bf16)
+LARGE_CANDIDATES = ("nncf-w8", "nncf", "nncf+bf16")
+LARGE_BYTES = 2**31
 # without a measurement on the device and without a profile preference
 DEFAULT_PREFERENCE = {
     "onnxruntime": ("ort-static", "ort-dynamic"),
@@ -276,6 +281,16 @@ class Choice:
         return [{"float_block": None, "component": None, "candidate": self.name, **brief(self.score)}]
 
 
+def _fp32_bytes(comp) -> int:
+    """Bytes of a component's fp32 ONNX (graph + external data)."""
+    from mmdeploy.onnx_files import model_bytes
+
+    if getattr(comp, "src", None) is None or getattr(comp, "manifest", None) is None:
+        return 0
+    model = Path(comp.src) / comp.manifest.metadata.get("model_file", "model.onnx")
+    return model_bytes(model) if model.is_file() else 0
+
+
 def target_kind(options) -> tuple[str, Any]:
     """("cpu", None) for this machine, else (the profile's backend, the profile)."""
     if not getattr(options, "target", None):
@@ -304,6 +319,12 @@ def select(comps, evaluator, options, log, build: Callable, runner_for: Callable
         names = tuple(n for n in preference if n in CANDIDATES)
     if getattr(options, "precision", "int8") == "int8":  # --int8 means int8 weights: no float route
         names = tuple(n for n in names if CANDIDATES[n].precision == "int8")
+    large = [c for c in comps if _fp32_bytes(c) > LARGE_BYTES]
+    if large and kind == "cpu":
+        names = tuple(n for n in names if n in LARGE_CANDIDATES)
+        log(f"auto: {', '.join(c.name for c in large)} past 2 GB ({_fp32_bytes(large[0]) / 1e9:.1f} GB): "
+            f"building {', '.join(names)} only (each route takes minutes and a copy of the model in memory; "
+            "pass --method ort-static or ort-dynamic to build those)")
     outcomes: list[Outcome] = []
     for name in names:
         cand = CANDIDATES[name]

@@ -18,6 +18,7 @@ from mmdeploy.artifact import (ArtifactRef, Manifest, PassRecord, atomic_output,
                                sha256_path, tool_versions, write_manifest)
 from mmdeploy.compare import DEFAULT_ATOL, verify_runner
 from mmdeploy.errors import InputError, VerificationError
+from mmdeploy import onnx_files
 from mmdeploy.export import onnx as onnx_export
 
 log = logging.getLogger("mmdeploy")
@@ -31,12 +32,15 @@ def convert(source: str | Path, output: str | Path, *, components: list[str] | N
             batch: int | None = None, sequence: int | None = None, simplify: bool = True,
             targets: list[str] | None = None, target_options: dict | None = None,
             family: str | None = None, allow_pickle: bool = False, processor: str | Path | None = None,
-            dtype: str = "fp32", progress: Callable[[str], None] | None = None, force: bool = False) -> Manifest:
+            dtype: str = "fp32", external_data: bool = False,
+            progress: Callable[[str], None] | None = None, force: bool = False) -> Manifest:
     """Convert ``source`` into a model bundle at ``output``; returns the bundle manifest.
 
     ``processor``: a folder with the tokenizer / processor files the checkpoint lacks.
     ``dtype``: ``fp32`` (default: weights saved in fp16/bf16 are exported in float32, as Optimum
     does) or ``fp16`` / ``bf16`` (the ONNX weights are stored in that precision).
+    ``external_data``: store the weights beside the graph (``model.onnx.data``) even when the model
+    fits one protobuf; past 2 GB they always are.
     ``force``: replace an ``output`` holding another artifact (files mmdeploy did not write are
     never deleted)."""
     say = progress or (lambda msg: log.info(msg))
@@ -86,7 +90,12 @@ def convert(source: str | Path, output: str | Path, *, components: list[str] | N
             start = time.perf_counter()
             say(f"[{name}] exporting to ONNX (opset {opset})" + (", simplifying with onnxsim" if simplify else ""))
             onnx_export.export_component(component, cdir / MODEL_FILE, opset, batch, sequence)
+            # past 2 GB the exporter writes one file per weight: gathered into model.onnx.data
+            data = onnx_files.consolidate(cdir / MODEL_FILE)
             export_s = time.perf_counter() - start
+            if data:
+                say(f"[{name}] {onnx_files.model_bytes(cdir / MODEL_FILE) / 1e9:.1f} GB: past ONNX's 2 GB "
+                    f"protobuf limit, weights written as external data ({', '.join(data)})")
             passes = [PassRecord(name="export", params={"opset": opset, "batch": batch or "dynamic",
                                                         "sequence": sequence or "dynamic",
                                                         "exporter": "torch.onnx.export(dynamo=False)"},
@@ -94,6 +103,11 @@ def convert(source: str | Path, output: str | Path, *, components: list[str] | N
             if simplify:
                 passes.append(PassRecord(name="simplify", params={"tool": "onnxsim"},
                                          report=onnx_export.simplify(cdir / MODEL_FILE)))
+            if external_data and not onnx_files.has_external_data(cdir / MODEL_FILE):
+                onnx_files.externalize(cdir / MODEL_FILE)
+            data = [f.name for f in onnx_files.data_files(cdir / MODEL_FILE)]
+            if data:  # what the manifest's files hold besides the graph
+                passes[0].report["external_data"] = data
             weights = None
             if dtype != "fp32":
                 say(f"[{name}] storing the weights as {dtype}")
@@ -257,7 +271,7 @@ def convert_onnx_file(path: Path, output: Path, *, atol: float = DEFAULT_ATOL,
     with atomic_output(output, force=force, source=origin, format="bundle") as tmp:
         cdir = tmp / name
         cdir.mkdir()
-        shutil.copy2(path, cdir / MODEL_FILE)
+        onnx_files.copy_model(path, cdir / MODEL_FILE)
         try:
             runner = OnnxRuntimeRunner(cdir / MODEL_FILE)
             cases = [(f, runner.run(f)) for f in (onnx_export.synthesize_feeds(inputs, 1, 1),

@@ -32,6 +32,7 @@ from mmdeploy.errors import CalibrationError, InputError, UnsupportedError
 from mmdeploy.passes.accuracy import (  # noqa: F401  (AccuracyBudgetError: part of this stage's API)
     AccuracyBudgetError, brief, budget_error, describe, embedding_cosine,
 )
+from mmdeploy.onnx_files import model_bytes
 from mmdeploy.passes.base import PassContext
 from mmdeploy.passes.calibration import (
     CalibrationSet, check_modality, component_modality, data_kinds, feeds_sha256, preprocess_images,
@@ -813,7 +814,7 @@ def _summary(comps, evaluator: _Evaluator, steps, float_blocks, options, method,
     rows = []
     for comp in comps:
         fp32_file = _model_file(comp.src, comp.manifest)
-        row = {"component": comp.name, "size_fp32": fp32_file.stat().st_size + _external(fp32_file),
+        row = {"component": comp.name, "size_fp32": model_bytes(fp32_file),
                "size_quantized": _size(comp.out_dir), "cosine": final["cosine"].get(comp.name)}
         report = comp.result.report
         floats = sum(1 for b in float_blocks if b.get("component") == comp.name)
@@ -845,11 +846,6 @@ def _summary(comps, evaluator: _Evaluator, steps, float_blocks, options, method,
             "int8_isa": cpu_module.int8_isa(),
             "float_blocks": float_blocks, "steps": steps,
             "latency_note": "median of %d batch-1 runs, same process, ORT spinning off" % options.latency_runs}
-
-
-def _external(model_file: Path) -> int:
-    data = Path(str(model_file) + ".data")
-    return data.stat().st_size if data.is_file() else 0
 
 
 def _component_manifest(comp: _Component, out_dir: Path, method: str, options, summary) -> Manifest:

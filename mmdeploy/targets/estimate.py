@@ -34,7 +34,7 @@ def count(onnx_path: str | Path, batch: int = 1, seq: int = 16) -> dict:
     import onnx
     from onnx import shape_inference
 
-    model = onnx.load(str(onnx_path))
+    model = onnx.load(str(onnx_path), load_external_data=False)  # shapes only: weights stay on disk
     _fix_dims(model, batch, seq)
     try:  # ORT's symbolic inference also knows its contrib ops (quantized/optimized graphs)
         from onnxruntime.tools.symbolic_shape_infer import SymbolicShapeInference
