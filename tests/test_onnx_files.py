@@ -125,6 +125,7 @@ def test_stage_lines_heartbeat_off_a_terminal():
 def test_auto_builds_openvino_int8_only_past_2gb(monkeypatch):
     from types import SimpleNamespace
 
+    from mmdeploy import cpu as cpu_module
     from mmdeploy.stages import autoselect
     from mmdeploy.stages.autoselect import Outcome
 
@@ -138,7 +139,7 @@ def test_auto_builds_openvino_int8_only_past_2gb(monkeypatch):
         return Outcome(cand, state=state, score={"value": 0.999, "ok": True}, ok=True)
 
     monkeypatch.setattr(autoselect, "_fp32_bytes", lambda comp: 2_530_000_000)
-    monkeypatch.setattr(autoselect, "cpu_features", lambda: {
+    monkeypatch.setattr(cpu_module, "cpu_features", lambda: {
         "model": "test", "machine": "x86_64", "flags": [], "openvino_capabilities": ["FP32", "BF16", "INT8"],
         "features": {"avx2": True, "avx512": True, "vnni": True, "avx512_bf16": True, "avx512_fp16": False,
                      "amx": False}})
@@ -149,7 +150,7 @@ def test_auto_builds_openvino_int8_only_past_2gb(monkeypatch):
     options = SimpleNamespace(target=None, accuracy_aware=True, auto_blocks=1)
     autoselect.select(comps, evaluator, options, said.append, build=build, runner_for=lambda *a: None,
                       timer=lambda runners, feeds, blocks: {n: 1.0 for n in runners})
-    assert built == ["nncf", "nncf+bf16"]
+    assert built == ["nncf", "nncf+bf16", "nncf-w8"]
     assert any("past 2 GB" in line for line in said)
 
 
