@@ -492,7 +492,8 @@ def shared_bundle() -> Path:
     import tempfile
 
     if "bundle" not in _SHARED:
-        root = Path(tempfile.mkdtemp(prefix="mmdeploy-backends-")) / "bundle"
+        _SHARED["tmp"] = tempfile.TemporaryDirectory(prefix="mmdeploy-backends-")  # removed on exit
+        root = Path(_SHARED["tmp"].name) / "bundle"
         _SHARED["adapter"] = TinyClipAdapter()
         tiny_clip_bundle(root, _SHARED["adapter"])
         _SHARED["bundle"] = root

@@ -133,6 +133,7 @@ class Provenance:
         self.parts: dict[str, str] = {}
         self.notes: list[str] = []
         self.derived: dict[str, object] = {}  # part -> derived processor (saved into the bundle)
+        self.derived_dir = None  # TemporaryDirectory of the saved derived processors (removed with self)
 
     def add(self, part: str, source: str, note: str | None = None) -> None:
         if part in self.parts:
@@ -284,12 +285,14 @@ def image_processor_for(folder: Path, processor_dir: Path | None, config: dict, 
 def derived_files(provenance: Provenance) -> list[Path]:
     """The derived processors saved (``save_pretrained``) into a temporary folder, so that the
     bundle's ``preprocess/`` holds them and later stages need neither the checkpoint nor
-    ``--processor``."""
+    ``--processor``.  The folder lives as long as ``provenance`` (removed at the latest on exit)."""
     import tempfile
 
     if not provenance.derived:
         return []
-    folder = Path(tempfile.mkdtemp(prefix="mmdeploy-derived-"))
+    if provenance.derived_dir is None:
+        provenance.derived_dir = tempfile.TemporaryDirectory(prefix="mmdeploy-derived-")
+    folder = Path(provenance.derived_dir.name)
     for processor in provenance.derived.values():
         processor.save_pretrained(str(folder))
     return sorted(p for p in folder.iterdir() if p.is_file())
