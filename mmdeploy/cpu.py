@@ -42,9 +42,9 @@ def _read() -> dict[str, Any]:
     out: dict[str, Any] = {"model": model, "machine": platform.machine(), "features": features,
                            "flags": sorted(f for f in flags if f.startswith(("avx", "amx", "fma", "asimd")))}
     try:
-        import openvino as ov
+        from mmdeploy.backends.openvino import core
 
-        out["openvino_capabilities"] = list(ov.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES"))
+        out["openvino_capabilities"] = list(core().get_property("CPU", "OPTIMIZATION_CAPABILITIES"))
     except Exception:  # noqa: BLE001 - openvino absent or no CPU plugin
         pass
     return out

@@ -8,7 +8,7 @@ from xml.etree import ElementTree as ET
 import numpy as np
 import pytest
 
-from _bench_models import bundle, component
+from _bench_models import component
 from mmdeploy.bench import budgets as bd
 from mmdeploy.cli import main
 from mmdeploy.errors import InputError

@@ -97,3 +97,47 @@ def test_a_wrong_output_shape_is_an_error_naming_the_runtime():
     with pytest.raises(OutputShapeError, match=r"openvino returned image_embeds of shape \(0, 16\)"):
         runner.run({"pixel_values": np.zeros((1, 3, 32, 32), np.float32)})
     assert runner.input_names == ["pixel_values"]
+
+
+SIGNAL_AFTER_RUNNERS = r"""
+import gc, signal, sys
+import numpy as np
+from mmdeploy.artifact import sigterm_raises
+from mmdeploy.errors import Terminated
+
+xml, kind = sys.argv[1], sys.argv[2]
+feeds = {"pixel_values": np.zeros((1, 3, 32, 32), np.float32)}
+if kind == "runner":
+    from mmdeploy.backends.openvino import OpenVINORunner
+    runners = [OpenVINORunner(xml, 1), OpenVINORunner(xml, 1)]
+else:
+    from mmdeploy.targets import device_worker
+    item = {"model": xml, "input_names": ["pixel_values"], "output_names": ["image_embeds"]}
+    runners = [device_worker.OpenVINORunner(item, 1), device_worker.OpenVINORunner(item, 1)]
+for runner in runners:
+    runner.run(feeds)
+del runner
+runners.pop(0); gc.collect()  # destroyed in the order they were made (not last-in first-out)
+runners.pop(0); gc.collect()
+try:
+    with sigterm_raises():
+        signal.raise_signal(signal.SIGTERM)
+except Terminated:
+    print("handled")
+"""
+
+
+@pytest.mark.parametrize("kind", ["runner", "device worker"])
+def test_a_signal_after_openvino_runners_is_handled_not_a_crash(tmp_path, kind):
+    """OpenVINO's CPU plugin gives the thread an alternate signal stack per Core and unmaps it when
+    that Core goes; Cores destroyed first-in first-out left the stack unmapped and the next
+    Ctrl-C / SIGTERM was a segmentation fault (found as CI's exit 139).  The project keeps one Core."""
+    import subprocess
+    import sys
+
+    out = tmp_path / "openvino"
+    out.mkdir()
+    get_backend("openvino").compile(shared_bundle() / "vision", out, {"precision": "fp32"})
+    proc = subprocess.run([sys.executable, "-c", SIGNAL_AFTER_RUNNERS, str(out / "model.xml"), kind],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0 and "handled" in proc.stdout, (proc.returncode, proc.stderr[-2000:])

@@ -210,25 +210,26 @@ def check_outputs(runner_name: str, inputs, outputs, feeds: dict[str, np.ndarray
     OpenVINO's CPU plugin under flush-to-zero returned ``(0, 16)`` for a batch of 1) must give an
     error naming it, never a result."""
     bound: dict[str, int] = {}
-    for spec in inputs:
-        value = feeds.get(spec.name)
+    for _, axis, dim, shape in _symbolic_dims(inputs, feeds):
+        bound.setdefault(dim, int(shape[axis]))
+    for spec, axis, dim, shape in _symbolic_dims(outputs, results):
+        if dim in bound and shape[axis] != bound[dim]:
+            raise OutputShapeError(
+                f"{runner_name} returned {spec.name} of shape {tuple(shape)}: axis {axis} ({dim}) should be "
+                f"{bound[dim]} for these inputs ({', '.join(f'{k} {tuple(np.shape(v))}' for k, v in feeds.items())})",
+                "the runtime computed a wrong shape; rerun with another backend (and report it)")
+
+
+def _symbolic_dims(specs, values: dict):
+    """(spec, axis, dim name, value's shape) for every symbolic dim of ``specs`` that ``values`` has."""
+    for spec in specs:
+        value = values.get(spec.name)
         if value is None:
             continue
         shape = np.shape(value)
         for axis, dim in enumerate(spec.shape):
             if isinstance(dim, str) and axis < len(shape):
-                bound.setdefault(dim, int(shape[axis]))
-    for spec in outputs:
-        value = results.get(spec.name)
-        if value is None:
-            continue
-        shape = np.shape(value)
-        for axis, dim in enumerate(spec.shape):
-            if isinstance(dim, str) and dim in bound and axis < len(shape) and shape[axis] != bound[dim]:
-                raise OutputShapeError(
-                    f"{runner_name} returned {spec.name} of shape {tuple(shape)}: axis {axis} ({dim}) should be "
-                    f"{bound[dim]} for these inputs ({', '.join(f'{k} {tuple(np.shape(v))}' for k, v in feeds.items())})",
-                    "the runtime computed a wrong shape; rerun with another backend (and report it)")
+                yield spec, axis, dim, shape
 
 
 class CheckedRunner:
@@ -256,7 +257,6 @@ def feed_limits(model_file: str | Path | None, inputs, max_sequence: int | None 
     {axis: n}}`` for a ``sequence`` axis when the model has a maximum length (``max_sequence``:
     CLIP's 77, a BERT's ``max_position_embeddings``)."""
     limits: dict[str, dict] = {}
-    specs = {t.name: t for t in inputs}
     if max_sequence:
         for t in inputs:
             axes = {i: int(max_sequence) for i, d in enumerate(t.shape) if d == "sequence"}

@@ -16,6 +16,26 @@ from mmdeploy.errors import InputError, UnsupportedError
 PRECISIONS = ("fp32", "fp16")
 
 
+_CORE = None
+
+
+def core():
+    """The process's one ``openvino.Core``, never destroyed.
+
+    Each Core's CPU plugin sets an alternate signal stack on the thread that creates it and, when
+    destroyed, restores the one it found and unmaps its own.  Two Cores destroyed in the order
+    they were created leave the thread's signal stack pointing at unmapped memory: the next
+    signal (Ctrl-C, SIGTERM) then kills the process with a segmentation fault (measured with
+    openvino 2026.4; the setup is openvinotoolkit/openvino#11894).  One Core for the process
+    keeps the stack valid."""
+    global _CORE
+    if _CORE is None:
+        import openvino as ov
+
+        _CORE = ov.Core()
+    return _CORE
+
+
 def _numpy_dtype(element_type) -> np.dtype:
     return np.dtype(element_type.to_dtype())
 
@@ -41,7 +61,6 @@ class OpenVINORunner:
                  device: str = "CPU", inference_precision: str = "f32",
                  input_names: list[str] | None = None, output_names: list[str] | None = None,
                  static_shapes: bool = True, config: dict[str, Any] | None = None):
-        import openvino as ov
 
         self.name = name
         self.path, self.device = str(xml_path), device
@@ -52,7 +71,7 @@ class OpenVINORunner:
         if threads:
             self.config["INFERENCE_NUM_THREADS"] = int(threads)
         self.config.update(config or {})  # e.g. {"PERF_COUNT": True}: per-node times in request.profiling_info
-        self.core = ov.Core()
+        self.core = core()
         weights = Path(self.path).with_suffix(".bin")
         self._large = weights.is_file() and weights.stat().st_size > self.LARGE_WEIGHTS
         model = self.core.read_model(self.path)

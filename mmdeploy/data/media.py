@@ -144,17 +144,22 @@ def image_array(path: str | Path) -> np.ndarray:
 def decode_images(files: list[Path], strict: bool = False) -> tuple[list, list[int], list[dict]]:
     """(images, indices of ``files`` that decoded, skipped ``[{"file", "reason"}]``); with
     ``strict`` the first unreadable file is an InputError."""
-    images, kept, skipped = [], [], []
+    return _decode_all(decode_image, files, strict)
+
+
+def _decode_all(decode, files: list[Path], strict: bool) -> tuple[list, list[int], list[dict]]:
+    """``decode`` each file: (decoded, indices that decoded, skipped records); strict: raise."""
+    decoded, kept, skipped = [], [], []
     for i, file in enumerate(files):
         try:
-            images.append(decode_image(file))
+            decoded.append(decode(file))
         except InputError as exc:
             if strict:
                 raise
-            skipped.append(skip_record(file, exc))
+            skipped.append(skip_record(Path(file), exc))
             continue
         kept.append(i)
-    return images, kept, skipped
+    return decoded, kept, skipped
 
 
 def skip_record(file: Path, exc: InputError) -> dict:
@@ -319,17 +324,7 @@ def load_audio(path: str | Path, sampling_rate: int) -> np.ndarray:
 def decode_clips(files: list[Path], strict: bool = False) -> tuple[list, list[int], list[dict]]:
     """(clips as (samples, rate) at their own rate, indices of ``files`` that decoded, skipped
     ``[{"file", "reason"}]``): :func:`decode_images` for audio."""
-    clips, kept, skipped = [], [], []
-    for i, file in enumerate(files):
-        try:
-            clips.append(decode_audio(file))
-        except InputError as exc:
-            if strict:
-                raise
-            skipped.append(skip_record(Path(file), exc))
-            continue
-        kept.append(i)
-    return clips, kept, skipped
+    return _decode_all(decode_audio, files, strict)
 
 
 def audio_files(path: str | Path) -> list[Path]:

@@ -24,13 +24,11 @@ of its ``fc2`` column.
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
 from typing import Any, Iterable, Literal
 
 from pydantic import BaseModel, Field, field_validator
 
-from mmdeploy.errors import InputError, UnsupportedError
+from mmdeploy.errors import InputError
 from mmdeploy.models.pruned import (STRUCTURE_KEY, SUPPORTED_FAMILIES, TOWERS, apply_structure, head_dim,  # noqa: F401
                                    keep_channels, keep_heads, load_pretrained, num_heads, structure, towers)
 

@@ -14,7 +14,6 @@ reached, and nothing is written.
 from __future__ import annotations
 
 import shutil
-import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path

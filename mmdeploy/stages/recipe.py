@@ -23,7 +23,7 @@ Every YAML file the project reads (recipes, budgets, target profiles) goes throu
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 

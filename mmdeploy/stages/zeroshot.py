@@ -68,8 +68,9 @@ def _bake_openvino(xml: Path, pre_onnx: Path, out_xml: Path) -> None:
     """The preamble in front of an OpenVINO IR's pixel input (an IR cannot be merged as ONNX)."""
     import openvino as ov
 
-    core = ov.Core()
-    pre, vision = ov.convert_model(str(pre_onnx)), core.read_model(str(xml))
+    from mmdeploy.backends.openvino import core
+
+    pre, vision = ov.convert_model(str(pre_onnx)), core().read_model(str(xml))
     param = vision.get_parameters()[0]
     source = pre.get_results()[0].input_value(0)
     for target in list(param.output(0).get_target_inputs()):

@@ -343,6 +343,18 @@ class OrtRunner:
         return dict(zip(self.names, self.session.run(self.names, feeds)))
 
 
+_CORE = []
+
+
+def _openvino_core(ov):
+    """One Core for the process, never destroyed: Cores destroyed in the order they were created
+    leave the thread's alternate signal stack unmapped, and the next signal is a segmentation
+    fault (see mmdeploy.backends.openvino.core)."""
+    if not _CORE:
+        _CORE.append(ov.Core())
+    return _CORE[0]
+
+
 class OpenVINORunner:
     """As mmdeploy's own OpenVINO runner: the artifact's inference precision, threads pinned,
     denormals left alone (flushing them changes the process's float state for good), compiled for the static shapes of the feeds it runs (any other shape:
@@ -358,7 +370,7 @@ class OpenVINORunner:
                        "PERFORMANCE_HINT": "LATENCY", "ENABLE_CPU_PINNING": True}
         if threads:
             self.config["INFERENCE_NUM_THREADS"] = int(threads)
-        self.core = ov.Core()
+        self.core = _openvino_core(ov)
         self.version = ov.__version__ if hasattr(ov, "__version__") else ov.get_version()
         self.path = item["model"]
         self.requests = {}

@@ -150,7 +150,7 @@ def probe(ssh: SSH, profile, workdir: str) -> dict:
     version = tuple(int(x) for x in info.get("python", "0.0").split(".")[:2])
     if version < MIN_PYTHON:
         raise InputError(f"on {ssh.host}: {profile.python} is Python {info.get('python')}; the device worker "
-                         "needs 3.8 or newer", f"install python3.8+ there and pass --device-python PATH")
+                         "needs 3.8 or newer", "install python3.8+ there and pass --device-python PATH")
     return info
 
 

@@ -4,7 +4,6 @@ another folder, single-tower checkpoints, and towers missing their weights."""
 
 from __future__ import annotations
 
-import json
 import shutil
 from pathlib import Path
 
