@@ -29,7 +29,8 @@ class TextTokenizer:
         path = folder / "tokenizer.json"
         if not path.is_file():
             raise InputError(f"{folder} has no tokenizer.json (the runtime tokenizes with it)",
-                             "re-create the bundle with `mmdeploy convert` (it writes tokenizer.json)")
+                             "re-create the bundle with `mmdeploy convert CKPT --processor DIR` (DIR: the tokenizer "
+                             "files the checkpoint lacks; convert writes tokenizer.json)")
         self.tokenizer = Tokenizer.from_file(str(path))
         cfg_path = folder / "tokenizer_config.json"
         cfg = json.loads(cfg_path.read_text(encoding="utf-8")) if cfg_path.is_file() else {}
