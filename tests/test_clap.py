@@ -153,7 +153,7 @@ def test_runtime_audio_and_text_without_toolchain(bundle, checkpoint, tmp_path):
     import json
 
     from _no_toolchain import run_python
-    from mmdeploy.models.audio import write_wav
+    from mmdeploy.data.media import write_wav
 
     adapter = resolve(checkpoint)
     rng = np.random.default_rng(0)

@@ -17,9 +17,17 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from _no_toolchain import run_python
 from mmdeploy.artifact import read_manifest
 
 PAIRS = Path(__file__).parent / "data" / "sentence_pairs.tsv"
+RUNTIME_TEXTS = '''
+import json, numpy as np, mmdeploy.runtime as rt
+fp32, int8, out, *texts = sys.argv[1:]
+emb = {name: rt.load(path).embed_texts(texts) for name, path in (("fp32", fp32), ("int8", int8))}
+np.savez(out, **emb)
+print(json.dumps({"leaked": _leaked(), "dims": [list(e.shape) for e in emb.values()]}))
+'''
 pytestmark = pytest.mark.slow
 
 
@@ -106,6 +114,14 @@ def test_minilm_convert_quantize_bench_on_real_sentences(minilm, tmp_path, cli):
     assert results["int8"]["mean_cosine"] > 0.98 and results["int8"]["min_cosine"] > 0.95
     assert results["int8"]["nn_agreement"] >= 0.9
     assert read_manifest(tmp_path / "int8" / "encoder").precision == "int8"
+
+    # the user's app: mmdeploy.runtime without torch / transformers / onnx, on both bundles
+    done = run_python(RUNTIME_TEXTS, tmp_path / "fp32", tmp_path / "int8", tmp_path / "runtime.npz", *texts)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert json.loads(done.stdout) == {"leaked": [], "dims": [[len(texts), reference.shape[1]]] * 2}
+    got = np.load(tmp_path / "runtime.npz")
+    assert (got["fp32"] * reference).sum(1).min() >= 0.999  # SentenceTransformer.encode, fp32
+    assert judge(got["int8"], reference)["min_cosine"] > 0.95
 
     done = cli("bench", tmp_path / "fp32", tmp_path / "int8", "--iters", "5", "--warmup", "1", "--json")
     assert done.returncode == 0, done.stderr[-3000:]
