@@ -8,7 +8,6 @@ frames, power spectrum, dB.  Nothing of transformers is imported.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
@@ -54,13 +53,12 @@ class AudioFeatures:
 
     @classmethod
     def from_dir(cls, folder: Path) -> "AudioFeatures":
-        path = Path(folder) / "preprocessor_config.json"
-        if not path.is_file():
-            raise InputError(f"{folder} has no preprocessor_config.json (the CLAP feature extractor)",
-                             "re-create the bundle with `mmdeploy convert`")
-        config = json.loads(path.read_text(encoding="utf-8"))
+        from mmdeploy.runtime.images import read_preprocessor_config
+
+        config = read_preprocessor_config(folder, "the CLAP feature extractor",
+                                          "re-create the bundle with `mmdeploy convert`")
         if config.get("feature_extractor_type", "ClapFeatureExtractor") != "ClapFeatureExtractor":
-            raise InputError(f"{path}: {config.get('feature_extractor_type')} is not supported by the runtime",
+            raise InputError(f"{folder}/preprocessor_config.json: {config.get('feature_extractor_type')} is not supported by the runtime",
                              "CLAP's feature extractor is")
         return cls(config)
 

@@ -47,6 +47,14 @@ def to_rgb_array(image) -> np.ndarray:
     return np.ascontiguousarray(array)
 
 
+def read_preprocessor_config(folder: Path, what: str, hint: str) -> dict:
+    """A bundle's ``preprocess/preprocessor_config.json``; InputError naming ``what`` when absent."""
+    path = Path(folder) / "preprocessor_config.json"
+    if not path.is_file():
+        raise InputError(f"{folder} has no preprocessor_config.json ({what})", hint)
+    return json.loads(path.read_text(encoding="utf-8"))
+
+
 class ImagePreprocessor:
     """``__call__(images) -> pixel_values`` float32 [N, 3, h, w] as the bundle's image processor."""
 
@@ -74,11 +82,8 @@ class ImagePreprocessor:
 
     @classmethod
     def from_dir(cls, folder: Path) -> "ImagePreprocessor":
-        path = Path(folder) / "preprocessor_config.json"
-        if not path.is_file():
-            raise InputError(f"{folder} has no preprocessor_config.json (the image processor)",
-                             "convert the checkpoint with its processor files (or `mmdeploy convert --processor DIR`)")
-        return cls(json.loads(path.read_text(encoding="utf-8")))
+        return cls(read_preprocessor_config(folder, "the image processor", "convert the checkpoint with its "
+                                            "processor files (or `mmdeploy convert --processor DIR`)"))
 
     def output_size(self, height: int, width: int) -> tuple[int, int]:
         """(h, w) after the resize, as transformers computes it (the long edge truncated)."""
