@@ -290,3 +290,20 @@ def test_clap_saved_without_feature_extractor_or_tokenizer(tmp_path, cli):
     ok(cli("convert", src, "--output", tmp_path / "out2", "--processor", full))
     bundle = read_manifest(tmp_path / "out2")
     assert bundle.metadata["preprocessing"]["source"] == "processor-dir" and bundle.parity["task"]["top1_agreement"] == 1.0
+
+
+def test_derived_processor_leaves_nothing_in_tmpdir(tmp_path):
+    """A checkpoint without its processor: the derived one is saved into the bundle, and the
+    folder it was saved through is gone when the command ends (it used to stay in $TMPDIR)."""
+    import os
+    import subprocess
+    import sys
+
+    src = tiny_vit(tmp_path / "vit")
+    tmpdir = tmp_path / "tmp"
+    tmpdir.mkdir()
+    done = subprocess.run([sys.executable, "-m", "mmdeploy", "convert", str(src), "--output", str(tmp_path / "out")],
+                          capture_output=True, text=True, timeout=300, env={**os.environ, "TMPDIR": str(tmpdir)})
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert (tmp_path / "out" / "preprocess" / "preprocessor_config.json").is_file()
+    assert not [p.name for p in tmpdir.iterdir() if p.name.startswith("mmdeploy-derived-")]
