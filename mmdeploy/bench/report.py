@@ -287,12 +287,18 @@ def _verdict_class(cell: str, tag: str) -> str:
 
 
 def write_report(doc: dict, directory: str | Path) -> Path:
-    """``DIR/report.md``, ``DIR/report.html``, ``DIR/results.json`` (and ``junit.xml`` with budgets)."""
+    """``DIR/report.md``, ``DIR/report.html``, ``DIR/results.json`` (and ``junit.xml`` with budgets).
+
+    Written with Ctrl-C / SIGTERM held: a report is there whole or not at all."""
+    from mmdeploy.artifact import signals_deferred
+
     directory = Path(directory)
-    directory.mkdir(parents=True, exist_ok=True)
-    (directory / "report.md").write_text(markdown(doc))
-    (directory / "report.html").write_text(html_page(doc))
-    write_json(doc, directory / "results.json")
-    if doc.get("budgets"):
-        write_junit(doc, directory / "junit.xml")
+    pages = {"report.md": markdown(doc), "report.html": html_page(doc)}
+    with signals_deferred():
+        directory.mkdir(parents=True, exist_ok=True)
+        for name, text in pages.items():
+            (directory / name).write_text(text)
+        write_json(doc, directory / "results.json")
+        if doc.get("budgets"):
+            write_junit(doc, directory / "junit.xml")
     return directory
