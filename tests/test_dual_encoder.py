@@ -141,8 +141,9 @@ def test_quantize_int8(bundles, family, tmp_path):
     in bf16 where that measured fastest: tests/test_autoselect.py covers its choice.)"""
     from mmdeploy.stages.quantize import QuantizeOptions, quantize
 
+    # budget 0.95: a random tiny tower has samples of no direction (ALIGN's worst: 0.957 at mean 0.99)
     m = quantize(bundles[family], tmp_path / "int8", QuantizeOptions(latency_runs=0, metric="cosine",
-                                                                     method="ort-static"),
+                                                                     method="ort-static", accuracy_budget=0.95),
                  log=lambda *a, **k: None)
     assert m.precision == "int8" and m.family == family
     assert [a.component for a in m.artifacts] == ["vision", "text"]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -158,6 +159,31 @@ def test_accuracy_aware_keeps_sensitive_blocks_float(bundle, tmp_path):
     assert all(b["nodes"] and "metric_after" in b for b in blocks)
     summary_cos = m.metadata["quantize_summary"]["components"][0]["cosine"]
     assert summary_cos >= 0.99999
+
+
+def test_nncf_block_search_probes_by_bypassing_quantizers(bundle, images, tmp_path):
+    """NNCF's block search measures blocks on the all-int8 IR with their activation quantizers
+    bypassed (no re-calibration per block), then builds the real thing without the blocks kept
+    and judges that: what is reported (and would be written) is the confirmed build, not a probe."""
+    import openvino as ov
+
+    from mmdeploy.passes.quantize import float_probe, quantizable_groups
+
+    lines: list[str] = []
+    with pytest.raises(AccuracyBudgetError, match="best reached"):  # random tiny weights: nncf is all but exact
+        quantize(bundle / "vision", tmp_path / "aware", _opts(method="nncf", calib=images, accuracy_budget=0.999999,
+                                                               max_float_blocks=3), log=lines.append)
+    assert any("sensitivity vision: " in line for line in lines), lines
+    assert any(re.search(r"quantized without the \d block\(s\) kept in float", line) for line in lines), lines
+    assert not (tmp_path / "aware").exists()
+    # the probe itself: the activation quantizers feeding the block's MatMuls are bypassed
+    m = quantize(bundle / "vision", tmp_path / "ov", _opts(method="nncf", calib=images, accuracy_aware=False))
+    ir = tmp_path / "ov" / m.metadata["model_file"]
+    nodes = next(iter(quantizable_groups(bundle / "vision" / "model.onnx").values()))
+    count = lambda model: sum(op.get_type_name() == "FakeQuantize" for op in model.get_ops())  # noqa: E731
+    probe = float_probe(ir, "openvino", nodes, tmp_path / "probe")
+    assert count(ov.Core().read_model(str(probe))) < count(ov.Core().read_model(str(ir)))
+    assert float_probe(ir, "onnx", nodes, tmp_path / "none") is None
 
 
 def test_impossible_budget_writes_nothing(bundle, tmp_path):

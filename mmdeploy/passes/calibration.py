@@ -25,6 +25,8 @@ from mmdeploy.errors import CalibrationError
 from mmdeploy.models.preprocess import read_captions  # noqa: F401  (one reader for every caller)
 
 TEXT_SUFFIXES = {".txt"}
+JUDGE_SAMPLES = 96  # samples the accuracy guard judges on (held out from calibration when there are more)
+JUDGE_BATCH = 16  # held-out samples run this many at a time where the batch is dynamic
 # component input names -> the modality of data that feeds it
 INPUT_MODALITIES = {"pixel_values": "image", "input_ids": "text", "input_features": "audio",
                     "input_values": "audio"}
@@ -37,10 +39,25 @@ class CalibrationSet:
     sha256: str
     kind: str  # image | text | audio | tensor
     extra: dict[str, Any] = field(default_factory=dict)
+    heldout: list[dict[str, np.ndarray]] = field(default_factory=list)  # never calibrated on
+
+    @property
+    def judge_feeds(self) -> list[dict[str, np.ndarray]]:
+        """What the accuracy guard judges on: samples the calibration never saw when the data has
+        more than the calibration limit (a model calibrated on its judge set looks better than it
+        is on the user's inputs), else the first calibration samples."""
+        return self.heldout or self.feeds[:JUDGE_SAMPLES]
 
     def record(self) -> dict[str, Any]:
         return {"source": self.source, "sha256": self.sha256, "kind": self.kind,
-                "samples": len(self.feeds), **self.extra}
+                "samples": len(self.feeds), "judged_on": f"{len(self.heldout)} held-out samples" if self.heldout
+                else f"{len(self.judge_feeds)} calibration samples", **self.extra}
+
+
+def stack_feeds(feeds: list[dict[str, np.ndarray]], size: int) -> list[dict[str, np.ndarray]]:
+    """Same-shaped feeds joined along the batch axis, ``size`` at a time."""
+    return [{k: np.concatenate([f[k] for f in feeds[i:i + size]]) for k in feeds[i]}
+            for i in range(0, len(feeds), size)]
 
 
 def component_modality(input_names: list[str]) -> str:

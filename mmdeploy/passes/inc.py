@@ -58,8 +58,8 @@ def inc_accuracy_loop(comps, evaluator, options, quantize_component, log):
     """Tune with INC; returns (steps, float_blocks) like the default loop, or raises the budget error."""
     import logging
 
+    from mmdeploy.passes.accuracy import brief, budget_error, describe
     from mmdeploy.passes.quantize import quantizable_groups
-    from mmdeploy.passes.accuracy import brief, budget_error, describe, embedding_cosine
 
     _, TuningConfig, init_tuning = _inc()
     Config = _config_class()
@@ -108,13 +108,11 @@ def inc_accuracy_loop(comps, evaluator, options, quantize_component, log):
             comp.groups = dict(quantizable_groups(comp.base_model))
             comp.excluded = base_excluded[comp.name]
             opts = options.model_copy(update={"calibrate_method": best.calibrate_method})
-            base = embedding_cosine(evaluator.fp32[comp.name], quantize_component(comp, opts, "ort-static", "probe")[1],
-                                    comp.calib.feeds[:16])
+            base = evaluator.judge(comp.name, quantize_component(comp, opts, "ort-static", "probe")[1])[0]
             for group, nodes in comp.groups.items():
                 comp.excluded = base_excluded[comp.name] + nodes
                 r = quantize_component(comp, opts, "ort-static", "probe")[1]
-                ranking.append((embedding_cosine(evaluator.fp32[comp.name], r, comp.calib.feeds[:16]) - base,
-                                comp.name, group))
+                ranking.append((evaluator.judge(comp.name, r)[0] - base, comp.name, group))
         ranking.sort(key=lambda t: -t[0])
         del ranking[options.max_float_blocks:]
         configs = [Config(best.calibrate_method, k) for k in range(1, len(ranking) + 1)]

@@ -308,6 +308,36 @@ def _ov_names(ov_model, onnx_names: list[str]) -> list[str]:
     return found or list(onnx_names)
 
 
+# --------------------------------------------------------------------------- block-search probes
+
+
+def float_probe(model_file: Path, fmt: str, nodes: list[str], output_dir: Path) -> Path | None:
+    """A copy of a quantized model in which ``nodes`` read their activations unquantized (their
+    activation quantizers bypassed; weights stay as quantized).  NNCF ranks blocks for its
+    accuracy control the same way (quantizer removal, no new calibration): the block search
+    measures each block in seconds where a re-quantization costs a calibration pass.  OpenVINO IR
+    (FakeQuantize); returns the probe's model file, or None where it cannot be made (another
+    format, a model without activation quantizers)."""
+    if fmt != "openvino":  # QDQ ONNX: ORT places Q/DQ around more than a block's MatMuls
+        return None
+    import openvino as ov
+
+    model = ov.Core().read_model(str(model_file))
+    wanted, bypassed = set(_ov_names(model, nodes)), 0
+    for op in model.get_ops():
+        if op.get_friendly_name() in wanted:
+            for port in op.inputs():
+                source = port.get_source_output().get_node()
+                if source.get_type_name() == "FakeQuantize":
+                    port.replace_source_output(source.input_value(0))
+                    bypassed += 1
+    if not bypassed:  # int8 weights only (nncf-weights): no activation quantizer to bypass
+        return None
+    output_dir.mkdir(parents=True, exist_ok=True)
+    ov.save_model(model, str(output_dir / "model.xml"), compress_to_fp16=False)
+    return output_dir / "model.xml"
+
+
 # --------------------------------------------------------------------------- tflite
 
 

@@ -214,7 +214,7 @@ class Outcome:
         if self.error:
             row["error"] = self.error
         if self.score is not None:
-            row["accuracy"] = {k: v for k, v in self.score.items() if k in ("value", "drop", "ok", "cosine")}
+            row["accuracy"] = {k: v for k, v in self.score.items() if k in ("value", "drop", "ok", "cosine", "min_cosine")}
         row["holds_budget"] = self.ok
         row["float_blocks"] = len(self.float_blocks)
         if self.not_on_device:
@@ -228,9 +228,12 @@ class Outcome:
     def holds_for(self, component: str, budget: float | None) -> bool:
         """This candidate's own accuracy on one component: its embedding cosine against the budget
         (the cosine guard scores each component alone), else the whole candidate's verdict."""
+        from mmdeploy.passes.accuracy import tail_floor
+
         cosines = (self.score or {}).get("cosine")
         if budget is not None and isinstance(cosines, dict) and component in cosines:
-            return cosines[component] >= budget
+            worst = (self.score.get("min_cosine") or {}).get(component, cosines[component])
+            return cosines[component] >= budget and worst >= tail_floor(budget)
         return self.ok
 
 
@@ -459,7 +462,8 @@ def _coverable(built: list[Outcome], comps, evaluator) -> bool:
 
 def _mix_cosine(choice: Choice) -> dict:
     cosines = {c: o.score["cosine"][c] for c, o in choice.by_component.items()}
-    return {"cosine": cosines, "value": min(cosines.values()), "ok": True}
+    worst = {c: o.score.get("min_cosine", o.score["cosine"])[c] for c, o in choice.by_component.items()}
+    return {"cosine": cosines, "min_cosine": worst, "value": min(cosines.values()), "ok": True}
 
 
 def _fastest(built: list[Outcome], comps, evaluator, runner_for, log) -> Choice:

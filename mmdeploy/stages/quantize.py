@@ -29,7 +29,7 @@ from mmdeploy.artifact import (
 from mmdeploy import cpu as cpu_module
 from mmdeploy.errors import CalibrationError, InputError, UnsupportedError
 from mmdeploy.passes.accuracy import (  # noqa: F401  (AccuracyBudgetError: part of this stage's API)
-    AccuracyBudgetError, brief, budget_error, describe, embedding_cosine,
+    AccuracyBudgetError, brief, budget_error, describe, embedding_cosines, tail_floor,
 )
 from mmdeploy.onnx_files import model_bytes
 from mmdeploy.passes.base import PassContext
@@ -94,6 +94,7 @@ class _Component:
     work: Path | None = None
     excluded: list[str] = field(default_factory=list)
     groups: dict[str, list[str]] = field(default_factory=dict)
+    probes: int = 0  # block-search probes made (each in work/probe-N)
     result: Any = None  # PassResult of the current quantization
     out_dir: Path | None = None
     torch_module: Any = None  # for --method tflite
@@ -170,18 +171,26 @@ def calibration_paths(calib) -> dict[str, Path]:
 def calibration_set(comp: _Component, adapter, bundle: Path | None, path: Path | None,
                     kind: str | None, limit: int) -> CalibrationSet:
     """Feeds for one component, of one shape (see :func:`pad_to_common_shape`)."""
-    from mmdeploy.passes.calibration import pad_to_common_shape
-
-    calib = _calibration_set(comp, adapter, bundle, path, kind, limit)
     from mmdeploy.backends.base import fit_static_batches
+    from mmdeploy.passes.calibration import JUDGE_BATCH, JUDGE_SAMPLES, pad_to_common_shape, stack_feeds
 
+    calib = _calibration_set(comp, adapter, bundle, path, kind, limit + JUDGE_SAMPLES)
+    if len(calib.feeds) > limit:  # the guard judges on samples the calibration never saw
+        calib.feeds, calib.heldout = calib.feeds[:limit], calib.feeds[limit:]
+        if calib.source == "adapter-default":
+            calib.sha256 = feeds_sha256(calib.feeds)
     calib.feeds, padded = pad_to_common_shape(calib.feeds)
+    if calib.heldout:
+        calib.heldout, _ = pad_to_common_shape(calib.heldout)
     if padded:
         calib.extra["padded_to"] = padded
     static = fit_static_batches(calib.feeds, comp.manifest.inputs)  # convert --batch N / --sequence L
     if static is not calib.feeds:
         calib.feeds = static
+        calib.heldout = fit_static_batches(calib.heldout, comp.manifest.inputs) if calib.heldout else []
         calib.extra["static_shape"] = {t.name: list(t.shape) for t in comp.manifest.inputs}
+    elif calib.heldout and all(t.shape and isinstance(t.shape[0], str) for t in comp.manifest.inputs):
+        calib.heldout = stack_feeds(calib.heldout, JUDGE_BATCH)  # the guard runs them a batch at a time
     return calib
 
 
@@ -242,6 +251,7 @@ class _Evaluator:
         self.adapter = adapter
         self.options = options
         self.notes: list[str] = []
+        self._refs: dict[str, list] = {}  # fp32 outputs on each component's judge samples
         self.fp32 = {c.name: model_runner(_model_file(c.src, c.manifest), "onnx", "onnxruntime-fp32",
                                        signature=c.manifest) for c in comps}
         self.metric = "cosine"
@@ -336,11 +346,19 @@ class _Evaluator:
         self.baseline = 100.0 * result.value
         self.baseline_result = result
 
+    def judge(self, name: str, runner) -> tuple[float, float]:
+        """(mean, worst sample) embedding cosine of one quantized component on the judge samples
+        (:attr:`CalibrationSet.judge_feeds`); the fp32 outputs are computed once."""
+        feeds = self.comps[name].calib.judge_feeds
+        if name not in self._refs:
+            self._refs[name] = [self.fp32[name].run(f) for f in feeds]
+        return embedding_cosines(self.fp32[name], runner, feeds, refs=self._refs[name])
+
     def score(self, runners: dict[str, Any]) -> dict[str, Any]:
         """{"value", "ok", ...} for quantized runners (fp32 runners stand in for the others)."""
-        cosines = {name: embedding_cosine(self.fp32[name], r, self.comps[name].calib.feeds[:16])
-                   for name, r in runners.items()}
-        out: dict[str, Any] = {"cosine": cosines}
+        both = {name: self.judge(name, r) for name, r in runners.items()}
+        cosines = {name: mean for name, (mean, _) in both.items()}
+        out: dict[str, Any] = {"cosine": cosines, "min_cosine": {name: worst for name, (_, worst) in both.items()}}
         if self.metric == "task" and self.user_set is not None:
             from mmdeploy.data.metrics import agreement
 
@@ -355,14 +373,14 @@ class _Evaluator:
             out.update(value=value, drop=self.baseline - value, ok=self.baseline - value <= self.budget + 1e-9,
                        agreement=result.agreement(self.baseline_result))
         else:
-            value = min(cosines.values())
-            out.update(value=value, ok=value >= self.budget)
+            value = min(cosines.values())  # the mean holds the budget, every sample the tail floor
+            out.update(value=value, ok=value >= self.budget and min(out["min_cosine"].values()) >= tail_floor(self.budget))
         return out
 
     def describe(self) -> str:
         if self.metric == "task":
             return f"{self.task_name} drop <= {self.budget:g} pp (fp32 {self.baseline:.2f} %)"
-        return f"embedding cosine >= {self.budget:g}"
+        return f"embedding cosine >= {self.budget:g} (mean), >= {tail_floor(self.budget):g} (every sample)"
 
 
 # --------------------------------------------------------------------------- main entry
@@ -646,6 +664,24 @@ def _quantize_component(comp: _Component, options: QuantizeOptions, method: str,
                                 signature=comp.manifest)
 
 
+def _probe(comp: _Component, nodes: list[str], method: str, base=None):
+    """A runner over ``comp``'s quantized model (or ``base``: (result, out_dir)) with ``nodes``'
+    activation quantizers bypassed (:func:`mmdeploy.passes.quantize.float_probe`), or None where
+    the model has none.  Each probe has a folder of its own (a runner may map its weights file);
+    the previous ones are removed."""
+    from mmdeploy.passes.quantize import float_probe
+
+    result, out_dir = base or (comp.result, comp.out_dir)
+    for old in comp.work.glob("probe-*"):
+        shutil.rmtree(old, ignore_errors=True)
+    comp.probes += 1
+    path = float_probe(out_dir / result.model_file, result.format, nodes, comp.work / f"probe-{comp.probes}")
+    if path is None:
+        return None
+    return model_runner(path, result.format, f"{method}-{comp.name}-probe", comp.input_names,
+                        [t.name for t in comp.manifest.outputs], result.report.get("pad"), signature=comp.manifest)
+
+
 def _variants(options: QuantizeOptions, method: str) -> list[dict]:
     """The settings a route tries, in order, until one holds the budget (the best is kept): its
     outlier handling decided by measuring on the calibration data, not assumed.
@@ -722,6 +758,8 @@ def _accuracy_loop(comps: list[_Component], evaluator: _Evaluator, options: Quan
     # sensitivity: gain in the component's cosine when only that block stays float, within
     # options.search_seconds (blocks not probed by then rank last)
     ranking = []
+    probing: set[str] = set()  # components whose blocks are measured by quantizer bypass (_probe)
+    quantized = {c.name: (c.result, c.out_dir) for c in comps}  # the all-int8 build the probes start from
     started = time.perf_counter()
     for comp in comps:
         comp.groups = dict(quantizable_groups(comp.base_model))
@@ -733,11 +771,17 @@ def _accuracy_loop(comps: list[_Component], evaluator: _Evaluator, options: Quan
             if time.perf_counter() - started > options.search_seconds:
                 ranking.append((-1.0, comp.name, group))
                 continue
-            saved = comp.excluded
-            comp.excluded = saved + nodes
-            _, r = _quantize_component(comp, options, method, "probe")
-            gain = embedding_cosine(evaluator.fp32[comp.name], r, comp.calib.feeds[:16]) - base_cos
-            comp.excluded = saved
+            r = _probe(comp, nodes, method, quantized[comp.name])
+            if r is not None:
+                probing.add(comp.name)
+            else:  # no quantizer to bypass (dynamic quantization, a block NNCF left float): re-quantize
+                saved = comp.excluded
+                comp.excluded = saved + nodes
+                _, r = _quantize_component(comp, options, method, "probe")
+                comp.excluded = saved
+                comp.result, comp.out_dir = quantized[comp.name]
+            gain = evaluator.judge(comp.name, r)[0] - base_cos
+            del r
             ranking.append((gain, comp.name, group))
             probed += 1
         top = sorted((t for t in ranking if t[1] == comp.name and t[0] > -1), key=lambda t: -t[0])[:3]
@@ -745,51 +789,81 @@ def _accuracy_loop(comps: list[_Component], evaluator: _Evaluator, options: Quan
             + (", ".join(f"{block_label(n, g)} (cosine +{gain:.2g})" for gain, n, g in top) or "none measured"))
     ranking.sort(key=lambda t: -t[0])
     by_name = {c.name: c for c in comps}
-    best = score
-    for gain, name, group in ranking[: options.max_float_blocks]:
-        comp = by_name[name]
-        saved = comp.excluded
-        comp.excluded = saved + comp.groups[group]
-        _, candidate = _quantize_component(comp, options, method, "q")
+    user = {c.name: list(c.excluded) for c in comps}  # --exclude
+
+    def build(name: str, nodes: list[str], real: bool):
+        """``name``'s runner with ``nodes`` in float: a probe where its quantizers can be bypassed,
+        else (or ``real``) a re-quantization without them."""
+        if not real and name in probing:
+            return _probe(by_name[name], nodes, method, quantized[name])
+        by_name[name].excluded = user[name] + nodes
+        return _quantize_component(by_name[name], options, method, "q")[1]
+
+    def confirm() -> dict:
+        """The probes ran with the kept blocks' activation quantizers bypassed: now the real thing
+        (quantized without those blocks, their weights float too), judged."""
+        for name in probing:
+            runners[name] = build(name, floated[name], True)
+        score = evaluator.score(runners)
+        steps.append({"float_block": None, "component": None, "confirmed": True, **brief(score)})
+        log(f"  quantized without the {len(float_blocks)} block(s) kept in float: {describe(score, evaluator)}")
+        return score
+
+    floated: dict[str, list[str]] = {c.name: [] for c in comps}
+    real, best = not probing, score
+    queue = ranking[: options.max_float_blocks]
+    while queue:
+        gain, name, group = queue.pop(0)
+        nodes = floated[name] + by_name[name].groups[group]
+        candidate = build(name, nodes, real)
         new = evaluator.score({**runners, name: candidate})
-        entry = {"component": name, "block": group, "label": block_label(name, group), "nodes": comp.groups[group],
+        entry = {"component": name, "block": group, "label": block_label(name, group), "nodes": by_name[name].groups[group],
                  "sensitivity_gain": gain, "metric_before": best["value"], "metric_after": new["value"]}
         if new["value"] < best["value"]:  # no gain on the budget metric: quantize it after all
-            comp.excluded = saved
-            _quantize_component(comp, options, method, "q")
+            if real:
+                build(name, floated[name], True)
             steps.append({"float_block": group, "component": name, "rejected": True, **brief(new)})
             log(f"  {block_label(name, group)} in float does not help ({describe(new, evaluator)}): stays int8")
             continue
-        runners[name] = candidate
+        runners[name], floated[name] = candidate, nodes
         float_blocks.append(entry)
         steps.append({"float_block": group, "component": name, **brief(new)})
         log(f"  keep {block_label(name, group)} in float -> {describe(new, evaluator)}")
         best = new
-        if new["ok"]:
-            return steps, _drop_unneeded(float_blocks, runners, by_name, evaluator, options, method, steps, log)
+        if not new["ok"]:
+            continue
+        float_blocks = _drop_unneeded(float_blocks, runners, floated, build, real, evaluator, steps, log)
+        if real:
+            return steps, float_blocks
+        best, real = confirm(), True  # if the probes were optimistic: go on with real builds
+        if best["ok"]:
+            return steps, float_blocks
+    if not real and float_blocks:
+        best = confirm()  # what is reported is a real build's accuracy (probes are pessimistic too)
+        if best["ok"]:
+            return steps, float_blocks
     raise budget_error(evaluator, best, float_blocks)
 
 
-def _drop_unneeded(float_blocks: list[dict], runners: dict, by_name: dict, evaluator, options, method,
+def _drop_unneeded(float_blocks: list[dict], runners: dict, floated: dict, build, real: bool, evaluator,
                    steps: list, log) -> list[dict]:
     """Greedy search, second pass: quantize again each block kept in float earlier (all but the
     last, which met the budget) whose float copy turns out not to matter with the others kept."""
     kept = list(float_blocks)
     for entry in list(float_blocks[:-1]):
-        comp = by_name[entry["component"]]
-        saved = comp.excluded
-        comp.excluded = [n for n in saved if n not in set(entry["nodes"])]
-        _, candidate = _quantize_component(comp, options, method, "q")
-        score = evaluator.score({**runners, comp.name: candidate})
+        name = entry["component"]
+        nodes = [n for n in floated[name] if n not in set(entry["nodes"])]
+        candidate = build(name, nodes, real)
+        score = evaluator.score({**runners, name: candidate})
         if score["ok"]:
-            runners[comp.name] = candidate
+            runners[name], floated[name] = candidate, nodes
             kept.remove(entry)
-            steps.append({"float_block": entry["block"], "component": comp.name, "dropped": True, **brief(score)})
+            steps.append({"float_block": entry["block"], "component": name, "dropped": True, **brief(score)})
             log(f"  {entry['label']} did not matter once the others were float: quantized again "
                 f"({describe(score, evaluator)})")
             continue
-        comp.excluded = saved
-        _quantize_component(comp, options, method, "q")
+        if real:
+            build(name, floated[name], True)
     return kept
 
 
