@@ -86,6 +86,29 @@ def test_picks_fastest_within_budget_and_records_every_candidate(monkeypatch):
     assert "measured here" in record["how"] and "1.33× faster than nncf" in record["reason"]
 
 
+def test_a_tie_in_speed_goes_to_fewer_float_blocks_then_the_smaller_artifact(monkeypatch):
+    """Within 5 % of the fastest, speed is noise: MiniLM's nncf-fast+bf16 with 6 FFN blocks in float
+    (42.6 MB, 3.04 ms) against nncf-w8 with none (23.2 MB, 3.07 ms) -- the user wants the latter."""
+    values = {n: 0.999 for n in CANDIDATES}
+    base = _fake_build(values)
+
+    def build(cand, log, aware):
+        o = base(cand, log, aware)
+        if cand.name == "nncf-fast+bf16":
+            o.float_blocks = [{"component": "vision", "block": f"layers.{i}.ffn"} for i in range(6)]
+        return o
+
+    monkeypatch.setattr(cpu_module, "cpu_features", lambda: CPU_AMX)
+    latencies = {"nncf-fast+bf16": 3.04, "nncf-w8": 3.07, "nncf": 5.0}
+    chosen, record = autoselect.select(_comps(), _Eval(), QuantizeOptions(), lambda m: None, build=build,
+                                       runner_for=lambda comp, state, cand: cand.name, timer=_timer(latencies))
+    assert chosen.name == "nncf-w8" and "fewer blocks in float" in record["reason"]
+    latencies["nncf-fast+bf16"] = 2.5  # really faster: it wins despite its float blocks
+    chosen, _ = autoselect.select(_comps(), _Eval(), QuantizeOptions(), lambda m: None, build=build,
+                                  runner_for=lambda comp, state, cand: cand.name, timer=_timer(latencies))
+    assert chosen.name == "nncf-fast+bf16"
+
+
 def test_other_cpu_other_choice_and_unavailable_routes_skipped_with_a_note(monkeypatch):
     values = {n: 0.999 for n in CANDIDATES}
     latencies = {"ort-static": 14.0, "ort-dynamic": 15.0, "nncf": 60.0}

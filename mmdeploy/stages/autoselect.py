@@ -121,6 +121,9 @@ def availability(candidate: Candidate, cpu: dict[str, Any]) -> str | None:
 
 RACE_BLOCKS = 3  # blocks every runner gets before one can be dropped from the race
 RACE_RATIO = 3.0  # dropped when even its fastest run is this many times the leader's median
+# candidates within 5 % of the fastest are equally fast (timing noise on a shared 2-core machine is
+# that large): among them, the fewest blocks kept in float, then the smallest artifact wins
+TIE_RATIO = 1.05
 
 
 def time_interleaved(runners: dict[str, Any], feeds: dict[str, dict], blocks: int = 5, runs: int = 5) -> dict[str, float]:
@@ -420,7 +423,8 @@ def select(comps, evaluator, options, log, build: Callable, runner_for: Callable
         how = ("measured here: every candidate timed side by side in one process (interleaved blocks, "
                "batch of the calibration feeds, ONNX Runtime spinning off; a candidate whose fastest run is "
                f"over {RACE_RATIO:g}x the leader's median stops after {RACE_BLOCKS} blocks); per component, "
-               "the fastest candidate that holds the budget")
+               f"the fastest candidate that holds the budget (within {TIE_RATIO - 1:.0%}: the one with fewest "
+               "blocks in float, then the smallest)")
     for comp in comps:
         state = choice.by_component[comp.name].state[comp.name]
         for attr in ("result", "out_dir", "excluded", "passes", "base_model"):
@@ -437,10 +441,11 @@ def select(comps, evaluator, options, log, build: Callable, runner_for: Callable
 
 def _could_win(o: Outcome, built: list[Outcome], comps, evaluator) -> bool:
     """An over-budget candidate worth a block search: no candidate holds for some component, or
-    it is faster there than every candidate that holds."""
+    it is faster there than every candidate that holds by more than a tie (:data:`TIE_RATIO`;
+    blocks kept in float only make it slower)."""
     for c in comps:
         holding = [x for x in _eligible(built, c.name, evaluator) if x is not o]
-        if not holding or _comp_latency(o, c.name) < min(_comp_latency(x, c.name) for x in holding):
+        if not holding or _comp_latency(o, c.name) * TIE_RATIO < min(_comp_latency(x, c.name) for x in holding):
             return True
     return False
 
@@ -467,13 +472,16 @@ def _mix_cosine(choice: Choice) -> dict:
 
 
 def _fastest(built: list[Outcome], comps, evaluator, runner_for, log) -> Choice:
-    """Per component, the fastest candidate that holds the budget for it.  Under the cosine guard
+    """Per component, the fastest candidate that holds the budget for it (:data:`TIE_RATIO`).  Under the cosine guard
     the mix's score is exact (each component is scored alone); under a task metric the mix is
     scored as a whole and kept only if it holds, else the fastest whole candidate."""
     by_comp = {}
     for comp in comps:
         eligible = _eligible(built, comp.name, evaluator)
-        by_comp[comp.name] = min(eligible, key=lambda o: _comp_latency(o, comp.name))
+        fastest = min(_comp_latency(o, comp.name) for o in eligible)
+        tied = [o for o in eligible if _comp_latency(o, comp.name) <= fastest * TIE_RATIO]
+        by_comp[comp.name] = min(tied, key=lambda o: (_float_blocks(o, comp.name), _comp_bytes(o, comp.name),
+                                                      _comp_latency(o, comp.name)))
     mix = Choice(by_comp, {})
     if mix.single:
         mix.score = mix.single.score or {}
@@ -489,6 +497,15 @@ def _fastest(built: list[Outcome], comps, evaluator, runner_for, log) -> Choice:
     best = min((o for o in built if o.ok), key=lambda o: o.latency_ms if o.latency_ms is not None else float("inf"))
     log(f"auto: the per-component mix {mix.name} is over budget as a whole; keeping {best.candidate.name}")
     return Choice({c.name: best for c in comps}, best.score or {})
+
+
+def _float_blocks(o: Outcome, component: str) -> int:
+    return sum(1 for b in o.float_blocks if b.get("component") == component)
+
+
+def _comp_bytes(o: Outcome, component: str) -> int:
+    out_dir = o.state.get(component, {}).get("out_dir")
+    return sum(p.stat().st_size for p in Path(out_dir).rglob("*") if p.is_file()) if out_dir else 0
 
 
 def _comp_latency(o: Outcome, component: str) -> float:
@@ -578,6 +595,8 @@ def _reason(choice: Choice, built: list[Outcome], cpu: dict, comps, evaluator, w
         o = choice.by_component[comp.name]
         mine = _comp_latency(o, comp.name)
         text = f"{comp.name}: {o.candidate.name} ({o.candidate.note})"
+        if any(_comp_latency(x, comp.name) < mine for x in _eligible(built, comp.name, evaluator)):
+            text += f" (within {TIE_RATIO - 1:.0%} of the fastest: fewer blocks in float / smaller wins a tie)"
         others = sorted((x for x in _eligible(built, comp.name, evaluator) if x is not o
                          and _comp_latency(x, comp.name) < float("inf")), key=lambda x: _comp_latency(x, comp.name))
         if mine < float("inf") and others:

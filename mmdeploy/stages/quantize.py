@@ -563,7 +563,7 @@ def _build_state(comps: list[_Component], evaluator: _Evaluator, options: Quanti
             opts = options.model_copy(update={"activation_type": "int8"}) if cand.runtime == "tensorrt" else options
             try:
                 outcome.steps, outcome.float_blocks = _accuracy_loop(comps, evaluator, opts, cand.method,
-                                                                     lambda m: log("  " + m))
+                                                                     lambda m: log("  " + m), reuse)
             except AccuracyBudgetError as exc:
                 outcome.score = getattr(exc, "best", None)
                 outcome.steps, outcome.float_blocks = [], list(getattr(exc, "float_blocks", []))
@@ -659,9 +659,14 @@ def _quantize_component(comp: _Component, options: QuantizeOptions, method: str,
     result = p.run(comp.base_model, out, config, context)
     result.report["record"] = p.record(config, result)
     comp.result, comp.out_dir = result, out
-    return result, model_runner(out / result.model_file, result.format, f"{method}-{comp.name}",
-                                comp.input_names, [t.name for t in comp.manifest.outputs], result.report.get("pad"),
-                                signature=comp.manifest)
+    return result, _runner(comp, method)
+
+
+def _runner(comp: _Component, method: str):
+    """A runner over ``comp``'s current quantized model."""
+    result = comp.result
+    return model_runner(comp.out_dir / result.model_file, result.format, f"{method}-{comp.name}", comp.input_names,
+                        [t.name for t in comp.manifest.outputs], result.report.get("pad"), signature=comp.manifest)
 
 
 def _probe(comp: _Component, nodes: list[str], method: str, base=None):
@@ -708,10 +713,23 @@ def _variants(options: QuantizeOptions, method: str) -> list[dict]:
     return [{}]
 
 
-def _quantize_variants(comps: list[_Component], evaluator, options: QuantizeOptions, method: str, log):
+def _quantize_variants(comps: list[_Component], evaluator, options: QuantizeOptions, method: str, log,
+                       cache: dict | None = None):
     """Quantize every component with each of the route's variants (:func:`_variants`) until one
     holds the budget; returns (options of the best, its runners, its score).  Each variant is
-    built in its own directory; the components are left at the best one."""
+    built in its own directory; the components are left at the best one.  ``cache``: the builds of
+    earlier runs over the same components (auto's block search starts from the all-int8 build
+    it already made and judged)."""
+    key = (method, options.model_dump_json(exclude={"accuracy_aware"}))
+    if cache is not None and key in cache:
+        import copy
+
+        opts, score, state = cache[key]
+        for c in comps:
+            c.result, c.out_dir = copy.deepcopy(state[c.name][0]), state[c.name][1]
+        log(f"quantized all (built before): {describe(score, evaluator)}")
+        return (opts.model_copy(update={"accuracy_aware": options.accuracy_aware}),
+                {c.name: _runner(c, method) for c in comps}, score)
     variants = _variants(options, method)
     best = None
     for i, update in enumerate(variants):
@@ -729,6 +747,8 @@ def _quantize_variants(comps: list[_Component], evaluator, options: QuantizeOpti
     opts, runners, score, state = best
     for c in comps:
         c.result, c.out_dir = state[c.name]
+    if cache is not None:
+        cache[key] = (opts, score, state)
     return opts, runners, score
 
 
@@ -739,15 +759,16 @@ def _better(a: dict, b: dict, evaluator) -> bool:
 
 
 def _accuracy_loop(comps: list[_Component], evaluator: _Evaluator, options: QuantizeOptions,
-                   method: str, log):
-    """Quantize; while the budget fails, keep the most sensitive block in float."""
+                   method: str, log, cache: dict | None = None):
+    """Quantize; while the budget fails, keep the most sensitive block in float (``cache``: see
+    :func:`_quantize_variants`)."""
     from mmdeploy.passes.quantize import block_label, quantizable_groups
 
     if method == "inc":
         from mmdeploy.passes.inc import inc_accuracy_loop
 
         return inc_accuracy_loop(comps, evaluator, options, _quantize_component, log)
-    options, runners, score = _quantize_variants(comps, evaluator, options, method, log)
+    options, runners, score = _quantize_variants(comps, evaluator, options, method, log, cache)
     steps = [{"float_block": None, "component": None, **brief(score)}]
     float_blocks: list[dict] = []
     if score["ok"] or not options.accuracy_aware or method in ("fp16", "tflite"):
