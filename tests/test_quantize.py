@@ -186,6 +186,18 @@ def test_nncf_block_search_probes_by_bypassing_quantizers(bundle, images, tmp_pa
     assert float_probe(ir, "onnx", nodes, tmp_path / "none") is None
 
 
+def test_ort_dynamic_block_search_requantizes_each_block(bundle, tmp_path):
+    """ort-dynamic has no activation quantizer to bypass: each block is measured by quantizing
+    again without it, in the route's own work dir (once `FileNotFoundError: .../encoder/probe`)."""
+    lines: list[str] = []
+    try:
+        quantize(bundle / "vision", tmp_path / "dyn", _opts(method="ort-dynamic", accuracy_budget=0.999999,
+                                                             max_float_blocks=2), log=lines.append)
+    except AccuracyBudgetError as exc:
+        assert "best reached" in str(exc)
+    assert any("sensitivity vision: " in line and "blocks measured" in line for line in lines), lines
+
+
 def test_impossible_budget_writes_nothing(bundle, tmp_path):
     out = tmp_path / "never"
     with pytest.raises(AccuracyBudgetError, match="best reached: cosine") as exc:

@@ -23,7 +23,7 @@ def int8_bundle(demo_bundle, tmp_path_factory):
     from mmdeploy.stages.quantize import QuantizeOptions, quantize
 
     out = tmp_path_factory.mktemp("q") / "bundle"
-    quantize(demo_bundle, out, QuantizeOptions(latency_runs=0), log=lambda msg: None)
+    quantize(demo_bundle, out, QuantizeOptions(latency_runs=0, method="ort-static"), log=lambda msg: None)
     return out
 
 
