@@ -47,8 +47,9 @@ def embedding_cosines(ref_runner, runner, feeds, refs: list | None = None) -> tu
     """(mean, worst sample) cosine of each consumed float output (:func:`consumed_outputs`) to the
     fp32 model's, the worst output reported.  Token-level outputs are compared token by token
     over the real positions (padding masked out), a sample's score being its tokens' mean;
-    sample-level ones sample by sample (a feed may hold several samples).  Feeds of different sequence lengths never need to be
-    concatenated.  ``refs``: the fp32 model's outputs on ``feeds`` when already computed."""
+    sample-level ones sample by sample (a feed may hold several samples).  Feeds of different
+    sequence lengths never need to be concatenated.  ``refs``: the fp32 model's outputs on
+    ``feeds`` when already computed."""
     mean_worst, sample_worst = 1.0, 1.0
     refs = refs if refs is not None else [ref_runner.run(f) for f in feeds]
     gots = [runner.run(f) for f in feeds]

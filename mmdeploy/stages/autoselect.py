@@ -221,7 +221,8 @@ class Outcome:
         if self.error:
             row["error"] = self.error
         if self.score is not None:
-            row["accuracy"] = {k: v for k, v in self.score.items() if k in ("value", "drop", "ok", "cosine", "min_cosine")}
+            row["accuracy"] = {k: v for k, v in self.score.items()
+                               if k in ("value", "drop", "ok", "cosine", "min_cosine")}
         row["holds_budget"] = self.ok
         row["float_blocks"] = len(self.float_blocks)
         if self.not_on_device:
@@ -498,9 +499,10 @@ def _mix_cosine(choice: Choice) -> dict:
 
 
 def _fastest(built: list[Outcome], comps, evaluator, runner_for, log) -> Choice:
-    """Per component, the fastest candidate that holds the budget for it (:data:`TIE_RATIO`).  Under the cosine guard
-    the mix's score is exact (each component is scored alone); under a task metric the mix is
-    scored as a whole and kept only if it holds, else the fastest whole candidate."""
+    """Per component, the fastest candidate that holds the budget for it (ties: :data:`TIE_RATIO`).
+    Under the cosine guard the mix's score is exact (each component is scored alone); under a
+    task metric the mix is scored as a whole and kept only if it holds, else the fastest whole
+    candidate."""
     by_comp = {}
     for comp in comps:
         eligible = _eligible(built, comp.name, evaluator)

@@ -374,7 +374,8 @@ class _Evaluator:
                        agreement=result.agreement(self.baseline_result))
         else:
             value = min(cosines.values())  # the mean holds the budget, every sample the tail floor
-            out.update(value=value, ok=value >= self.budget and min(out["min_cosine"].values()) >= tail_floor(self.budget))
+            worst = min(out["min_cosine"].values())
+            out.update(value=value, ok=value >= self.budget and worst >= tail_floor(self.budget))
         return out
 
     def describe(self) -> str:
@@ -662,11 +663,13 @@ def _quantize_component(comp: _Component, options: QuantizeOptions, method: str,
     return result, _runner(comp, method)
 
 
-def _runner(comp: _Component, method: str):
-    """A runner over ``comp``'s current quantized model."""
-    result = comp.result
-    return model_runner(comp.out_dir / result.model_file, result.format, f"{method}-{comp.name}", comp.input_names,
-                        [t.name for t in comp.manifest.outputs], result.report.get("pad"), signature=comp.manifest)
+def _runner(comp: _Component, method: str, base=None, model: Path | None = None):
+    """A runner over ``comp``'s current quantized model (or ``base``: (result, out_dir); or the
+    file ``model`` of that result's format)."""
+    result, out_dir = base or (comp.result, comp.out_dir)
+    return model_runner(model or out_dir / result.model_file, result.format, f"{method}-{comp.name}",
+                        comp.input_names, [t.name for t in comp.manifest.outputs], result.report.get("pad"),
+                        signature=comp.manifest)
 
 
 def _probe(comp: _Component, nodes: list[str], method: str, base=None):
@@ -681,10 +684,7 @@ def _probe(comp: _Component, nodes: list[str], method: str, base=None):
         shutil.rmtree(old, ignore_errors=True)
     comp.probes += 1
     path = float_probe(out_dir / result.model_file, result.format, nodes, comp.work / f"probe-{comp.probes}")
-    if path is None:
-        return None
-    return model_runner(path, result.format, f"{method}-{comp.name}-probe", comp.input_names,
-                        [t.name for t in comp.manifest.outputs], result.report.get("pad"), signature=comp.manifest)
+    return None if path is None else _runner(comp, method, (result, out_dir), path)
 
 
 def _variants(options: QuantizeOptions, method: str) -> list[dict]:
@@ -815,8 +815,9 @@ def _accuracy_loop(comps: list[_Component], evaluator: _Evaluator, options: Quan
     def build(name: str, nodes: list[str], real: bool):
         """``name``'s runner with ``nodes`` in float: a probe where its quantizers can be bypassed,
         else (or ``real``) a re-quantization without them."""
-        if not real and name in probing:
-            return _probe(by_name[name], nodes, method, quantized[name])
+        if not real and name in probing:  # nothing to bypass in these blocks: the all-int8 model itself
+            return (_probe(by_name[name], nodes, method, quantized[name])
+                    or _runner(by_name[name], method, quantized[name]))
         by_name[name].excluded = user[name] + nodes
         return _quantize_component(by_name[name], options, method, "q")[1]
 
@@ -838,8 +839,9 @@ def _accuracy_loop(comps: list[_Component], evaluator: _Evaluator, options: Quan
         nodes = floated[name] + by_name[name].groups[group]
         candidate = build(name, nodes, real)
         new = evaluator.score({**runners, name: candidate})
-        entry = {"component": name, "block": group, "label": block_label(name, group), "nodes": by_name[name].groups[group],
-                 "sensitivity_gain": gain, "metric_before": best["value"], "metric_after": new["value"]}
+        entry = {"component": name, "block": group, "label": block_label(name, group),
+                 "nodes": by_name[name].groups[group], "sensitivity_gain": gain, "metric_before": best["value"],
+                 "metric_after": new["value"]}
         if new["value"] < best["value"]:  # no gain on the budget metric: quantize it after all
             if real:
                 build(name, floated[name], True)
