@@ -159,6 +159,13 @@ def test_accuracy_aware_keeps_sensitive_blocks_float(bundle, tmp_path):
     assert all(b["nodes"] and "metric_after" in b for b in blocks)
     summary_cos = m.metadata["quantize_summary"]["components"][0]["cosine"]
     assert summary_cos >= 0.99999
+    assert m.metadata["quantize"]["precision"] == f"int8, {len(blocks)} block(s) in float"  # what inspect shows
+
+
+def test_inspect_names_weight_only_int8(bundle, tmp_path, cli):
+    quantize(bundle / "vision", tmp_path / "w8", QuantizeOptions(method="nncf-weights", latency_runs=0))
+    shown = cli("inspect", tmp_path / "w8")
+    assert shown.returncode == 0 and "int8 weights, activations at run time" in shown.stdout, shown.stdout
 
 
 def test_nncf_block_search_probes_by_bypassing_quantizers(bundle, images, tmp_path):

@@ -131,7 +131,8 @@ def _print_summary(path: Path, check: bool = False) -> None:
         worst = max((v.get("max_abs", 0) for v in parity.values() if isinstance(v, dict)), default=None)
         cos = min((v.get("cosine", 1) for v in parity.values() if isinstance(v, dict)), default=None)
         task = task_summary(m.parity.get("task"))
-        table.add_row(name, m.format or "-", m.precision, _human(artifact_size(cdir)),
+        precision = (m.metadata.get("quantize") or {}).get("precision") or m.precision  # e.g. "int8 weights, ..."
+        table.add_row(name, m.format or "-", precision, _human(artifact_size(cdir)),
                       f"{worst:.1e}" if worst is not None else "-", f"{cos:.6f}" if cos is not None else "-",
                       f"{task['value']:.1%}" + (f" ({task['agreement']:.0%})" if task["agreement"] is not None
                                                 else "") if task else "-")

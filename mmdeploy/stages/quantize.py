@@ -917,6 +917,9 @@ def _summary(comps, evaluator: _Evaluator, steps, float_blocks, options, method,
         if report.get("weights"):
             row["weights"] = report["weights"] + (f", {floats} block(s) kept in float" if floats else "")
             row["activations"] = report.get("activations")
+            # the artifact's precision in a few words (inspect's precision column)
+            row["precision"] = ("int8 weights, activations at run time" if "run time" in (row["activations"] or "")
+                                else "int8") + (f", {floats} block(s) in float" if floats else "")
         elif comp.result.precision != "int8":
             row["weights"] = f"{comp.result.precision} (float: no int8)"
         if options.latency_runs:
