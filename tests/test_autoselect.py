@@ -110,9 +110,10 @@ def test_a_tie_in_speed_goes_to_fewer_float_blocks_then_the_smaller_artifact(mon
 
 
 def test_no_block_search_for_a_route_far_from_the_budget_when_another_holds(monkeypatch):
-    """all-mpnet-base-v2: NNCF int8 at cosine 0.952 (4.8x the 0.01 allowance) while int8 weights hold
-    at 0.9995 -- a search would keep most blocks in float; it is skipped.  Near the budget (0.985)
-    and faster, it is searched."""
+    """--precision auto: all-mpnet-base-v2's NNCF int8 at cosine 0.952 (4.8x the 0.01 allowance)
+    while other routes hold -- a search would keep most blocks in float; it is skipped.  Near the
+    budget (0.985) and faster, it is searched.  Under --int8, a route holding with every block
+    int8 ends it: no search at all."""
     searched = []
 
     def build(cand, log, aware):
@@ -123,15 +124,22 @@ def test_no_block_search_for_a_route_far_from_the_budget_when_another_holds(monk
         return o
 
     monkeypatch.setattr(cpu_module, "cpu_features", lambda: CPU_AMX)
-    values = {n: 0.999 if n == "nncf-w8" else 0.952 for n in CANDIDATES}
-    latencies = {"nncf-w8": 10.0, "nncf": 5.0, "nncf+bf16": 4.0}
-    chosen, _ = autoselect.select(_comps(), _Eval(), QuantizeOptions(), lambda m: None, build=build,
+    values = {n: 0.999 if n in ("nncf-w8", "openvino-bf16") else 0.952 for n in CANDIDATES}
+    latencies = {"nncf-w8": 10.0, "nncf": 5.0, "nncf+bf16": 4.0, "openvino-bf16": 9.0}
+    auto = QuantizeOptions(precision="auto")
+    chosen, _ = autoselect.select(_comps(), _Eval(), auto, lambda m: None, build=build,
                                   runner_for=lambda comp, state, cand: cand.name, timer=_timer(latencies))
-    assert chosen.name == "nncf-w8" and searched == []
+    assert chosen.name == "openvino-bf16" and searched == []
     values.update({"nncf": 0.985, "nncf+bf16": 0.985})
-    autoselect.select(_comps(), _Eval(), QuantizeOptions(), lambda m: None, build=build,
+    autoselect.select(_comps(), _Eval(), auto, lambda m: None, build=build,
                       runner_for=lambda comp, state, cand: cand.name, timer=_timer(latencies))
     assert "nncf" in searched
+    # --int8: int8 weights holding with every block int8 end the search (no mixed artifact)
+    searched.clear()
+    lines: list[str] = []
+    chosen, _ = autoselect.select(_comps(), _Eval(), QuantizeOptions(), lines.append, build=build,
+                                  runner_for=lambda comp, state, cand: cand.name, timer=_timer(latencies))
+    assert chosen.name == "nncf-w8" and searched == [] and any("no block search" in line for line in lines)
 
 
 def test_other_cpu_other_choice_and_unavailable_routes_skipped_with_a_note(monkeypatch):

@@ -377,6 +377,12 @@ def select(comps, evaluator, options, log, build: Callable, runner_for: Callable
         built = _time(built, comps, runner_for, timer or time_interleaved, getattr(options, "auto_blocks", 5), log)
         retry = [o for o in built if aware and not o.ok and o.candidate.precision == "int8"
                  and _could_win(o, built, comps, evaluator)]
+        if retry and getattr(options, "precision", "int8") == "int8" and _coverable(built, comps, evaluator):
+            # --int8 means int8 weights: a route that holds with every block int8 beats any that
+            # would keep blocks in float (larger, and the search costs minutes)
+            log(f"auto: {', '.join(o.candidate.name for o in built if o.ok)} hold(s) with every block int8: no "
+                f"block search for {', '.join(o.candidate.name for o in retry)} (--precision auto searches them)")
+            retry = []
         started, allowed = time.perf_counter(), getattr(options, "search_seconds", 120.0)
         for o in retry:
             if time.perf_counter() - started > allowed and _coverable(_built(outcomes), comps, evaluator):
