@@ -62,6 +62,11 @@ def model_bytes(path: str | Path) -> int:
     return path.stat().st_size + sum(f.stat().st_size for f in data_files(path) if f.is_file())
 
 
+def folder_bytes(path: str | Path) -> int:
+    """Bytes of every file under a folder (a work directory's build, before any manifest)."""
+    return sum(f.stat().st_size for f in Path(path).rglob("*") if f.is_file())
+
+
 def copy_model(src: str | Path, dest: str | Path) -> Path:
     """Copy an ONNX file with its external-data files; ``dest`` is a folder or a file path.  A
     renamed graph keeps the data files' names (the graph records them)."""

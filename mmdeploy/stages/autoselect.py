@@ -233,28 +233,33 @@ class Outcome:
             row["latency_ms_by_component"] = {k: round(v, 3) for k, v in self.latency_by_component.items()}
         return row
 
+    def cosines(self, component: str) -> tuple[float, float] | None:
+        """(mean, worst sample) embedding cosine of one component, where the cosine guard scored
+        each component alone; else None."""
+        cosines = (self.score or {}).get("cosine")
+        if not isinstance(cosines, dict) or component not in cosines:
+            return None
+        return cosines[component], (self.score.get("min_cosine") or {}).get(component, cosines[component])
+
     def holds_for(self, component: str, budget: float | None) -> bool:
-        """This candidate's own accuracy on one component: its embedding cosine against the budget
-        (the cosine guard scores each component alone), else the whole candidate's verdict."""
+        """This candidate's own accuracy on one component against the cosine budget, else the
+        whole candidate's verdict."""
         from mmdeploy.passes.accuracy import tail_floor
 
-        cosines = (self.score or {}).get("cosine")
-        if budget is not None and isinstance(cosines, dict) and component in cosines:
-            worst = (self.score.get("min_cosine") or {}).get(component, cosines[component])
-            return cosines[component] >= budget and worst >= tail_floor(budget)
-        return self.ok
+        both = self.cosines(component)
+        if budget is None or both is None:
+            return self.ok
+        return both[0] >= budget and both[1] >= tail_floor(budget)
 
     def far_from(self, component: str, budget: float | None) -> bool:
         """Fully quantized, more than :data:`FAR` times the budget's allowance away on one
         component (mean or worst sample): blocks in float would have to be many."""
         from mmdeploy.passes.accuracy import tail_floor
 
-        cosines = (self.score or {}).get("cosine")
-        if budget is None or not isinstance(cosines, dict) or component not in cosines:
+        both = self.cosines(component)
+        if budget is None or both is None:
             return False
-        worst = (self.score.get("min_cosine") or {}).get(component, cosines[component])
-        return (1 - cosines[component] > FAR * (1 - budget)
-                or 1 - worst > FAR * (1 - tail_floor(budget)))
+        return 1 - both[0] > FAR * (1 - budget) or 1 - both[1] > FAR * (1 - tail_floor(budget))
 
 
 @dataclass
@@ -499,9 +504,10 @@ def _coverable(built: list[Outcome], comps, evaluator) -> bool:
 
 
 def _mix_cosine(choice: Choice) -> dict:
-    cosines = {c: o.score["cosine"][c] for c, o in choice.by_component.items()}
-    worst = {c: o.score.get("min_cosine", o.score["cosine"])[c] for c, o in choice.by_component.items()}
-    return {"cosine": cosines, "min_cosine": worst, "value": min(cosines.values()), "ok": True}
+    both = {c: o.cosines(c) for c, o in choice.by_component.items()}
+    cosines = {c: mean for c, (mean, _) in both.items()}
+    return {"cosine": cosines, "min_cosine": {c: worst for c, (_, worst) in both.items()},
+            "value": min(cosines.values()), "ok": True}
 
 
 def _fastest(built: list[Outcome], comps, evaluator, runner_for, log) -> Choice:
@@ -538,8 +544,10 @@ def _float_blocks(o: Outcome, component: str) -> int:
 
 
 def _comp_bytes(o: Outcome, component: str) -> int:
+    from mmdeploy.onnx_files import folder_bytes
+
     out_dir = o.state.get(component, {}).get("out_dir")
-    return sum(p.stat().st_size for p in Path(out_dir).rglob("*") if p.is_file()) if out_dir else 0
+    return folder_bytes(out_dir) if out_dir else 0
 
 
 def _comp_latency(o: Outcome, component: str) -> float:

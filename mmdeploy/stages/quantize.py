@@ -31,7 +31,7 @@ from mmdeploy.errors import CalibrationError, InputError, UnsupportedError
 from mmdeploy.passes.accuracy import (  # noqa: F401  (AccuracyBudgetError: part of this stage's API)
     AccuracyBudgetError, brief, budget_error, describe, embedding_cosines, tail_floor,
 )
-from mmdeploy.onnx_files import model_bytes
+from mmdeploy.onnx_files import folder_bytes, model_bytes
 from mmdeploy.passes.base import PassContext
 from mmdeploy.passes.calibration import (
     CalibrationSet, check_modality, component_modality, data_kinds, feeds_sha256, preprocess_images,
@@ -563,8 +563,8 @@ def _build_state(comps: list[_Component], evaluator: _Evaluator, options: Quanti
         else:
             opts = options.model_copy(update={"activation_type": "int8"}) if cand.runtime == "tensorrt" else options
             try:
-                outcome.steps, outcome.float_blocks = _accuracy_loop(comps, evaluator, opts, cand.method,
-                                                                     lambda m: log("  " + m), reuse)
+                outcome.steps, outcome.float_blocks = _accuracy_loop(
+                    comps, evaluator, opts, cand.method, lambda m: log("  " + m), reuse.setdefault("variants", {}))
             except AccuracyBudgetError as exc:
                 outcome.score = getattr(exc, "best", None)
                 outcome.steps, outcome.float_blocks = [], list(getattr(exc, "float_blocks", []))
@@ -890,10 +890,6 @@ def _drop_unneeded(float_blocks: list[dict], runners: dict, floated: dict, build
     return kept
 
 
-def _size(path: Path) -> int:
-    return sum(p.stat().st_size for p in Path(path).rglob("*") if p.is_file())
-
-
 def _latency(runner, feeds, runs: int) -> float:
     for _ in range(2):
         runner.run(feeds)
@@ -911,7 +907,7 @@ def _summary(comps, evaluator: _Evaluator, steps, float_blocks, options, method,
     for comp in comps:
         fp32_file = _model_file(comp.src, comp.manifest)
         row = {"component": comp.name, "size_fp32": model_bytes(fp32_file),
-               "size_quantized": _size(comp.out_dir), "cosine": final["cosine"].get(comp.name)}
+               "size_quantized": folder_bytes(comp.out_dir), "cosine": final["cosine"].get(comp.name)}
         report = comp.result.report
         floats = sum(1 for b in float_blocks if b.get("component") == comp.name)
         if report.get("weights"):
