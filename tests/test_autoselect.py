@@ -416,3 +416,18 @@ def test_nncf_fast_settings_reach_the_pass(bundle, tmp_path):
     report = m.passes[-1].report
     assert report["preset"] == "performance" and report["smooth_quant"] is False and report["fake_quantize_nodes"] > 0
     assert CANDIDATES["nncf-fast+bf16"].settings == (("nncf_preset", "performance"), ("smooth_quant", False))
+
+
+def test_block_search_starts_from_the_all_int8_build_and_really_searches(bundle, tmp_path, monkeypatch):
+    """A route over budget is searched from the build auto already made and judged (no second
+    calibration), and the search runs (two bugs once: the build was never kept; then the kept
+    one came back with accuracy_aware off and no block was measured)."""
+    monkeypatch.setitem(autoselect.KIND_CANDIDATES, "cpu", ("nncf",))  # real builds, one route
+    lines: list[str] = []
+    with pytest.raises(NoCandidateError):  # random tiny weights: nncf is all but exact, never 0.999999
+        quantize(bundle / "vision", tmp_path / "q", QuantizeOptions(latency_runs=0, precision="auto",
+                                                                     accuracy_budget=0.999999, max_float_blocks=1),
+                 log=lines.append)
+    text = "\n".join(lines)
+    assert text.count("quantized all (built before)") == 1, text
+    assert text.index("quantized all (built before)") < text.index("sensitivity vision: ")

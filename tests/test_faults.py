@@ -285,3 +285,41 @@ def test_the_signal_handlers_are_restored_and_a_users_own_is_kept(tmp_path):
         assert seen == ["user's"]
     finally:
         signal.signal(signal.SIGTERM, previous)
+
+
+API_QUANTIZE = r"""
+import sys
+from pathlib import Path
+from mmdeploy.stages.quantize import QuantizeOptions, quantize
+bundle, out = Path(sys.argv[1]), Path(sys.argv[2])
+quantize(bundle / "vision", out, QuantizeOptions(latency_runs=0, precision="auto", accuracy_budget=0.999999,
+                                                 search_seconds=5), log=lambda m: print(m, flush=True))
+"""
+
+
+def test_sigterm_through_the_python_api_exits_and_leaves_nothing(demo_bundle, tmp_path):
+    """`quantize()` called from a user's script (no CLI) and killed with SIGTERM while auto builds
+    its candidates: the process ends (once seen sitting at exit for 12 minutes), no output, nothing
+    in $TMPDIR."""
+    tmpdir = tmp_path / "tmp"
+    tmpdir.mkdir()
+    out = tmp_path / "out"
+    proc = subprocess.Popen([sys.executable, "-c", API_QUANTIZE, str(demo_bundle), str(out)],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            env={**os.environ, "TMPDIR": str(tmpdir)})
+    seen = []
+    for line in proc.stdout:  # the point: auto has started on NNCF (OpenVINO's threads are up)
+        seen.append(line)
+        if "candidate nncf" in line:
+            proc.send_signal(signal.SIGTERM)
+            break
+    else:
+        pytest.fail("quantize ended before the point: " + "".join(seen[-5:]))
+    try:
+        proc.communicate(timeout=60)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        pytest.fail("quantize did not exit within 60 s of SIGTERM")
+    assert proc.returncode != 0
+    assert not out.exists() and not list(tmp_path.glob(".out*"))
+    assert _leftovers(tmpdir) == []
