@@ -225,3 +225,70 @@ def test_task_evaluator_scores_a_text_set_and_pairs_the_drop(bert_text_bundle, s
     assert base["n"] == len(PAIRS) and base["ci95"][0] <= base["value"] <= base["ci95"][1] and base["predictions"] is None
     same = evaluator.drop(base, evaluator.score(runners))
     assert same["drop"] == pytest.approx(0.0, abs=1e-9) and same["interval"] == "paired-bootstrap"
+
+
+# --------------------------------------------------------------------------- sentence-transformers folders
+
+
+def _st_folder(bert_dir: Path, out: Path, mode: str) -> Path:
+    """A sentence-transformers folder as `model.save()` leaves it: Transformer -> Pooling(mode) -> Normalize."""
+    import shutil
+
+    shutil.copytree(bert_dir, out)
+    (out / "modules.json").write_text(json.dumps([
+        {"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.models.Transformer"},
+        {"idx": 1, "name": "1", "path": "1_Pooling", "type": "sentence_transformers.models.Pooling"},
+        {"idx": 2, "name": "2", "path": "2_Normalize", "type": "sentence_transformers.models.Normalize"}]))
+    (out / "sentence_bert_config.json").write_text(json.dumps({"max_seq_length": 32, "do_lower_case": False}))
+    (out / "1_Pooling").mkdir()
+    (out / "1_Pooling" / "config.json").write_text(json.dumps({"word_embedding_dimension": 32,
+                                                               f"pooling_mode_{mode}": True}))
+    (out / "2_Normalize").mkdir()
+    return out
+
+
+@pytest.mark.parametrize("mode", ["mean_tokens", "cls_token", "max_tokens", "lasttoken"])
+def test_sentence_transformers_pooling_exported_into_the_graph(bert_dir, tmp_path, mode):
+    """The issue's finding: modules.json / 1_Pooling were ignored and users pooled by hand.  Every
+    pooling mode sentence-transformers saves is exported into the graph: `sentence_embedding`
+    equals SentenceTransformer.encode on the same sentences."""
+    sentence_transformers = pytest.importorskip("sentence_transformers")
+    from mmdeploy.runtime import load
+    from mmdeploy.stages.convert import convert
+
+    folder = _st_folder(bert_dir, tmp_path / "st", mode)
+    convert(folder, tmp_path / "bundle")
+    texts = ["a red circle", "the green triangle on the left of a blue square", "red"]
+    want = sentence_transformers.SentenceTransformer(str(folder), device="cpu").encode(texts, convert_to_numpy=True)
+    got = load(tmp_path / "bundle").embed_texts(texts)
+    assert got.shape == want.shape
+    assert np.min((got * want).sum(1)) > 0.9999
+
+
+def test_guard_judges_what_users_consume():
+    """The issue's finding: the guard compared BERT's pooler_output (a head sentence encoders never
+    use) and token embeddings with their padding.  A quantized model wrong only there scores 1.0;
+    one wrong on a real token does not."""
+    from mmdeploy.passes.accuracy import embedding_cosines
+
+    rng = np.random.default_rng(0)
+    hidden = rng.normal(size=(2, 5, 8)).astype(np.float32)
+    mask = np.array([[1, 1, 1, 0, 0], [1, 1, 1, 1, 1]], dtype=np.int64)
+    ref = {"last_hidden_state": hidden, "pooler_output": np.tanh(hidden[:, 0])}
+    noisy = hidden.copy()
+    noisy[0, 3:] = rng.normal(size=(2, 8))  # padding positions only
+    got = {"last_hidden_state": noisy, "pooler_output": -ref["pooler_output"]}
+
+    class Fixed:
+        def __init__(self, out):
+            self.out = out
+
+        def run(self, feeds):
+            return self.out
+
+    feeds = [{"input_ids": np.zeros((2, 5), np.int64), "attention_mask": mask}]
+    assert embedding_cosines(Fixed(ref), Fixed(got), feeds) == pytest.approx((1.0, 1.0))
+    wrong = noisy.copy()
+    wrong[1, 2] = -wrong[1, 2]  # a real token
+    mean, worst = embedding_cosines(Fixed(ref), Fixed({**got, "last_hidden_state": wrong}), feeds)
+    assert worst < 0.9 and mean < 1.0
